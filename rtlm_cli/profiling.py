@@ -1,0 +1,323 @@
+"""``rtlm profile``: run a model over prompts on this device and record latency against uncertainty.
+
+Measurement hygiene lives here, not in callers: a warm-up batch before any timing, CUDA
+synchronized around every timer (in the backend), telemetry sampled on its own thread, and every
+finished request journaled at once so that Ctrl-C or a kill keeps it and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtlm_cli import uncertainty
+from rtlm_cli.backends import load_backend
+from rtlm_cli.backends.base import GenerationSettings
+from rtlm_cli.config import CPU_CALIBRATION_BATCHES, CUDA_CALIBRATION_BATCHES, ProfileConfig
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.prompts import Prompt, load_prompts, sample_prompts
+from rtlm_cli.store import RecordShards, atomic_write_json, atomic_write_parquet, now_iso, provenance, read_meta, read_records
+from rtlm_cli.telemetry import COLUMNS as TELEMETRY_COLUMNS
+from rtlm_cli.telemetry import TelemetrySampler
+
+SCHEMA_VERSION = 1
+REQUESTS_DIR = "requests"
+TIMING_FILE = "timing.parquet"
+TELEMETRY_FILE = "telemetry.parquet"
+
+# Per-request columns besides the uncertainty features (documented in README "Profile format").
+MEASURED_COLUMNS = (
+    "prompt_id", "prompt_index", "prompt", "output_text", "prompt_tokens", "output_tokens",
+    "max_new_tokens", "ended", "finish_reason", "ttft_s", "e2e_s", "tpot_s", "decode_tokens_per_s",
+    "service_s", "batch_size", "batch_id", "started_at",
+) + TELEMETRY_COLUMNS
+
+
+class Interrupted(RtlmError):
+    exit_code = 130
+
+
+@dataclass
+class ProfileResult:
+    out: Path
+    meta: dict
+    new_requests: int
+    total_requests: int
+    calibrated: bool
+
+
+def identity(cfg: ProfileConfig, info) -> dict:
+    """What makes two runs the same profile (so one may resume the other); -n is not part of it."""
+    return {
+        "model_hash": info.model_hash,
+        "device_name": info.device_name,
+        "dtype": info.dtype,
+        "prompts": cfg.prompts,
+        "text_column": cfg.text_column,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "max_prompt_tokens": cfg.max_prompt_tokens,
+        "generation": dataclasses.asdict(cfg.generation),
+        "feature_set_version": uncertainty.FEATURE_SET_VERSION,
+    }
+
+
+def _check_existing(out: Path, ident: dict) -> dict | None:
+    """The existing meta when ``out`` holds the same profile; an error when it holds anything else."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise RtlmError(f"output {out} exists and is not a directory: choose another --out")
+    if not (out / "meta.json").exists():
+        if any(out.iterdir()):
+            raise RtlmError(f"output directory {out} is not empty and holds no rtlm profile: choose another --out")
+        return None
+    meta = read_meta(out, "profile")
+    old = meta.get("identity", {})
+    if old.get("model_hash") != ident["model_hash"]:
+        raise RtlmError(
+            f"output directory {out} holds a profile of another model ({meta.get('model', {}).get('model_id')}): "
+            "choose another --out"
+        )
+    diff = sorted(k for k in ident if old.get(k) != ident[k])
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} there, {ident[k]!r} now" for k in diff)
+        raise RtlmError(f"output directory {out} holds a profile made with other settings ({detail}): choose another --out")
+    return meta
+
+
+def _select(backend, cfg: ProfileConfig) -> tuple[list[Prompt], int]:
+    """The first ``num_prompts`` prompts of the seeded order that fit ``max_prompt_tokens``."""
+    pool = load_prompts(cfg.prompts, cfg.text_column)
+    order = sample_prompts(pool, None, cfg.seed)
+    chosen: list[Prompt] = []
+    skipped = 0
+    chunk = max(64, cfg.num_prompts)
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        for p, n in zip(part, backend.prompt_tokens([p.text for p in part])):
+            if len(chosen) == cfg.num_prompts:
+                break
+            if n > cfg.max_prompt_tokens:
+                skipped += 1
+                continue
+            chosen.append(p)
+        if len(chosen) == cfg.num_prompts:
+            break
+    if not chosen:
+        raise RtlmError(
+            f"no prompt of {cfg.prompts!r} fits --max-prompt-tokens {cfg.max_prompt_tokens}: raise it or use other prompts"
+        )
+    return chosen, skipped
+
+
+def _records(batch: list[Prompt], index: dict[str, int], result, batch_id: int, started: float,
+             settings: GenerationSettings, telemetry: dict, features: dict[str, list[float]]) -> list[dict]:
+    rows = []
+    for p, g in zip(batch, result.generations):
+        decode_s = g.e2e_s - g.ttft_s
+        steps = g.output_tokens - 1
+        row = {
+            "prompt_id": p.prompt_id, "prompt_index": index[p.prompt_id], "prompt": p.text,
+            "output_text": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
+            "max_new_tokens": settings.max_new_tokens, "ended": g.ended,
+            "finish_reason": "stop" if g.ended else "length",
+            "ttft_s": g.ttft_s, "e2e_s": g.e2e_s,
+            "tpot_s": decode_s / steps if steps > 0 else float("nan"),
+            "decode_tokens_per_s": steps / decode_s if steps > 0 and decode_s > 0 else float("nan"),
+            "service_s": result.wall_s, "batch_size": len(batch), "batch_id": batch_id, "started_at": started,
+        }
+        row.update(telemetry)
+        row.update(zip(uncertainty.ALL_COLUMNS, features[p.prompt_id]))
+        rows.append(row)
+    return rows
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+def _status(console, text: str):
+    return console.status(text) if console is not None else contextlib.nullcontext()
+
+
+def _sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def summarize(df) -> dict:
+    if df.empty:
+        return {"requests": 0}
+    return {
+        "requests": int(len(df)),
+        "ended_share": float(df["ended"].mean()),
+        "output_tokens_mean": float(df["output_tokens"].mean()),
+        "prompt_tokens_mean": float(df["prompt_tokens"].mean()),
+        "ttft_s_median": float(df["ttft_s"].median()),
+        "e2e_s_median": float(df["e2e_s"].median()),
+        "tpot_s_median": float(df["tpot_s"].median()),
+        "decode_tokens_per_s_median": float(df["decode_tokens_per_s"].median()),
+    }
+
+
+def calibrate(backend, cfg: ProfileConfig, console=None):
+    """The device's timing table: median prefill and decode-step seconds per (batch, context)."""
+    import statistics
+
+    import pandas as pd
+
+    batches = cfg.calibration_batches or (
+        CUDA_CALIBRATION_BATCHES if backend.info.device.startswith("cuda") else CPU_CALIBRATION_BATCHES
+    )
+    grid = [(b, c) for c in cfg.calibration_contexts for b in batches]
+    backend.timing_point(1, 16, 2)  # warm-up: first calls allocate and compile kernels
+    rows = []
+    with _progress(console) as bar:
+        task = bar.add_task("calibrating", total=len(grid), rate="")
+        for b, c in grid:
+            points = [backend.timing_point(b, c, cfg.calibration_steps) for _ in range(cfg.calibration_repeats)]
+            rows.append({
+                "batch": b, "context": c,
+                "prefill_s": statistics.median(p for p, _ in points),
+                "decode_step_s": statistics.median(s for _, s in points),
+                "decode_steps": cfg.calibration_steps, "repeats": cfg.calibration_repeats,
+            })
+            bar.update(task, advance=1, rate=f"b={b} ctx={c}: {rows[-1]['decode_step_s'] * 1000:.1f} ms/step")
+    return pd.DataFrame(rows)
+
+
+def profile(cfg: ProfileConfig, console=None) -> ProfileResult:
+    cfg.validate()
+    out = Path(cfg.out)
+    with _status(console, f"loading model {cfg.model} (the first use of a GGUF converts it once, ~15 s)"):
+        backend = load_backend(cfg.model, cfg.device, cfg.dtype)
+    info = backend.info
+    ident = identity(cfg, info)
+    old_meta = _check_existing(out, ident)
+    shards = RecordShards(out / REQUESTS_DIR, key="prompt_id", flush_every=cfg.flush_every)
+    done_df = read_records(out / REQUESTS_DIR, key="prompt_id") if old_meta else None
+    done = set(done_df["prompt_id"]) if done_df is not None and not done_df.empty else set()
+
+    chosen, skipped = _select(backend, cfg) if cfg.num_prompts else ([], 0)
+    todo = [p for p in chosen if p.prompt_id not in done]
+    index = {p.prompt_id: i for i, p in enumerate(chosen)}
+    features = dict(zip((p.prompt_id for p in todo), uncertainty.extract_rows(p.text for p in todo)))
+
+    meta = {
+        "kind": "rtlm.profile", "schema_version": SCHEMA_VERSION, "complete": False,
+        "created_at": (old_meta or {}).get("created_at", now_iso()), "updated_at": now_iso(),
+        "model": dataclasses.asdict(info),
+        "device": {"device": info.device, "device_name": info.device_name},
+        "decoding": cfg.generation.describe(),
+        "prompts": {"source": cfg.prompts, "text_column": cfg.text_column, "seed": cfg.seed,
+                    "num_prompts": cfg.num_prompts, "max_prompt_tokens": cfg.max_prompt_tokens,
+                    "skipped_too_long": skipped},
+        "batch_size": cfg.batch_size,
+        "feature_set_version": uncertainty.FEATURE_SET_VERSION,
+        "features": list(uncertainty.FEATURE_NAMES),
+        "family_scores": list(uncertainty.FAMILY_SCORE_NAMES),
+        "identity": ident,
+        "identity_hash": hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16],
+        "calibration": (old_meta or {}).get("calibration"),
+        **provenance(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    recovered = shards.recover()
+    atomic_write_json(out / "meta.json", meta)
+    if recovered and console:
+        console.print(f"recovered {recovered} request(s) journaled by an interrupted run")
+    if console and done:
+        console.print(f"resuming {out}: {len(done)} request(s) already profiled, {len(todo)} to go")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    _sigterm_as_interrupt()
+    telemetry = TelemetrySampler(info.device)
+    new = 0
+    try:
+        with telemetry:
+            if todo:
+                warm = GenerationSettings(max_new_tokens=min(8, cfg.generation.max_new_tokens))
+                backend.generate([p.text for p in todo[: cfg.batch_size]], warm)
+                first_batch = int(done_df["batch_id"].max()) + 1 if done else 0
+                new = _run(backend, cfg, todo, index, features, shards, telemetry, console, first_batch)
+            if cfg.calibrate:
+                table = calibrate(backend, cfg, console)
+                atomic_write_parquet(table, out / TIMING_FILE)
+                meta["calibration"] = {"file": TIMING_FILE, "batches": sorted(set(table["batch"])),
+                                       "contexts": sorted(set(table["context"])), "updated_at": now_iso()}
+    except KeyboardInterrupt:
+        shards.close()
+        _finish(out, meta, telemetry, complete=False)
+        total = len(read_records(out / REQUESTS_DIR, key="prompt_id"))
+        raise Interrupted(f"interrupted: {out} keeps {total} finished request(s); rerun the same command to resume") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    shards.close()
+    meta = _finish(out, meta, telemetry, complete=True)
+    return ProfileResult(out, meta, new, meta["summary"].get("requests", 0), cfg.calibrate)
+
+
+def _run(backend, cfg, todo, index, features, shards, telemetry, console, first_batch: int) -> int:
+    settings = cfg.generation
+    done = tokens = 0
+    t_start = time.perf_counter()
+    with _progress(console) as bar:
+        task = bar.add_task("profiling", total=len(todo), rate="")
+        for b, start in enumerate(range(0, len(todo), cfg.batch_size)):
+            batch = todo[start:start + cfg.batch_size]
+            batch_id = first_batch + b
+            run_settings = dataclasses.replace(settings, seed=settings.seed + batch_id)
+            started = time.time()
+            result = backend.generate([p.text for p in batch], run_settings)
+            window = telemetry.window(started, time.time())
+            shards.append(_records(batch, index, result, batch_id, started, run_settings, window, features))
+            done += len(batch)
+            tokens += sum(g.output_tokens for g in result.generations)
+            rate = tokens / (time.perf_counter() - t_start)
+            bar.update(task, advance=len(batch), rate=f"{rate:.1f} tok/s")
+    return done
+
+
+def _finish(out: Path, meta: dict, telemetry: TelemetrySampler, complete: bool) -> dict:
+    import pandas as pd
+
+    samples = [dataclasses.asdict(s) for s in telemetry.samples]
+    if samples:
+        new = pd.DataFrame(samples).rename(columns={"t": "time"})
+        old_path = out / TELEMETRY_FILE
+        if old_path.exists():
+            new = pd.concat([pd.read_parquet(old_path), new], ignore_index=True)
+        atomic_write_parquet(new, old_path)
+    df = read_records(out / REQUESTS_DIR, key="prompt_id")
+    meta.update(complete=complete, updated_at=now_iso(), summary=summarize(df),
+                telemetry={"file": TELEMETRY_FILE, "gpu": telemetry.has_gpu})
+    atomic_write_json(out / "meta.json", meta)
+    return meta
+
+
+def load_profile(path: str | Path):
+    """(meta, requests DataFrame) of a profile directory; older schema versions are read too."""
+    path = Path(path)
+    meta = read_meta(path, "profile")
+    if meta.get("schema_version", 1) > SCHEMA_VERSION:
+        raise RtlmError(f"{path} was written by a newer rtlm (profile schema {meta['schema_version']}): upgrade rtlm")
+    return meta, read_records(path / REQUESTS_DIR, key="prompt_id")
