@@ -21,6 +21,7 @@ from rtlm_cli.backends import load_backend
 from rtlm_cli.backends.base import GenerationSettings
 from rtlm_cli.config import CPU_CALIBRATION_BATCHES, CUDA_CALIBRATION_BATCHES, ProfileConfig
 from rtlm_cli.errors import RtlmError
+from rtlm_cli.progress import progress
 from rtlm_cli.prompts import Prompt, load_prompts, sample_prompts
 from rtlm_cli.store import RecordShards, atomic_write_json, atomic_write_parquet, now_iso, provenance, read_meta, read_records
 from rtlm_cli.telemetry import COLUMNS as TELEMETRY_COLUMNS
@@ -92,9 +93,8 @@ def _check_existing(out: Path, ident: dict) -> dict | None:
     return meta
 
 
-def _select(backend, cfg: ProfileConfig) -> tuple[list[Prompt], int]:
+def _select(backend, cfg: ProfileConfig, pool: list[Prompt]) -> tuple[list[Prompt], int]:
     """The first ``num_prompts`` prompts of the seeded order that fit ``max_prompt_tokens``."""
-    pool = load_prompts(cfg.prompts, cfg.text_column)
     order = sample_prompts(pool, None, cfg.seed)
     chosen: list[Prompt] = []
     skipped = 0
@@ -139,16 +139,6 @@ def _records(batch: list[Prompt], index: dict[str, int], result, batch_id: int, 
     return rows
 
 
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
-
-
 def _status(console, text: str):
     return console.status(text) if console is not None else contextlib.nullcontext()
 
@@ -190,8 +180,7 @@ def calibrate(backend, cfg: ProfileConfig, console=None):
     grid = [(b, c) for c in cfg.calibration_contexts for b in batches]
     backend.timing_point(1, 16, 2)  # warm-up: first calls allocate and compile kernels
     rows = []
-    with _progress(console) as bar:
-        task = bar.add_task("calibrating", total=len(grid), rate="")
+    with progress(console, "calibrating", len(grid)) as update:
         for b, c in grid:
             points = [backend.timing_point(b, c, cfg.calibration_steps) for _ in range(cfg.calibration_repeats)]
             rows.append({
@@ -200,15 +189,18 @@ def calibrate(backend, cfg: ProfileConfig, console=None):
                 "decode_step_s": statistics.median(s for _, s in points),
                 "decode_steps": cfg.calibration_steps, "repeats": cfg.calibration_repeats,
             })
-            bar.update(task, advance=1, rate=f"b={b} ctx={c}: {rows[-1]['decode_step_s'] * 1000:.1f} ms/step")
+            update(1, f"b={b} ctx={c}: {rows[-1]['decode_step_s'] * 1000:.1f} ms/step")
     return pd.DataFrame(rows)
 
 
-def profile(cfg: ProfileConfig, console=None) -> ProfileResult:
+def profile(cfg: ProfileConfig, console=None, backend=None) -> ProfileResult:
+    """Run the profile job; ``backend`` reuses a loaded model (it must match ``cfg.model``)."""
     cfg.validate()
     out = Path(cfg.out)
-    with _status(console, f"loading model {cfg.model} (the first use of a GGUF converts it once, ~15 s)"):
-        backend = load_backend(cfg.model, cfg.device, cfg.dtype)
+    pool = load_prompts(cfg.prompts, cfg.text_column) if cfg.num_prompts else []  # bad prompts fail fast
+    if backend is None:
+        with _status(console, f"loading model {cfg.model} (the first use of a GGUF converts it once, ~15 s)"):
+            backend = load_backend(cfg.model, cfg.device, cfg.dtype)
     info = backend.info
     ident = identity(cfg, info)
     old_meta = _check_existing(out, ident)
@@ -216,7 +208,7 @@ def profile(cfg: ProfileConfig, console=None) -> ProfileResult:
     done_df = read_records(out / REQUESTS_DIR, key="prompt_id") if old_meta else None
     done = set(done_df["prompt_id"]) if done_df is not None and not done_df.empty else set()
 
-    chosen, skipped = _select(backend, cfg) if cfg.num_prompts else ([], 0)
+    chosen, skipped = _select(backend, cfg, pool) if cfg.num_prompts else ([], 0)
     todo = [p for p in chosen if p.prompt_id not in done]
     index = {p.prompt_id: i for i, p in enumerate(chosen)}
     features = dict(zip((p.prompt_id for p in todo), uncertainty.extract_rows(p.text for p in todo)))
@@ -280,8 +272,7 @@ def _run(backend, cfg, todo, index, features, shards, telemetry, console, first_
     settings = cfg.generation
     done = tokens = 0
     t_start = time.perf_counter()
-    with _progress(console) as bar:
-        task = bar.add_task("profiling", total=len(todo), rate="")
+    with progress(console, "profiling", len(todo)) as update:
         for b, start in enumerate(range(0, len(todo), cfg.batch_size)):
             batch = todo[start:start + cfg.batch_size]
             batch_id = first_batch + b
@@ -293,7 +284,7 @@ def _run(backend, cfg, todo, index, features, shards, telemetry, console, first_
             done += len(batch)
             tokens += sum(g.output_tokens for g in result.generations)
             rate = tokens / (time.perf_counter() - t_start)
-            bar.update(task, advance=len(batch), rate=f"{rate:.1f} tok/s")
+            update(len(batch), f"{rate:.1f} tok/s")
     return done
 
 

@@ -217,7 +217,9 @@ def extract(text: str) -> dict[str, float]:
 
 def family_scores(f: dict[str, float]) -> dict[str, float]:
     """The seven family scores in [0, 1] (1 = most uncertain) and their weighted mean."""
-    open_cues = f["open_task_verbs"] + f["open_artifacts"] + f["open_wh"] + 0.5 * f["constraint_long"]
+    # The 'how' of 'how many/much/old' belongs to the numeric (closed) form, not to an open question.
+    open_wh = max(f["open_wh"] - f["closed_numeric"], 0.0)
+    open_cues = f["open_task_verbs"] + f["open_artifacts"] + open_wh + 0.5 * f["constraint_long"]
     closed_cues = f["closed_wh"] + f["closed_yes_no"] + f["closed_numeric"] + f["closed_task_verbs"]
     explicit = (
         2.0 * f["constraint_brief"]

@@ -1,0 +1,55 @@
+import os
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from rtlm_cli.cli import app
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_home(tmp_path_factory):
+    """One RTLM_HOME per test session (the embedded model converts once), and no hub access."""
+    home = tmp_path_factory.mktemp("rtlm-home")
+    saved = {k: os.environ.get(k) for k in ("RTLM_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    os.environ.update(RTLM_HOME=str(home), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    yield home
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def run_cli():
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return result
+
+    return run
+
+
+def one_line_error(result) -> str:
+    """The error text of a failed command, checked to be a single line with no traceback."""
+    text = re.sub(r"\s+", " ", result.output).strip()
+    assert "Traceback" not in result.output
+    assert text.startswith("error:"), result.output
+    return text
+
+
+@pytest.fixture
+def prompt_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    lines = [
+        '{"prompt": "What is the capital of France?"}',
+        '{"prompt": "Write a detailed essay about the history of the Roman empire and explain why it fell."}',
+        '{"prompt": "Answer in one word: is water wet?"}',
+        '{"prompt": "List 10 ideas for a birthday party, and also describe how to plan each one step by step."}',
+        '{"prompt": "Translate \\"good morning\\" into French."}',
+        '{"prompt": "Why is the sky blue? How does scattering work? Maybe explain it simply."}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,53 @@
+"""The embedded SmolLM2 on the CPU, with tiny token budgets (a few seconds each)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from rtlm_cli.backends import load_backend
+from rtlm_cli.backends.base import GenerationSettings
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_backend("smollm2", device="cpu")
+
+
+def test_stops_on_the_chat_end_of_turn_token(smol):
+    assert "<|im_end|>" in smol.info.stop_tokens
+    res = smol.generate(["What is the capital of France? Answer in one word.", "Say hello."],
+                        GenerationSettings(max_new_tokens=16))
+    short, capped = res.generations
+    assert short.ended and short.output_tokens < 16 and "Paris" in short.text
+    assert "<|im_end|>" not in short.text
+    assert not capped.ended and capped.output_tokens == 16
+    assert 0 < short.ttft_s <= short.e2e_s <= res.wall_s + 1e-6
+    assert short.prompt_tokens > 25  # the chat template's default system prompt is counted
+
+
+def test_greedy_is_deterministic(smol):
+    s = GenerationSettings(max_new_tokens=8)
+    a = smol.generate(["Name a color."], s).generations[0]
+    b = smol.generate(["Name a color."], s).generations[0]
+    assert (a.text, a.output_tokens) == (b.text, b.output_tokens)
+
+
+def test_real_profile_of_three_prompts(run_cli, tmp_path):
+    out = tmp_path / "prof"
+    r = run_cli("profile", "-n", 3, "--max-new-tokens", 8, "-b", 2, "--device", "cpu", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(out / "requests")
+    assert len(df) == 3 and (df["output_tokens"] <= 8).all() and (df["prompt_tokens"] > 25).all()
+    assert (df["ttft_s"] > 0).all() and (df["tpot_s"].dropna() > 0).all()
+    assert df["output_text"].str.len().gt(0).all()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["model"]["model_id"] == "smollm2" and len(meta["model"]["model_hash"]) == 64
+    assert meta["model"]["dtype"] == "float32" and meta["device"]["device"] == "cpu"
+
+
+def test_real_calibration_point(smol):
+    prefill, step = smol.timing_point(batch=2, context=16, decode_steps=2)
+    assert 0 < prefill < 10 and 0 < step < 5

@@ -1,0 +1,59 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from rtlm_cli import __version__
+from rtlm_cli.registry import Registry
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.store import JOURNAL, RecordShards, atomic_write_json, read_records
+from rtlm_cli.telemetry import TelemetrySampler
+
+
+def test_shards_journal_and_recovery(tmp_path):
+    d = tmp_path / "rec"
+    s = RecordShards(d, key="id", flush_every=3)
+    s.append([{"id": "a", "x": 1.0}, {"id": "b", "x": 2.0}])
+    assert (d / JOURNAL).is_file() and not list(d.glob("part-*"))
+    assert len(read_records(d)) == 2  # a reader sees journaled records of a killed job
+    s.append([{"id": "c", "x": float("nan")}])  # reaches flush_every: one shard, no journal
+    assert len(list(d.glob("part-*.parquet"))) == 1 and not (d / JOURNAL).exists()
+    s.append([{"id": "d", "x": 4.0}])
+    s._journal.close()  # the process dies here: 'd' lives only in the journal
+    # a kill between a shard write and the journal delete leaves a duplicate line: it is dropped
+    with open(d / JOURNAL, "a") as f:
+        f.write(json.dumps({"id": "a", "x": 1.0}) + "\n" + '{"id": "e", "x"')  # and a cut line
+    assert RecordShards(d, key="id").recover() == 1
+    df = pd.read_parquet(d)
+    assert sorted(df["id"]) == ["a", "b", "c", "d"] and math.isnan(df.set_index("id").loc["c", "x"])
+
+
+def test_atomic_json_is_strict(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1, float("inf")]})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1, None]}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_telemetry_without_gpu_is_absent_not_a_crash():
+    with TelemetrySampler("cuda:0", interval_s=0.01) as t:
+        pass
+    assert not t.has_gpu
+    w = t.window(0, 1e12)
+    assert w["rss_bytes"] > 0 and math.isnan(w["gpu_mem_bytes"]) and math.isnan(w["gpu_power_w"])
+
+
+def test_registry_did_you_mean():
+    r = Registry("policy")
+    r.register("fcfs")(object)
+    with pytest.raises(ValueError):
+        r.register("fcfs")(object)
+    with pytest.raises(RtlmError, match="did you mean 'fcfs'"):
+        r.get("fcfx")
+
+
+def test_version_and_help(run_cli):
+    r = run_cli("--version")
+    assert r.exit_code == 0 and __version__ in r.output
+    r = run_cli("profile", "--help")
+    assert r.exit_code == 0 and "--max-new-tokens" in r.output and "--calibrate" in r.output
