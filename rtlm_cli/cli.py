@@ -127,6 +127,86 @@ def profile(
     out_console.print(table)
 
 
+@app.command("train-predictor")
+@user_errors
+def train_predictor(
+    profiles: list[str] = typer.Argument(..., help="Profile directories to train on (same model, same --max-new-tokens)."),
+    out: str = typer.Option(..., "--out", "-o", help="Predictor directory to write."),
+    features: str = typer.Option("text,prompt", "--features", help="Feature families, comma-separated: text (uncertainty features), prompt (token count), prefill (the model's first-token entropy and hidden-state PCA; needs the model)."),
+    target: str = typer.Option("output_tokens", "--target", help="output_tokens (latency then follows from the timing table) or e2e_s (direct)."),
+    method: str = typer.Option("mixture", "--method", help="mixture (P(capped) x cap + length of ended answers), log (log1p regression) or raw (L2 regression)."),
+    eval_profiles: list[str] = typer.Option([], "--eval", help="Another profile (e.g. another prompt source) to evaluate on; repeatable."),
+    test_size: float = typer.Option(0.2, "--test-size", help="Held-out share of prompts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split and of LightGBM."),
+    threads: int = typer.Option(2, "--threads", help="LightGBM threads (never train while a model generates on the same cores)."),
+    ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Also evaluate each feature family alone and each one left out."),
+    device: str = typer.Option("cpu", "--device", help="Device for the prefill family."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor directory (only once training succeeded)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the evaluation as JSON on stdout."),
+):
+    """Train a LightGBM predictor of output length from profiles, and evaluate it on held-out prompts
+    against baselines (constant mean, prompt length only), with a feature-family ablation.
+
+    Example: [bold]rtlm train-predictor profiles/reference-smollm2-sharegpt --out predictors/smollm2[/bold]
+    """
+    from rtlm_cli.features import parse_families
+    from rtlm_cli.predictor import TrainConfig, train
+
+    cfg = TrainConfig(profiles=tuple(profiles), out=out, families=parse_families(features), target=target,
+                      method=method, test_size=test_size, seed=seed, eval_profiles=tuple(eval_profiles),
+                      ablation=ablation, threads=threads, device=device, overwrite=overwrite)
+    with console.status("training ..."):
+        result = train(cfg, console=console)
+    if as_json:
+        out_console.print_json(json.dumps({"out": str(result.out), "evaluation": result.evaluation,
+                                           "importance": result.importance[:15]}))
+        return
+    out_console.print(evaluation_table(result.evaluation, f"predictor {result.out}: held-out {result.meta['rows']['test']} prompts, target {result.meta['target']}"))
+    imp = Table(title="feature importance (gain), top 12")
+    for col in ("feature", "family", "gain"):
+        imp.add_column(col, justify="right" if col == "gain" else "left")
+    for r in result.importance[:12]:
+        imp.add_row(r["feature"], r["family"], f"{r['gain']:.0f}")
+    out_console.print(imp)
+    costs = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in result.meta["feature_cost_s_per_prompt"].items())
+    out_console.print(f"feature cost per prompt: {costs}")
+
+
+def evaluation_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("model", "MAE", "RMSE", "Spearman", "Kendall tau", "pairwise acc", "bucket acc"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        style = "bold" if r["kind"] == "chosen" else ("dim" if r["kind"] == "baseline" else None)
+        table.add_row(r["model"], f"{r['mae']:.1f}", f"{r['rmse']:.1f}", f"{r['spearman']:.3f}", f"{r['kendall_tau']:.3f}",
+                      f"{r['pairwise_accuracy']:.3f}", f"{r['bucket_accuracy']:.3f}", style=style)
+    return table
+
+
+@app.command()
+@user_errors
+def predict(
+    predictor: str = typer.Option(..., "--predictor", help="Predictor directory (from `rtlm train-predictor`)."),
+    prompts: str = typer.Option(..., "--prompts", "-p", help="Prompt source: sharegpt, a .json/.jsonl/.csv/.parquet/.txt file, or a hub dataset."),
+    out: str = typer.Option(..., "--out", "-o", help="Predictions file: .parquet, .csv or .json (by extension)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the prompt text."),
+    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", "-n", help="Score a seeded sample of this many prompts (default: all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample."),
+    device: str = typer.Option("cpu", "--device", help="Device for the prefill family, when the predictor uses it."),
+):
+    """Score prompts with a predictor: predicted output tokens, P90, P(capped), predicted latency,
+    and the features used (computed by the same function as in training).
+
+    Example: [bold]rtlm predict --predictor predictors/smollm2 --prompts my.jsonl --out preds.parquet[/bold]
+    """
+    from rtlm_cli.predict import predict_file
+
+    result = predict_file(predictor, prompts, out, text_column=text_column, num_prompts=num_prompts, seed=seed,
+                          device=device)
+    out_console.print(f"wrote {result['rows']} predictions to {result['out']} "
+                      f"({result['us_per_prompt']:.0f} us per prompt, features + model)")
+
+
 def main() -> None:
     app()
 

@@ -171,6 +171,31 @@ class HFBackend:
             total += len(row) if end is None else end + 1
         return total
 
+    def prefill_probe(self, prompts: list[str], batch_size: int = 8):
+        """What the model shows at prefill, per prompt: (entropy of the first-token distribution,
+        its top-1 probability, the probability that the answer ends at once, the final hidden state
+        at the last prompt position) as numpy arrays. Prompts are batched by length to limit padding.
+        """
+        import numpy as np
+        import torch
+
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        stats = np.zeros((len(prompts), 3), dtype=np.float64)
+        hidden = np.zeros((len(prompts), int(self.model.config.hidden_size)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                enc = self._encode([prompts[i] for i in idx])
+                out = self.model(**enc, output_hidden_states=True, logits_to_keep=1)
+                logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+                prob = logp.exp()
+                entropy = -(prob * logp).sum(-1)
+                stats[idx, 0] = entropy.cpu().numpy()
+                stats[idx, 1] = prob.max(-1).values.cpu().numpy()
+                stats[idx, 2] = prob[:, self.stop_ids].sum(-1).cpu().numpy()
+                hidden[idx] = out.hidden_states[-1][:, -1, :].float().cpu().numpy()
+        return stats[:, 0], stats[:, 1], stats[:, 2], hidden
+
     def timing_point(self, batch: int, context: int, decode_steps: int) -> tuple[float, float]:
         """Prefill of ``batch`` x ``context`` synthetic tokens, then ``decode_steps`` one-token steps."""
         import torch

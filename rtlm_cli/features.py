@@ -1,0 +1,144 @@
+"""Predictor feature families: one function computes them for training and for prediction.
+
+- ``text``: the uncertainty features of ``uncertainty.py`` (pure Python, ~0.2 ms per prompt).
+- ``prompt``: the prompt's token count with the target model's tokenizer (the ``tokenizers``
+  library on a ``tokenizer.json`` kept in the predictor: no torch, ~0.05 ms per prompt).
+- ``prefill``: what the target model shows at prefill: the entropy and top-1 probability of its
+  first-token distribution, the probability that it ends at once, and a PCA of the final hidden
+  state at the last prompt position. Needs the model (torch), and costs a prefill per prompt.
+
+Families are switchable; each one's cost per prompt is measured by ``measure_cost``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rtlm_cli import uncertainty
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.registry import Registry
+
+FAMILIES: Registry = Registry("feature family")
+PREFILL_STATS = ("prefill_entropy", "prefill_top1_prob", "prefill_end_prob")
+DEFAULT_FAMILIES = ("text", "prompt")
+PCA_DIM = 16
+
+
+@dataclass
+class FeatureContext:
+    """What families need beyond the texts; fitted state (PCA) lives here and is saved with a predictor."""
+
+    model: str | None = None  # the target model spec (prompt tokenizer, prefill)
+    device: str = "cpu"
+    tokenizer_file: str | None = None  # tokenizer.json; None = whitespace count (fake model)
+    pca_mean: list[float] | None = None
+    pca_components: list[list[float]] | None = None
+    _tokenizer: object = field(default=None, repr=False)
+    _backend: object = field(default=None, repr=False)
+
+    def tokenizer(self):
+        if self._tokenizer is None and self.tokenizer_file:
+            import tokenizers
+
+            self._tokenizer = tokenizers.Tokenizer.from_file(self.tokenizer_file)
+        return self._tokenizer
+
+    def backend(self):
+        if self._backend is None:
+            if not self.model or self.model.startswith("fake"):
+                raise RtlmError("the prefill feature family needs a real model: the profile was made with a fake one")
+            from rtlm_cli.backends import load_backend
+
+            self._backend = load_backend(self.model, device=self.device)
+        return self._backend
+
+
+@FAMILIES.register("text")
+def text_family(texts: list[str], ctx: FeatureContext, fit: bool = False) -> tuple[list[str], np.ndarray]:
+    return list(uncertainty.ALL_COLUMNS), np.asarray(uncertainty.extract_rows(texts), dtype=np.float64)
+
+
+@FAMILIES.register("prompt")
+def prompt_family(texts: list[str], ctx: FeatureContext, fit: bool = False) -> tuple[list[str], np.ndarray]:
+    tok = ctx.tokenizer()
+    if tok is None:
+        counts = [len(t.split()) for t in texts]
+    else:
+        counts = [len(e.ids) for e in tok.encode_batch(list(texts), add_special_tokens=False)]
+    return ["prompt_tokens"], np.asarray(counts, dtype=np.float64).reshape(-1, 1)
+
+
+@FAMILIES.register("prefill")
+def prefill_family(texts: list[str], ctx: FeatureContext, fit: bool = False) -> tuple[list[str], np.ndarray]:
+    entropy, top1, end, hidden = ctx.backend().prefill_probe(list(texts))
+    if fit:
+        mean = hidden.mean(axis=0)
+        _, _, vt = np.linalg.svd(hidden - mean, full_matrices=False)
+        ctx.pca_mean, ctx.pca_components = mean.tolist(), vt[:PCA_DIM].tolist()
+    if ctx.pca_components is None:
+        raise RtlmError("this predictor has no fitted prefill projection: retrain it with --features including prefill")
+    proj = (hidden - np.asarray(ctx.pca_mean)) @ np.asarray(ctx.pca_components).T
+    names = list(PREFILL_STATS) + [f"prefill_pc{i:02d}" for i in range(proj.shape[1])]
+    return names, np.column_stack([entropy, top1, end, proj])
+
+
+def parse_families(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise RtlmError(f"--features is empty: choose from {', '.join(FAMILIES.names())}")
+    for n in names:
+        FAMILIES.get(n)  # raises with a did-you-mean
+    return names
+
+
+def compute(families: tuple[str, ...], texts: list[str], ctx: FeatureContext, fit: bool = False):
+    """(column names, matrix, family of each column) for the texts, families in the given order."""
+    names: list[str] = []
+    blocks = []
+    owner: list[str] = []
+    for fam in families:
+        cols, block = FAMILIES.get(fam)(texts, ctx, fit)
+        names += cols
+        owner += [fam] * len(cols)
+        blocks.append(block)
+    return names, np.column_stack(blocks) if blocks else np.zeros((len(texts), 0)), owner
+
+
+def measure_cost(families: tuple[str, ...], texts: list[str], ctx: FeatureContext) -> dict[str, float]:
+    """Seconds per prompt of each family on these texts (after one warm-up call)."""
+    out = {}
+    for fam in families:
+        fn = FAMILIES.get(fam)
+        fn(texts[:2], ctx)
+        t0 = time.perf_counter()
+        fn(texts, ctx)
+        out[fam] = (time.perf_counter() - t0) / max(len(texts), 1)
+    return out
+
+
+def tokenizer_file_for(model: str) -> str | None:
+    """The tokenizer.json of a model spec, for the prompt family; None for the fake model."""
+    if model.startswith("fake"):
+        return None
+    from rtlm_cli.backends.resolve import ensure_converted, resolve
+
+    resolved = resolve(model)
+    if resolved.kind in ("embedded", "gguf"):
+        path = ensure_converted(resolved) / "tokenizer.json"
+    elif resolved.kind == "dir":
+        path = Path(resolved.source) / "tokenizer.json"
+    else:  # a hub model (online): keep its fast tokenizer's file in the cache
+        from transformers import AutoTokenizer
+
+        from rtlm_cli.paths import rtlm_home
+
+        path = rtlm_home() / "tokenizers" / (resolved.source.replace("/", "--") + ".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        AutoTokenizer.from_pretrained(resolved.source).backend_tokenizer.save(str(path))
+    if not path.is_file():
+        raise RtlmError(f"model {model} has no tokenizer.json: train without the 'prompt' feature family")
+    return str(path)

@@ -1,0 +1,147 @@
+"""train-predictor and predict on profiles of the fake backend (its lengths follow the prompt's uncertainty)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from rtlm_cli import metrics
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.predictor import Predictor, split_by_prompt
+
+from conftest import one_line_error
+
+
+@pytest.fixture(scope="module")
+def fake_profile(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from rtlm_cli.cli import app
+
+    out = tmp_path_factory.mktemp("prof") / "fake"
+    r = CliRunner().invoke(app, ["profile", "--model", "fake", "-n", "240", "--max-new-tokens", "256", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(fake_profile, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from rtlm_cli.cli import app
+
+    out = tmp_path_factory.mktemp("pred") / "p"
+    r = CliRunner().invoke(app, ["train-predictor", str(fake_profile), "--out", str(out), "--threads", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout)
+
+
+def test_metrics_match_scipy_on_known_data():
+    a = np.array([10, 20, 30, 40, 50, 50, 256, 256])
+    p = np.array([12, 18, 35, 30, 60, 55, 200, 250])
+    m = metrics.evaluate(a, p, edges=(32, 64, 256))
+    assert m["kendall_tau"] == pytest.approx(stats.kendalltau(a, p).statistic)
+    assert m["spearman"] == pytest.approx(stats.spearmanr(a, p).statistic)
+    assert m["mae"] == pytest.approx(np.mean(np.abs(p - a)))
+    assert m["rmse"] == pytest.approx(np.sqrt(np.mean((p - a) ** 2)))
+    # 26 pairs differ in actual; (30, 40) vs (35, 30) is the one misordered
+    assert m["pairwise_accuracy"] == pytest.approx(25 / 26)
+    # buckets [0,32) [32,64) [64,256) [256,inf): 30 vs 35, 40 vs 30 and both capped 256s miss
+    assert m["bucket_accuracy"] == pytest.approx(4 / 8)
+    flat = metrics.evaluate(a, np.full(8, 5.0))
+    assert flat["kendall_tau"] == 0 and flat["pairwise_accuracy"] == 0.5
+
+
+def test_split_is_seeded_and_by_prompt():
+    ids = [f"p{i % 50}" for i in range(100)]  # every prompt twice
+    mask = split_by_prompt(ids, 0.2, seed=3)
+    assert (mask == split_by_prompt(ids, 0.2, seed=3)).all()
+    held = {i for i, m in zip(ids, mask) if m}
+    assert len(held) == 10 and all(m == (i in held) for i, m in zip(ids, mask))
+
+
+def test_training_beats_baselines_and_saves_documented_files(trained):
+    out, result = trained
+    rows = {r["model"]: r for r in result["evaluation"]}
+    chosen = next(r for r in result["evaluation"] if r["kind"] == "chosen")
+    assert chosen["kendall_tau"] > rows["prompt length only"]["kendall_tau"] + 0.1
+    assert chosen["kendall_tau"] > rows["constant mean"]["kendall_tau"]
+    assert {"only text", "without text", "only prompt", "without prompt"} <= set(rows)
+    assert {p.name for p in out.iterdir()} >= {"meta.json", "regressor.txt", "capped.txt", "p90.txt", "tokenizer.json"} - {"tokenizer.json"}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["kind"] == "rtlm.predictor" and meta["method"] == "mixture"
+    assert meta["feature_names"][-1] == "prompt_tokens" and meta["training_profiles"][0]["sha256"]
+    assert not list(out.glob("*.pkl")) and (out / "regressor.txt").read_text().startswith("tree")
+    assert len(pd.read_parquet(out / "holdout.parquet")) == meta["rows"]["test"]
+    assert pd.read_parquet(out / "importance.parquet")["gain"].iloc[0] > 0
+
+
+def test_round_trip_predictions_are_identical_and_fast(trained):
+    out, _ = trained
+    texts = ["Explain in detail how a compiler works, step by step.", "What is 2+2? One word."]
+    a = Predictor.load(out).predict(texts)
+    b = Predictor.load(out).predict(texts)
+    assert np.array_equal(a["predicted"], b["predicted"])
+    assert a["predicted"][0] > a["predicted"][1]
+    assert (a["p90"] >= a["predicted"]).all() and (a["e2e_s"] > 0).all()
+    assert ((0 <= a["capped_prob"]) & (a["capped_prob"] <= 1)).all()
+
+
+def test_predict_command_writes_each_format(trained, run_cli, tmp_path, prompt_file):
+    out, _ = trained
+    for suffix, read in ((".parquet", pd.read_parquet), (".csv", pd.read_csv), (".json", pd.read_json)):
+        dest = tmp_path / f"preds{suffix}"
+        r = run_cli("predict", "--predictor", out, "--prompts", prompt_file, "--out", dest)
+        assert r.exit_code == 0, r.output
+        df = read(dest)
+        assert len(df) == 6 and {"prompt_id", "predicted_tokens", "p90_tokens", "predicted_e2e_s", "uncertainty_score"} <= set(df.columns)
+    assert "unknown type" in one_line_error(run_cli("predict", "--predictor", out, "--prompts", prompt_file, "--out", tmp_path / "x.xlsx"))
+
+
+def test_feature_set_mismatch_is_a_clear_error(trained, tmp_path, run_cli, prompt_file):
+    import shutil
+
+    out, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    meta = json.loads((old / "meta.json").read_text())
+    meta["feature_set_version"] = "0"
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(RtlmError, match="feature set '0'"):
+        Predictor.load(old)
+    r = run_cli("predict", "--predictor", old, "--prompts", prompt_file, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 2 and "retrain" in one_line_error(r)
+
+
+def test_train_bad_inputs(run_cli, tmp_path, fake_profile, prompt_file):
+    def bad(*args):
+        r = run_cli("train-predictor", *args)
+        assert r.exit_code == 2, r.output
+        return one_line_error(r)
+
+    assert "not an rtlm profile" in bad(tmp_path, "--out", tmp_path / "x")
+    assert "did you mean 'prefill'" in bad(fake_profile, "--out", tmp_path / "x", "--features", "text,prefil")
+    assert "unknown method" in bad(fake_profile, "--out", tmp_path / "x", "--method", "magic")
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    (existing / "keep").write_text("k")
+    assert "--overwrite" in bad(fake_profile, "--out", existing)
+    assert (existing / "keep").read_text() == "k"
+    small = tmp_path / "small"
+    assert run_cli("profile", "--model", "fake", "--prompts", prompt_file, "-n", 6, "--out", small).exit_code == 0
+    assert "at least 20" in bad(small, "--out", tmp_path / "y")
+    other = tmp_path / "other"
+    assert run_cli("profile", "--model", "fake:ms_prefill=1", "--prompts", prompt_file, "-n", 3, "--out", other).exit_code == 0
+    assert "another model" in bad(fake_profile, other, "--out", tmp_path / "z")
+    assert "needs a real model" in bad(fake_profile, "--out", tmp_path / "w", "--features", "text,prefill")
+
+
+def test_eval_on_a_second_profile(run_cli, tmp_path, fake_profile, prompt_file):
+    second = tmp_path / "second"
+    assert run_cli("profile", "--model", "fake", "--prompts", prompt_file, "-n", 6, "--max-new-tokens", 256, "--out", second).exit_code == 0
+    r = run_cli("train-predictor", fake_profile, "--out", tmp_path / "p", "--eval", second, "--no-ablation", "--json")
+    assert r.exit_code == 0, r.output
+    ext = [row for row in json.loads(r.stdout)["evaluation"] if row["kind"] == "external"]
+    assert len(ext) == 1 and ext[0]["n"] == 6
