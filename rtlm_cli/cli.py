@@ -139,6 +139,7 @@ def train_predictor(
     test_size: float = typer.Option(0.2, "--test-size", help="Held-out share of prompts."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of LightGBM."),
     threads: int = typer.Option(2, "--threads", help="LightGBM threads (never train while a model generates on the same cores)."),
+    rounds: int = typer.Option(400, "--rounds", help="LightGBM boosting rounds."),
     ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Also evaluate each feature family alone and each one left out."),
     device: str = typer.Option("cpu", "--device", help="Device for the prefill family."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor directory (only once training succeeded)."),
@@ -154,7 +155,7 @@ def train_predictor(
 
     cfg = TrainConfig(profiles=tuple(profiles), out=out, families=parse_families(features), target=target,
                       method=method, test_size=test_size, seed=seed, eval_profiles=tuple(eval_profiles),
-                      ablation=ablation, threads=threads, device=device, overwrite=overwrite)
+                      ablation=ablation, threads=threads, rounds=rounds, device=device, overwrite=overwrite)
     with console.status("training ..."):
         result = train(cfg, console=console)
     if as_json:

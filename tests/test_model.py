@@ -51,3 +51,23 @@ def test_real_profile_of_three_prompts(run_cli, tmp_path):
 def test_real_calibration_point(smol):
     prefill, step = smol.timing_point(batch=2, context=16, decode_steps=2)
     assert 0 < prefill < 10 and 0 < step < 5
+
+
+def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
+    prof = tmp_path / "prof"
+    r = run_cli("profile", "-n", 24, "--max-new-tokens", 4, "-b", 8, "--max-prompt-tokens", 96,
+                "--device", "cpu", "--out", prof)
+    assert r.exit_code == 0, r.output
+    pred = tmp_path / "pred"
+    r = run_cli("train-predictor", prof, "--out", pred, "--features", "text,prompt,prefill", "--threads", 1,
+                "--rounds", 20, "--no-ablation", "--json")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((pred / "meta.json").read_text())
+    assert "prefill_entropy" in meta["feature_names"] and "prefill_pc15" in meta["feature_names"]
+    assert meta["feature_cost_s_per_prompt"]["prefill"] > meta["feature_cost_s_per_prompt"]["text"]
+    pca = json.loads((pred / "prefill_pca.json").read_text())
+    assert len(pca["components"]) == 16 and len(pca["components"][0]) == 576
+    from rtlm_cli.predictor import Predictor
+
+    out = Predictor.load(pred).predict(["Why is the sky blue?", "Write a long story."])
+    assert out["predicted"].shape == (2,) and (out["predicted"] >= 0).all()
