@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -23,7 +25,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 console = Console(stderr=True)
-out_console = Console()
+# Off a terminal (pipes, files, CI logs) rich would wrap tables at 80 columns: give them room.
+out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def user_errors(fn):
@@ -206,6 +209,109 @@ def predict(
                           device=device)
     out_console.print(f"wrote {result['rows']} predictions to {result['out']} "
                       f"({result['us_per_prompt']:.0f} us per prompt, features + model)")
+
+
+def _floats(text: Optional[str], option: str) -> list[Optional[float]]:
+    if text is None:
+        return [None]
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise RtlmError(f"{option} takes comma-separated numbers, e.g. 0.5,0.7,0.9; got {text!r}") from None
+    if not values:
+        raise RtlmError(f"{option} is empty")
+    return values
+
+
+@app.command("serve-local")
+@user_errors
+def serve_local(
+    out: str = typer.Option(..., "--out", "-o", help="Run directory to write (a parent directory when sweeping several policies/rates/loads)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Profile to draw prompts from: true lengths known (needed by --simulate and oracle); its timing table prices the workers."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", "-p", help="Any prompt source instead of a profile (real runs only)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column of a prompt file."),
+    predictor: Optional[str] = typer.Option(None, "--predictor", help="Predictor directory (needed by sjf-pred and rtlm)."),
+    policy: str = typer.Option("fcfs", "--policy", help="fcfs, sjf-input, sjf-pred, rtlm or oracle; comma-separated to sweep."),
+    simulate: bool = typer.Option(False, "--simulate", help="Discrete-event simulation on the timing table instead of the real model."),
+    arrivals: str = typer.Option("poisson", "--arrivals", help="poisson, gamma (bursty, see --cv), constant, burst (all at t=0) or trace."),
+    rate: Optional[str] = typer.Option(None, "--rate", "--rates", help="Arrival rate in requests/s; comma-separated to sweep."),
+    load: Optional[str] = typer.Option(None, "--load", "--loads", help="Arrival rate as a share of the workers' batch-1 capacity (printed); comma-separated to sweep."),
+    cv: float = typer.Option(2.0, "--cv", help="Coefficient of variation of gamma inter-arrival times."),
+    num_requests: int = typer.Option(100, "--num-requests", "-n", help="Requests in the workload."),
+    seed: int = typer.Option(0, "--seed", help="Seed of arrivals and prompt draws."),
+    trace: Optional[str] = typer.Option(None, "--trace", help="CSV/JSONL trace: time_s plus prompt_id (from --profile) or prompt."),
+    slo: Optional[float] = typer.Option(None, "--slo", help="Deadline of each request: arrival + SLO seconds."),
+    slo_factor: Optional[float] = typer.Option(None, "--slo-factor", help="Deadline: arrival + factor x its predicted service time."),
+    max_batch: int = typer.Option(1, "--max-batch", help="Dynamic consolidation: batches of up to this many alike requests (1 = off)."),
+    offload: bool = typer.Option(False, "--offload", help="Strategic offloading: slower workers take long, uncertain requests when the fast ones are congested."),
+    worker: list[str] = typer.Option([], "--worker", help="A worker, repeatable: DEVICE[=TIMING] for real runs (cpu, cuda:0), NAME[=TIMING] in simulation; TIMING is a profile or timing file (default: the profile's)."),
+    timing: Optional[str] = typer.Option(None, "--timing", help="Default timing table (a profile directory or .jsonl/.parquet file)."),
+    model: str = typer.Option("smollm2", "--model", "-m", help="Model for real runs (as in `rtlm profile`)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Token cap for real runs (default: the profile's)."),
+    size_weight: float = typer.Option(4.0, "--size-weight", help="rtlm policy: weight of predicted service time against arrival order (0 = FCFS)."),
+    uncertainty_weight: float = typer.Option(0.5, "--uncertainty-weight", help="rtlm policy: how much uncertainty inflates a request's predicted service time."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory once the new run is written."),
+    no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain progress lines instead of the live dashboard."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary (or summaries) as JSON on stdout."),
+):
+    """Replay a workload (arrivals over time) under a scheduling policy: for real on the local model
+    with a live dashboard, or in the discrete-event simulator (--simulate) on the timing table.
+
+    Example: [bold]rtlm serve-local --simulate --profile profiles/reference-smollm2-sharegpt --predictor predictors/smollm2 --policy fcfs,rtlm --loads 0.5,0.9 -n 10000 --out runs/sweep[/bold]
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from rtlm_cli.replay import ReplayConfig, replay
+    from rtlm_cli.workload import WorkloadConfig
+
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    rates, loads = _floats(rate, "--rate"), _floats(load, "--load")
+    if rate is not None and load is not None:
+        raise RtlmError("give --rate or --load, not both")
+    points = [("rate", r) for r in rates] if rate is not None else [("load", x) for x in loads]
+    sweep = len(policies) * len(points) > 1
+    base = ReplayConfig(
+        out=out, policy=policies[0] if policies else "", profile=profile, prompts=prompts, text_column=text_column,
+        predictor=predictor, simulate=simulate, model=model, workers=tuple(worker), timing=timing,
+        max_batch=max_batch, offload=offload, max_new_tokens=max_new_tokens, size_weight=size_weight,
+        uncertainty_weight=uncertainty_weight, overwrite=overwrite,
+        workload=WorkloadConfig(arrivals=arrivals, cv=cv, num_requests=num_requests, seed=seed, trace=trace,
+                                slo_s=slo, slo_factor=slo_factor),
+    )
+    configs = []
+    for pol in policies or [""]:
+        for kind, value in points:
+            name = f"{pol}-{kind}{value:g}" if value is not None else pol
+            configs.append(dataclasses.replace(
+                base, policy=pol, out=str(Path(out) / name) if sweep else out,
+                workload=dataclasses.replace(base.workload, **{kind: value})))
+    for c in configs:
+        c.validate()  # every point is checked before the first one runs
+    metas = [replay(c, console=console, dashboard=not no_dashboard) for c in configs]
+    if as_json:
+        out_console.print_json(json.dumps([{"out": m["out"], "policy": m["policy"], "engine": m["engine"],
+                                            "workload": m["workload"], **m["summary"]} for m in metas]
+                                          if sweep else {"out": metas[0]["out"], **metas[0]["summary"]}))
+    else:
+        out_console.print(run_table(metas))
+    if any(not m["complete"] for m in metas):
+        console.print("[red]interrupted:[/red] the finished requests are kept in the run; the rest are marked cancelled")
+        raise typer.Exit(130)
+
+
+def run_table(metas: list[dict]) -> Table:
+    table = Table(title="replay" + (f" ({metas[0]['engine']})" if metas else ""))
+    for col in ("run", "policy", "load", "done", "mean s", "p50 s", "p95 s", "ttft p50 s", "req/s", "tok/s", "batch", "misses"):
+        table.add_column(col, justify="left" if col in ("run", "policy") else "right")
+    for m in metas:
+        s, w = m["summary"], m["workload"]
+        miss = f"{s['deadline_miss_rate']:.1%}" if "deadline_miss_rate" in s else "-"
+        load = f"{w['offered_load']:.2f}" if w.get("offered_load") else "-"
+        table.add_row(Path(m["out"]).name, m["policy"], load, f"{s['completed']}/{s['requests']}", f"{s['e2el_s']['mean']:.2f}",
+                      f"{s['e2el_s']['p50']:.2f}", f"{s['e2el_s']['p95']:.2f}", f"{s['ttft_s']['p50']:.2f}",
+                      f"{s['throughput_rps']:.3f}", f"{s['throughput_tps']:.1f}", f"{s['mean_batch_size']:.1f}", miss)
+    return table
 
 
 def main() -> None:

@@ -1,0 +1,251 @@
+"""``rtlm serve-local``: build a workload's requests, drive the shared scheduler with the simulator or
+the real executor, and write a run directory. Torch is imported only by the real executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rtlm_cli.costmodel import CostModel
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.runs import write_run
+from rtlm_cli.scheduling.policies import make_policy
+from rtlm_cli.scheduling.request import Request
+from rtlm_cli.scheduling.scheduler import Scheduler, Worker
+from rtlm_cli.store import now_iso, provenance
+from rtlm_cli.timing import load_timing_table
+from rtlm_cli.workload import WorkloadConfig, arrival_times, read_trace
+
+NEEDS_PREDICTOR = ("sjf-pred", "rtlm")
+TEMPLATE_TOKENS = 30
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    out: str
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    policy: str = "fcfs"
+    profile: str | None = None
+    prompts: str | None = None
+    text_column: str | None = None
+    predictor: str | None = None
+    simulate: bool = False
+    model: str = "smollm2"
+    workers: tuple[str, ...] = ()
+    timing: str | None = None
+    max_batch: int = 1
+    offload: bool = False
+    max_new_tokens: int | None = None
+    size_weight: float = 4.0
+    uncertainty_weight: float = 0.5
+    overwrite: bool = False
+
+    def validate(self) -> "ReplayConfig":
+        self.workload.validate()
+        make_policy(self.policy)  # unknown name -> did-you-mean
+        if self.policy in NEEDS_PREDICTOR and not self.predictor:
+            raise RtlmError(f"policy {self.policy} needs --predictor DIR: train one with `rtlm train-predictor`")
+        if self.policy == "oracle" and not self.profile:
+            raise RtlmError("policy oracle needs --profile: it orders by the true output lengths recorded there")
+        if self.simulate and not self.profile:
+            raise RtlmError("--simulate needs --profile: the simulator replays the true output lengths recorded there")
+        if not self.profile and not self.prompts:
+            raise RtlmError("pass --profile (prompts with known lengths) or --prompts (any prompt source)")
+        if self.max_batch < 1:
+            raise RtlmError(f"--max-batch must be >= 1, got {self.max_batch}")
+        out = Path(self.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not self.overwrite:
+            raise RtlmError(f"output {out} already exists: choose another --out or pass --overwrite")
+        return self
+
+
+@dataclass
+class Pool:
+    """Prompts to draw requests from; ``true_tokens`` is -1 where unknown."""
+
+    prompt_id: list[str]
+    prompt: list[str]
+    prompt_tokens: np.ndarray
+    true_tokens: np.ndarray
+    meta: dict | None = None
+
+
+def load_pool(cfg: ReplayConfig, predictor) -> Pool:
+    if cfg.profile:
+        from rtlm_cli.profiling import load_profile
+
+        meta, df = load_profile(cfg.profile)
+        if df.empty:
+            raise RtlmError(f"profile {cfg.profile} holds no requests")
+        return Pool(df["prompt_id"].tolist(), df["prompt"].tolist(), df["prompt_tokens"].to_numpy(int),
+                    df["output_tokens"].to_numpy(int), meta)
+    from rtlm_cli.prompts import load_prompts
+
+    items = load_prompts(cfg.prompts, cfg.text_column)
+    texts = [p.text for p in items]
+    tok = predictor.ctx.tokenizer() if predictor is not None else None
+    if tok is not None:
+        raw = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    else:
+        raw = [int(1.3 * len(t.split())) for t in texts]
+    # + the chat template's tokens (SmolLM2's default system prompt: ~30); estimates for the cost model only
+    tokens = np.asarray(raw) + TEMPLATE_TOKENS
+    return Pool([p.prompt_id for p in items], texts, tokens, np.full(len(texts), -1))
+
+
+def check_predictor(predictor, pool: Pool) -> None:
+    if predictor is None or pool.meta is None:
+        return
+    pm, fm = predictor.meta, pool.meta
+    if pm["model"]["model_hash"] != fm["model"]["model_hash"]:
+        raise RtlmError(
+            f"predictor {predictor.path} was trained on {pm['model']['model_id']} profiles, but the profile was made "
+            f"with {fm['model']['model_id']} (another model hash): use a predictor trained on this model"
+        )
+    if pm.get("cap") and pm["cap"] != fm["decoding"]["max_new_tokens"]:
+        raise RtlmError(
+            f"predictor {predictor.path} predicts lengths capped at {pm['cap']:.0f} tokens but the profile used "
+            f"--max-new-tokens {fm['decoding']['max_new_tokens']}: use a predictor trained at the same cap"
+        )
+
+
+def make_workers(cfg: ReplayConfig, pool: Pool) -> list[Worker]:
+    """Workers from specs ``NAME[=TIMING]`` (simulation) or ``DEVICE[=TIMING]`` (real)."""
+    specs = cfg.workers or (("cpu",) if not cfg.simulate else ("worker",))
+    default_timing = cfg.timing or cfg.profile
+    workers = []
+    for i, spec in enumerate(specs):
+        name, _, timing = spec.partition("=")
+        source = timing or default_timing
+        if not source:
+            raise RtlmError(f"worker {name} has no timing table: pass --timing FILE or NAME=TIMING")
+        table = load_timing_table(source, missing_ok=False)
+        workers.append(Worker(i, name, CostModel.from_table(table, name)))
+    return workers
+
+
+def capacity_rps(workers: list[Worker], pool: Pool, predicted: np.ndarray) -> float:
+    """Requests/s the workers sustain at batch 1 for this pool's mean request."""
+    sizes = np.where(pool.true_tokens > 0, pool.true_tokens, predicted)
+    idx = np.linspace(0, len(sizes) - 1, min(len(sizes), 500)).astype(int)
+    total = 0.0
+    for w in workers:
+        mean_s = float(np.mean([w.cost.service_s(int(pool.prompt_tokens[i]), float(sizes[i])) for i in idx]))
+        total += 1.0 / mean_s
+    return total
+
+
+def predict_pool(predictor, pool: Pool, cap_default: float):
+    """Per pool prompt: predicted tokens, p90, uncertainty score, and the per-prompt prediction cost."""
+    from rtlm_cli import uncertainty
+
+    n = len(pool.prompt)
+    unc = np.asarray([uncertainty.extract(t)["uncertainty_score"] for t in pool.prompt])
+    if predictor is None:
+        known = pool.true_tokens[pool.true_tokens > 0]
+        mean = float(known.mean()) if len(known) else cap_default / 2
+        return np.full(n, mean), np.full(n, mean), unc, 0.0
+    t0 = time.perf_counter()
+    out = predictor.predict(pool.prompt)
+    cost = (time.perf_counter() - t0) / max(n, 1)
+    return out["predicted"], out.get("p90", out["predicted"]), unc, cost
+
+
+def build_requests(cfg: ReplayConfig, pool: Pool, preds, ref: CostModel, rate: float | None) -> list[Request]:
+    predicted, p90, unc, cost = preds
+    w = cfg.workload
+    rng = np.random.default_rng(w.seed)  # this workload's own generator
+    if w.arrivals == "trace":
+        trace = read_trace(w.trace)
+        where = {pid: i for i, pid in enumerate(pool.prompt_id)}
+        if "prompt_id" in trace:
+            missing = [p for p in trace["prompt_id"] if p not in where]
+            if missing:
+                raise RtlmError(f"trace prompt_id {missing[0]} is not in the profile: trace ids must come from --profile")
+            idx = [where[p] for p in trace["prompt_id"]]
+        else:
+            from rtlm_cli.prompts import prompt_id
+
+            idx = [where.get(prompt_id(t.strip()), -1) for t in trace["prompt"]]
+            if min(idx) < 0:
+                raise RtlmError("trace prompts must be among the --profile/--prompts prompts (matched by text)")
+        times = trace["time_s"].to_numpy(float)
+    else:
+        n = w.num_requests
+        idx = rng.permutation(len(pool.prompt))[:n] if n <= len(pool.prompt) else rng.integers(0, len(pool.prompt), n)
+        times = arrival_times(w, rate, rng)
+    requests = []
+    for rid, (i, t) in enumerate(zip(idx, times)):
+        service = ref.service_s(int(pool.prompt_tokens[i]), float(predicted[i]))
+        deadline = None
+        if w.slo_s is not None:
+            deadline = float(t) + w.slo_s
+        elif w.slo_factor is not None:
+            deadline = float(t) + w.slo_factor * service
+        true = int(pool.true_tokens[i])
+        requests.append(Request(
+            rid=rid, arrival_s=float(t), prompt_id=pool.prompt_id[i], prompt=pool.prompt[i],
+            prompt_tokens=int(pool.prompt_tokens[i]), predicted_tokens=float(predicted[i]), p90_tokens=float(p90[i]),
+            uncertainty=float(unc[i]), predicted_service_s=service, deadline_s=deadline,
+            true_tokens=true if true > 0 else None, prediction_cost_s=cost,
+        ))
+    return requests
+
+
+def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
+    cfg.validate()
+    predictor = None
+    if cfg.predictor:
+        from rtlm_cli.predictor import Predictor
+
+        predictor = Predictor.load(cfg.predictor)
+    pool = load_pool(cfg, predictor)
+    check_predictor(predictor, pool)
+    cap = float(pool.meta["decoding"]["max_new_tokens"]) if pool.meta else float(cfg.max_new_tokens or 512)
+    workers = make_workers(cfg, pool)
+    preds = predict_pool(predictor, pool, cap)
+    capacity = capacity_rps(workers, pool, preds[0])
+    w = cfg.workload
+    rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
+    fastest = min(workers, key=lambda x: x.cost.step(1, 256))
+    requests = build_requests(cfg, pool, preds, fastest.cost, rate)
+    policy = make_policy(cfg.policy, size_weight=cfg.size_weight, uncertainty_weight=cfg.uncertainty_weight)
+    scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload)
+    started = now_iso()
+    t0 = time.perf_counter()
+    interrupted = False
+    if cfg.simulate:
+        from rtlm_cli.simulate import simulate
+
+        records = simulate(requests, scheduler)
+        model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.model}
+    else:
+        from rtlm_cli.serve import serve
+
+        max_new = cfg.max_new_tokens or int(cap)
+        records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, console, dashboard)
+    wall = time.perf_counter() - t0
+    meta = {
+        "complete": not interrupted, "created_at": started, "engine": "simulator" if cfg.simulate else "real",
+        "policy": cfg.policy, "policy_params": {"size_weight": cfg.size_weight, "uncertainty_weight": cfg.uncertainty_weight},
+        "max_batch": cfg.max_batch, "offload": cfg.offload,
+        "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,
+                     "offered_load": rate / capacity if rate else None},
+        "profile": cfg.profile, "prompts": cfg.prompts, "predictor": cfg.predictor,
+        "predictor_meta": {k: predictor.meta[k] for k in ("families", "method", "target", "metrics")} if predictor else None,
+        "model": model_info, "workers": [{"name": x.name, "spec": s} for x, s in zip(workers, cfg.workers or [x.name for x in workers])],
+        "seed": w.seed, "wall_s": wall, **provenance(),
+    }
+    out = Path(cfg.out)
+    if out.exists() and cfg.overwrite:
+        import shutil
+
+        shutil.rmtree(out)
+    meta = write_run(out, records, meta)
+    meta["out"] = str(out)
+    return meta

@@ -1,0 +1,1 @@
+"""Policies, the shared scheduler, and the request model (no torch, no clock)."""

@@ -1,0 +1,37 @@
+"""A request as the scheduler sees it, and its life as an ordered enum."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Status(enum.IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    FINISHED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+    @property
+    def is_finished(self) -> bool:
+        return self >= Status.FINISHED
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything known about a request when it arrives (plus ``true_tokens`` for the oracle and the
+    simulator, when the prompt comes from a profile). Times are seconds from the start of the run."""
+
+    rid: int
+    arrival_s: float
+    prompt_id: str
+    prompt: str = ""
+    prompt_tokens: int = 0
+    predicted_tokens: float = 0.0
+    p90_tokens: float = 0.0
+    uncertainty: float = 0.0  # the prompt's uncertainty_score in [0, 1]
+    predicted_service_s: float = 0.0  # at batch 1 on the reference worker
+    deadline_s: float | None = None  # absolute, from the start of the run
+    true_tokens: int | None = None
+    prediction_cost_s: float = 0.0

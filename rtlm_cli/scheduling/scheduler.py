@@ -1,0 +1,148 @@
+"""The decision point shared by the simulator and the real executor.
+
+Three calls, nothing else: ``arrive(request, now)``, ``next_batch(worker, now)`` when a worker is
+free, ``finished(worker, now)`` when its batch is done. It never reads a clock: ``now`` is given.
+
+- Ordering: the policy's static key, in a heap (lazy deletion).
+- Dynamic consolidation (``max_batch`` > 1): for policies that know lengths, the head request is
+  joined by requests of alike predicted length, added one by one while the batch's estimated time
+  per request (timing table) still falls; policies blind to lengths batch the next in their order.
+- Strategic offloading (``offload``): workers slower than the fastest take a request only when
+  the fast workers are congested, and then the longest, most uncertain one, and only if it would
+  finish sooner there than behind the fast workers' backlog.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from rtlm_cli.costmodel import CostModel
+from rtlm_cli.scheduling.policies import Policy
+from rtlm_cli.scheduling.request import Request
+
+
+@dataclass
+class Worker:
+    wid: int
+    name: str
+    cost: CostModel
+    busy_until: float = 0.0
+    running: list[Request] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, policy: Policy, workers: list[Worker], max_batch: int = 1, offload: bool = False,
+                 window: int | None = None):
+        self.policy = policy
+        self.workers = workers
+        self.max_batch = max_batch
+        self.offload = offload and len(workers) > 1
+        self.window = window or 4 * max_batch
+        speed = [w.cost.step(1, 256) for w in workers]
+        self.fast = {w.wid for w, s in zip(workers, speed) if s <= min(speed) * 1.05}
+        self._by_key: list[tuple[float, int]] = []
+        self._by_size: list[tuple[float, int]] = []  # longest, most uncertain first (offloading)
+        self._waiting: dict[int, Request] = {}
+        self._fast_ref = workers[min(self.fast)].cost
+
+    # -- the interface ---------------------------------------------------------------------------
+    def arrive(self, req: Request, now: float) -> None:
+        self._waiting[req.rid] = req
+        heapq.heappush(self._by_key, (self.policy.key(req), req.rid))
+        if self.offload:
+            heapq.heappush(self._by_size, (-req.predicted_service_s * (1.0 + req.uncertainty), req.rid))
+
+    def next_batch(self, worker: Worker, now: float) -> list[Request]:
+        if not self._waiting:
+            return []
+        if self.offload and worker.wid not in self.fast:
+            req = self._offload_candidate(worker, now)
+            batch = [req] if req else []
+        else:
+            batch = self._consolidate(worker, self._pop(self._by_key))
+        for r in batch:
+            self._waiting.pop(r.rid, None)
+        worker.running = batch
+        if batch:
+            _, _, end = worker.cost.batch_times([r.prompt_tokens for r in batch], [self._size(r) for r in batch])
+            worker.busy_until = now + end
+        return batch
+
+    def finished(self, worker: Worker, now: float) -> None:
+        worker.running = []
+        worker.busy_until = now
+
+    @property
+    def queue_len(self) -> int:
+        return len(self._waiting)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _pop(self, heap) -> Request | None:
+        while heap:
+            _, rid = heapq.heappop(heap)
+            if rid in self._waiting:
+                return self._waiting[rid]
+        return None
+
+    def _size(self, r: Request) -> float:
+        return r.true_tokens if self.policy.name == "oracle" and r.true_tokens is not None else r.predicted_tokens
+
+    def _consolidate(self, worker: Worker, head: Request | None) -> list[Request]:
+        if head is None:
+            return []
+        if self.max_batch == 1:
+            return [head]
+        self._waiting.pop(head.rid)  # hold it out while the window is drawn
+        window = []
+        while len(window) < self.window and (r := self._pop(self._by_key)) is not None:
+            self._waiting.pop(r.rid)
+            window.append(r)
+        if self.policy.group_alike:
+            h = math.log1p(self._size(head))
+            window.sort(key=lambda r: abs(math.log1p(self._size(r)) - h))
+            batch = [head]
+            best = self._per_request_s(worker, batch)
+            for r in window:
+                if len(batch) == self.max_batch:
+                    break
+                trial = self._per_request_s(worker, batch + [r])
+                if trial < best:
+                    batch.append(r)
+                    best = trial
+        else:  # a policy blind to lengths batches the next requests in its order, as they come
+            batch = [head] + window[: self.max_batch - 1]
+        chosen = {r.rid for r in batch}
+        for r in [head] + window:
+            self._waiting[r.rid] = r
+            if r.rid not in chosen:  # back into the heap, same key
+                heapq.heappush(self._by_key, (self.policy.key(r), r.rid))
+        return batch
+
+    def _per_request_s(self, worker: Worker, batch: list[Request]) -> float:
+        _, _, end = worker.cost.batch_times([r.prompt_tokens for r in batch], [self._size(r) for r in batch])
+        return end / len(batch)
+
+    def _offload_candidate(self, worker: Worker, now: float) -> Request | None:
+        fast = [w for w in self.workers if w.wid in self.fast]
+        backlog = sum(self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens) for r in self._waiting.values()) \
+            if len(self._waiting) < 64 else len(self._waiting) * self._mean_service()
+        backlog = backlog / len(fast) + sum(max(w.busy_until - now, 0.0) for w in fast) / len(fast)
+        while self._by_size:
+            _, rid = self._by_size[0]
+            if rid not in self._waiting:
+                heapq.heappop(self._by_size)
+                continue
+            req = self._waiting[rid]
+            here = worker.cost.service_s(req.prompt_tokens, req.predicted_tokens)
+            there = backlog + self._fast_ref.service_s(req.prompt_tokens, req.predicted_tokens)
+            if here < there:
+                heapq.heappop(self._by_size)
+                return req
+            return None
+        return None
+
+    def _mean_service(self) -> float:
+        sample = list(self._waiting.values())[:64]
+        return sum(self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens) for r in sample) / len(sample)

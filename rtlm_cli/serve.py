@@ -1,0 +1,133 @@
+"""The real executor: one model per worker (a thread each), requests really generated, on the wall clock.
+
+The dispatcher (this thread) is the only caller of the scheduler, through the same three calls
+as the simulator. A request's first token and finish are its batch's start plus the backend's
+per-request TTFT and end-to-end times; the worker is free when its whole batch returns. A
+failing batch is recorded as failed and the run goes on; Ctrl-C stops dispatching, keeps every
+finished record and marks the rest cancelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+
+from rtlm_cli.backends.base import GenerationSettings
+from rtlm_cli.dashboard import Dashboard
+from rtlm_cli.scheduling.request import Request, Status
+from rtlm_cli.simulate import record
+
+
+def _worker_loop(backend, inbox: queue.Queue, results: queue.Queue, wid: int, settings: GenerationSettings):
+    while True:
+        batch = inbox.get()
+        if batch is None:
+            return
+        try:
+            res = backend.generate([r.prompt for r in batch], settings)
+            results.put((wid, batch, res, None))
+        except Exception as e:  # one bad batch must not end the run
+            results.put((wid, batch, None, f"{type(e).__name__}: {e}"))
+
+
+def load_workers(scheduler, model: str, console=None) -> tuple[dict, dict]:
+    from rtlm_cli.backends import load_backend
+
+    backends = {}
+    for w in scheduler.workers:
+        device = w.name if w.name in ("cpu", "auto") or w.name.startswith("cuda") else "cpu"
+        if console:
+            console.print(f"loading {model} on {device} for worker {w.name} ...")
+        backends[w.wid] = load_backend(model, device=device)
+        backends[w.wid].generate(["Hello"], GenerationSettings(max_new_tokens=4))  # warm-up
+    info = dataclasses.asdict(next(iter(backends.values())).info)
+    return backends, info
+
+
+def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, console=None, dashboard: bool = True,
+          backends: dict | None = None):
+    """Replay ``requests`` on real workers; (records, model info, interrupted)."""
+    info = None
+    if backends is None:
+        backends, info = load_workers(scheduler, cfg.model, console)
+    else:
+        info = dataclasses.asdict(next(iter(backends.values())).info)
+    predictor = None
+    if cfg.predictor:
+        from rtlm_cli.predictor import Predictor
+
+        predictor = Predictor.load(cfg.predictor)
+    ref = min(scheduler.workers, key=lambda w: w.cost.step(1, 256)).cost
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    results: queue.Queue = queue.Queue()
+    inboxes = {w.wid: queue.Queue() for w in scheduler.workers}
+    for w in scheduler.workers:
+        threading.Thread(target=_worker_loop, args=(backends[w.wid], inboxes[w.wid], results, w.wid, settings),
+                         daemon=True, name=f"rtlm-worker-{w.name}").start()
+    workers = {w.wid: w for w in scheduler.workers}
+    pending = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
+    records: dict[int, dict] = {}
+    running: dict[int, tuple[float, int, list[Request]]] = {}
+    idle = sorted(workers)
+    batch_id = 0
+    arrived = 0
+    interrupted = False
+    board = Dashboard(cfg.policy, [w.name for w in scheduler.workers], len(requests), console, live=dashboard)
+    t0 = time.perf_counter()
+    try:
+        with board:
+            while len(records) < len(requests):
+                now = time.perf_counter() - t0
+                while arrived < len(pending) and pending[arrived].arrival_s <= now:
+                    r = pending[arrived]
+                    if predictor is not None:  # the prediction is paid for on arrival, on the clock
+                        t = time.perf_counter()
+                        out = predictor.predict([r.prompt])
+                        r = dataclasses.replace(
+                            r, predicted_tokens=float(out["predicted"][0]), p90_tokens=float(out["p90"][0]),
+                            predicted_service_s=ref.service_s(r.prompt_tokens, float(out["predicted"][0])),
+                            prediction_cost_s=time.perf_counter() - t)
+                        pending[arrived] = r
+                    scheduler.arrive(r, now)
+                    arrived += 1
+                for wid in list(idle):
+                    batch = scheduler.next_batch(workers[wid], now)
+                    if batch:
+                        idle.remove(wid)
+                        running[wid] = (now, batch_id, batch)
+                        inboxes[wid].put(batch)
+                        batch_id += 1
+                board.update(now, arrived, scheduler.queue_len, {workers[w].name: len(b) for w, (_, _, b) in running.items()},
+                             list(records.values()))
+                wait = 0.25 if arrived >= len(pending) else min(max(pending[arrived].arrival_s - now, 0.0), 0.25)
+                try:
+                    wid, batch, res, error = results.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                start, bid, _ = running.pop(wid)
+                done = time.perf_counter() - t0
+                for i, r in enumerate(batch):
+                    if res is None:
+                        records[r.rid] = record(r, start_s=start, first_token_s=done, finish_s=done, worker=workers[wid].name,
+                                                batch_id=bid, batch_size=len(batch), output_tokens=0,
+                                                status=Status.FAILED, error=error)
+                    else:
+                        g = res.generations[i]
+                        records[r.rid] = record(r, start_s=start, first_token_s=start + g.ttft_s, finish_s=start + g.e2e_s,
+                                                worker=workers[wid].name, batch_id=bid, batch_size=len(batch),
+                                                output_tokens=g.output_tokens, ended=g.ended)
+                scheduler.finished(workers[wid], done)
+                idle.append(wid)
+                idle.sort()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        for box in inboxes.values():
+            box.put(None)
+    for r in pending:
+        if r.rid not in records:
+            records[r.rid] = record(r, start_s=float("nan"), first_token_s=float("nan"), finish_s=float("nan"),
+                                    worker="", batch_id=-1, batch_size=0, output_tokens=0, status=Status.CANCELLED)
+    return [records[r.rid] for r in requests], info, interrupted

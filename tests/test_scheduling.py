@@ -1,0 +1,158 @@
+"""Policies, consolidation, placement and the simulator, on hand-made requests (no model)."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtlm_cli.costmodel import CostModel
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.scheduling.policies import POLICIES, make_policy
+from rtlm_cli.scheduling.request import Request, Status
+from rtlm_cli.scheduling.scheduler import Scheduler, Worker
+from rtlm_cli.simulate import ARRIVAL, FINISH, simulate
+
+# A CPU-like table: a decode step costs 40 ms at batch 1 and 80 ms at batch 8 (4x throughput).
+CPU = [{"batch": b, "context": c, "prefill_s": 0.001 * b * c / 16, "decode_step_s": s}
+       for b, s in ((1, 0.04), (2, 0.045), (4, 0.055), (8, 0.08)) for c in (128, 1024)]
+GPU = [{"batch": b, "context": c, "prefill_s": 0.02, "decode_step_s": 0.018} for b in (1, 8, 32) for c in (128, 1024)]
+
+
+def req(rid, arrival=0.0, pred=100, true=None, prompt=50, unc=0.5, deadline=None):
+    cost = CostModel(CPU)
+    return Request(rid=rid, arrival_s=arrival, prompt_id=f"p{rid}", prompt_tokens=prompt, predicted_tokens=pred,
+                   p90_tokens=pred, uncertainty=unc, predicted_service_s=cost.service_s(prompt, pred),
+                   deadline_s=deadline, true_tokens=true if true is not None else pred)
+
+
+def sched(policy="fcfs", workers=(CPU,), **kw):
+    ws = [Worker(i, f"w{i}", CostModel(t)) for i, t in enumerate(workers)]
+    return Scheduler(make_policy(policy), ws, **kw), ws
+
+
+def order(policy, reqs, **kw):
+    s, (w,) = sched(policy, **kw)
+    for r in reqs:
+        s.arrive(r, r.arrival_s)
+    out = []
+    while batch := s.next_batch(w, 10.0):
+        out.append([r.rid for r in batch])
+    return out
+
+
+QUEUE = [req(0, 0.0, pred=300, true=50, prompt=10), req(1, 0.1, pred=20, true=400, prompt=500),
+         req(2, 0.2, pred=100, true=100, prompt=100)]
+
+
+def test_policy_orderings_on_a_hand_made_queue():
+    assert order("fcfs", QUEUE) == [[0], [1], [2]]
+    assert order("sjf-input", QUEUE) == [[0], [2], [1]]
+    assert order("sjf-pred", QUEUE) == [[1], [2], [0]]
+    assert order("oracle", QUEUE) == [[0], [2], [1]]
+    assert order("rtlm", QUEUE) == [[1], [2], [0]]
+
+
+def test_rtlm_uncertainty_and_aging():
+    certain, unsure = req(0, 0.0, pred=100, unc=0.0), req(1, 0.0, pred=100, unc=1.0)
+    assert order("rtlm", [unsure, certain]) == [[0], [1]]
+    # aging: a long request that has waited long enough goes before a fresh short one
+    old_long, new_short = req(0, 0.0, pred=200), req(1, 1000.0, pred=10)
+    assert order("rtlm", [old_long, new_short]) == [[0], [1]]
+
+
+def test_rtlm_deadline_slack_wins():
+    relaxed, urgent = req(0, 0.0, pred=10), req(1, 0.0, pred=300, deadline=13.0)
+    assert order("rtlm", [relaxed, urgent]) == [[1], [0]]
+
+
+def test_unknown_policy_did_you_mean():
+    with pytest.raises(RtlmError, match="did you mean 'rtlm'"):
+        make_policy("rtml")
+    assert set(POLICIES.names()) == {"fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle"}
+
+
+def test_consolidation_groups_alike_lengths():
+    reqs = [req(i, 0.0, pred=p) for i, p in enumerate([100, 400, 110, 390, 95, 405])]
+    batches = order("sjf-pred", reqs, max_batch=3)
+    assert [sorted(b) for b in batches] == [[0, 2, 4], [1, 3, 5]]
+    # fcfs batches in arrival order, alike or not
+    assert order("fcfs", reqs, max_batch=3) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_consolidation_stops_when_a_member_would_cost_more_than_it_gains():
+    # joining a 10-token request to a 500-token one makes everyone wait for the long one
+    reqs = [req(0, 0.0, pred=10), req(1, 0.0, pred=500)]
+    assert order("sjf-pred", reqs, max_batch=8) == [[0], [1]]
+
+
+def test_offloading_sends_long_uncertain_requests_to_the_slow_worker_only_under_congestion():
+    s, (gpu, cpu) = sched("rtlm", workers=(GPU, CPU), offload=True)
+    s.arrive(req(0, 0.0, pred=50), 0.0)
+    assert s.next_batch(cpu, 0.0) == []  # not congested: the CPU stays idle
+    assert [r.rid for r in s.next_batch(gpu, 0.0)] == [0]
+    for i in range(1, 40):
+        s.arrive(req(i, 0.0, pred=400 if i == 7 else 100, unc=0.9 if i == 7 else 0.1), 0.0)
+    assert [r.rid for r in s.next_batch(cpu, 0.0)] == [7]  # the longest, most uncertain one
+
+
+def test_simulator_tie_break_is_pinned():
+    assert FINISH < ARRIVAL
+    # worker frees at t=4.0 exactly when a new, shorter request arrives: both are seen before dispatch
+    cost = CostModel(CPU)
+    first = req(0, 0.0, pred=100)
+    t_end = cost.batch_times([50], [100])[2]
+    reqs = [first, req(1, 0.0, pred=300), req(2, t_end, pred=5)]
+    s, _ = sched("sjf-pred")
+    recs = simulate(reqs, s)
+    assert recs[2]["start_s"] == pytest.approx(t_end)  # the new short one goes before the waiting long one
+    assert recs[1]["start_s"] > recs[2]["start_s"]
+
+
+def test_simulation_is_deterministic():
+    reqs = [req(i, i * 0.5, pred=50 + 37 * i % 200) for i in range(50)]
+    a = simulate(reqs, sched("rtlm", max_batch=4)[0])
+    b = simulate(reqs, sched("rtlm", max_batch=4)[0])
+    assert repr(a) == repr(b)  # NaN deadlines compare unequal as floats; their text does not
+
+
+request_lists = st.lists(
+    st.tuples(st.floats(0, 50, allow_nan=False), st.integers(1, 400), st.integers(1, 400), st.integers(1, 600)),
+    min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(request_lists, st.sampled_from(sorted(POLICIES.names())), st.integers(1, 8), st.booleans(), st.booleans())
+def test_simulator_properties(items, policy, max_batch, two_workers, offload):
+    reqs = [req(i, round(t, 3), pred=p, true=n, prompt=pr) for i, (t, p, n, pr) in enumerate(items)]
+    s, ws = sched(policy, workers=(GPU, CPU) if two_workers else (CPU,), max_batch=max_batch, offload=offload)
+    recs = simulate(reqs, s)
+    # every request finishes exactly once
+    assert sorted(r["rid"] for r in recs) == list(range(len(reqs)))
+    assert all(r["status"] == Status.FINISHED.name.lower() for r in recs)
+    for r in recs:  # time never runs backwards
+        assert r["arrival_s"] <= r["start_s"] <= r["first_token_s"] <= r["finish_s"]
+    batches = {}
+    for r in recs:
+        batches.setdefault(r["batch_id"], []).append(r)
+    for members in batches.values():
+        assert len(members) <= max_batch and all(m["batch_size"] == len(members) for m in members)
+        assert len({m["worker"] for m in members}) == 1 and len({m["start_s"] for m in members}) == 1
+    # no worker runs two batches at once
+    for w in ws:
+        spans = sorted((m[0]["start_s"], max(x["finish_s"] for x in m)) for m in batches.values() if m[0]["worker"] == w.name)
+        assert all(a_end <= b_start + 1e-9 for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+
+
+def test_status_enum_order():
+    assert not Status.RUNNING.is_finished and Status.FINISHED.is_finished and Status.CANCELLED.is_finished
+
+
+def test_cost_model_interpolates_and_extrapolates():
+    c = CostModel(CPU)
+    assert c.step(1, 128) == pytest.approx(0.04)
+    assert 0.045 < c.step(3, 500) < 0.055
+    assert c.step(16, 128) > c.step(8, 128)  # linear beyond the last measured batch
+    ttft, fins, end = c.batch_times([100, 50], [10, 30])
+    assert ttft < fins[0] < fins[1] == end
+    assert math.isclose(fins[1] - fins[0], 20 * c.step(2, 128), rel_tol=0.2)

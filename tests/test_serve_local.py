@@ -1,0 +1,123 @@
+"""serve-local end to end: the simulator and the real executor on the fake backend, bad inputs."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rtlm_cli.backends.fake import FakeBackend
+from rtlm_cli.cli import app
+from rtlm_cli.runs import load_run
+
+from conftest import one_line_error
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve")
+    run = CliRunner().invoke
+    r = run(app, ["profile", "--model", "fake", "-n", "120", "--max-new-tokens", "128", "--calibrate",
+                  "--calibration-batches", "1,2,4,8", "--calibration-contexts", "64,512", "--out", str(d / "prof")])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["train-predictor", str(d / "prof"), "--out", str(d / "pred"), "--threads", "1", "--no-ablation", "--rounds", "50"])
+    assert r.exit_code == 0, r.output
+    return d
+
+
+def test_simulated_run_format_and_summary(setup, run_cli, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--predictor", setup / "pred",
+                "--policy", "rtlm", "--load", 0.8, "-n", 300, "--slo-factor", 5, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    meta, df = load_run(out)
+    assert meta["engine"] == "simulator" and meta["policy"] == "rtlm" and meta["complete"]
+    assert meta["workload"]["offered_load"] == pytest.approx(0.8)
+    assert len(df) == 300 and (df["status"] == "finished").all()
+    assert summary["completed"] == 300 and 0 <= summary["deadline_miss_rate"] <= 1
+    assert summary["e2el_s"]["p50"] <= summary["e2el_s"]["p95"] <= summary["e2el_s"]["p99"]
+    assert (df["true_tokens"] == df["output_tokens"]).all()
+    assert pd.read_parquet(out / "requests.parquet").equals(df)
+
+
+def test_sweep_writes_one_run_per_point(setup, run_cli, tmp_path):
+    r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--predictor", setup / "pred",
+                "--policy", "fcfs,oracle", "--loads", "0.5,0.9", "-n", 200, "--out", tmp_path / "sweep")
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (tmp_path / "sweep").iterdir())
+    assert names == ["fcfs-load0.5", "fcfs-load0.9", "oracle-load0.5", "oracle-load0.9"]
+    means = {n: load_run(tmp_path / "sweep" / n)[0]["summary"]["e2el_s"]["mean"] for n in names}
+    assert means["oracle-load0.9"] < means["fcfs-load0.9"]
+    assert means["fcfs-load0.5"] < means["fcfs-load0.9"]
+
+
+def test_real_executor_on_the_fake_backend_records_failures_and_goes_on(setup, run_cli, tmp_path, monkeypatch):
+    real = FakeBackend.generate
+
+    def sometimes_fails(self, prompts, settings):
+        if any("error" in p.lower() for p in prompts):
+            raise RuntimeError("boom")
+        return real(self, prompts, settings)
+
+    monkeypatch.setattr(FakeBackend, "generate", sometimes_fails)
+    out = tmp_path / "real"
+    r = run_cli("serve-local", "--profile", setup / "prof", "--predictor", setup / "pred", "--model", "fake:ms_per_token=0.2",
+                "--policy", "sjf-pred", "--arrivals", "burst", "-n", 40, "--max-batch", 4, "--no-dashboard", "--out", out)
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(out)
+    assert meta["engine"] == "real" and len(df) == 40
+    failed = df[df["status"] == "failed"]
+    assert (df["status"].isin(["finished", "failed"])).all()
+    assert failed["error"].str.contains("boom").all()
+    done = df[df["status"] == "finished"]
+    assert (done["start_s"] >= done["arrival_s"]).all() and (done["finish_s"] >= done["first_token_s"]).all()
+    assert (done["prediction_cost_s"] > 0).all()  # paid on arrival, on the clock
+    assert "completed" in r.output or "done" in r.output
+
+
+def test_ctrl_c_keeps_finished_records(setup, run_cli, tmp_path, monkeypatch):
+    from rtlm_cli import dashboard
+
+    calls = {"n": 0}
+    original = dashboard.Dashboard.update
+
+    def interrupt_later(self, now, arrived, queued, running, records):
+        calls["n"] += 1
+        if len(records) >= 3:
+            raise KeyboardInterrupt
+        return original(self, now, arrived, queued, running, records)
+
+    monkeypatch.setattr(dashboard.Dashboard, "update", interrupt_later)
+    out = tmp_path / "cut"
+    r = run_cli("serve-local", "--profile", setup / "prof", "--model", "fake:ms_per_token=0.5", "--policy", "fcfs",
+                "--arrivals", "burst", "-n", 30, "--no-dashboard", "--out", out)
+    assert r.exit_code == 130
+    meta, df = load_run(out)
+    assert not meta["complete"]
+    assert (df["status"] == "finished").sum() >= 3 and (df["status"] == "cancelled").sum() >= 1
+
+
+def test_bad_inputs(setup, run_cli, tmp_path, prompt_file):
+    def bad(*args):
+        r = run_cli("serve-local", *args)
+        assert r.exit_code == 2, r.output
+        return one_line_error(r)
+
+    prof, pred = setup / "prof", setup / "pred"
+    base = ("--simulate", "--profile", prof, "--out", tmp_path / "x")
+    assert "--rate must be > 0" in bad(*base, "--rate", 0)
+    assert "--rate must be > 0" in bad(*base, "--rate", -1)
+    assert "did you mean 'rtlm'" in bad(*base, "--policy", "rtml", "--rate", 1)
+    assert "needs --predictor" in bad(*base, "--policy", "rtlm", "--rate", 1)
+    assert "needs --rate or --load" in bad(*base)
+    assert "--simulate needs --profile" in bad("--simulate", "--prompts", prompt_file, "--rate", 1, "--out", tmp_path / "y")
+    other = tmp_path / "other"
+    assert run_cli("profile", "--model", "fake:ms_prefill=1", "--prompts", prompt_file, "-n", 6, "--max-new-tokens", 128,
+                   "--calibrate", "--calibration-batches", "1", "--calibration-contexts", "64", "--out", other).exit_code == 0
+    assert "another model hash" in bad("--simulate", "--profile", other, "--predictor", pred, "--policy", "rtlm",
+                                       "--rate", 1, "--out", tmp_path / "z")
+    nocal = tmp_path / "nocal"
+    assert run_cli("profile", "--model", "fake", "--prompts", prompt_file, "-n", 3, "--out", nocal).exit_code == 0
+    assert "no timing table" in bad("--simulate", "--profile", nocal, "--rate", 1, "--out", tmp_path / "w")
+    assert "comma-separated numbers" in bad(*base, "--loads", "0.5,x")
