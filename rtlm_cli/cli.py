@@ -314,6 +314,96 @@ def run_table(metas: list[dict]) -> Table:
     return table
 
 
+@app.command()
+@user_errors
+def report(
+    paths: list[str] = typer.Argument(..., help="Run, profile or predictor directories (a directory of runs, e.g. a sweep, stands for all of them)."),
+    as_json: bool = typer.Option(False, "--json", help="Print everything as JSON on stdout."),
+    csv: Optional[str] = typer.Option(None, "--csv", help="Directory to write the tables to as CSV (runs.csv, run_buckets.csv, profiles.csv, predictors.csv)."),
+    plots: Optional[str] = typer.Option(None, "--plots", help="Directory for PNG figures: response-time CDF, latency vs load, queue length, predicted vs actual, latency vs uncertainty."),
+    html: Optional[str] = typer.Option(None, "--html", help="Write one self-contained HTML report (figures embedded)."),
+):
+    """Compare runs, profiles and predictors: response time, TTFT, TPOT and queueing percentiles,
+    throughput, deadline misses and goodput; length against uncertainty; predictor accuracy.
+
+    Example: [bold]rtlm report runs/sweep --plots figs --html report.html[/bold]
+    """
+    import tempfile
+
+    from rtlm_cli import figures, html_report
+    from rtlm_cli.report import build
+    from rtlm_cli.store import atomic_write_bytes
+
+    found, data = build(paths)
+    if as_json:
+        out_console.print_json(json.dumps(data, default=float))
+    else:
+        render_report(data)
+    if csv:
+        import pandas as pd
+
+        for name in ("runs", "run_buckets", "profiles", "predictors"):
+            if data[name]:
+                atomic_write_bytes(Path(csv) / f"{name}.csv", pd.DataFrame(data[name]).to_csv(index=False).encode())
+        console.print(f"wrote CSV tables to {csv}")
+    if plots or html:
+        with tempfile.TemporaryDirectory() as tmp:
+            written = figures.all_figures(found, data, Path(plots or tmp))
+            if plots:
+                console.print(f"wrote {len(written)} figure(s) to {plots}")
+            if html:
+                atomic_write_bytes(Path(html), html_report.render(data, written).encode())
+                console.print(f"wrote {html}")
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+
+
+def render_report(data: dict) -> None:
+    if data["runs"]:
+        t = Table(title="runs: response time (e2el), TTFT, TPOT, queueing in seconds")
+        cols = ("run", "policy", "engine", "load", "done/failed", "e2el mean", "p50", "p90", "p95", "p99", "ttft p50",
+                "tpot p50", "queue p95", "req/s", "tok/s", "miss", "goodput", "pred us")
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("run", "policy", "engine") else "right")
+        for r in data["runs"]:
+            t.add_row(r["run"], r["policy"], r["engine"], _fmt(r["offered_load"]), f"{r['completed']}/{r['failed']}",
+                      _fmt(r["e2el_mean_s"]), _fmt(r["e2el_p50_s"]), _fmt(r["e2el_p90_s"]), _fmt(r["e2el_p95_s"]),
+                      _fmt(r["e2el_p99_s"]), _fmt(r["ttft_p50_s"]), _fmt(r["tpot_p50_s"], ".3f"), _fmt(r["queue_p95_s"]),
+                      _fmt(r["throughput_rps"], ".3f"), _fmt(r["throughput_tps"], ".1f"), _fmt(r["deadline_miss_rate"], ".1%"),
+                      _fmt(r["goodput_rps"], ".3f"), _fmt(r["prediction_cost_us"], ".0f"))
+        out_console.print(t)
+        b = Table(title="response time by predicted-length bucket")
+        for c in ("run", "predicted tokens", "requests", "e2el mean s", "e2el p95 s"):
+            b.add_column(c)
+        for r in data["run_buckets"]:
+            b.add_row(r["run"], r["predicted_tokens"], str(r["requests"]), _fmt(r["e2el_mean_s"]), _fmt(r["e2el_p95_s"]))
+        out_console.print(b)
+    for r in data["profiles"]:
+        t = Table(title=f"profile {r['profile']}: {r['model']} on {r['device']}, {r['requests']} requests", show_header=False)
+        t.add_row("capped at the token limit", f"{r['capped_share']:.0%}")
+        t.add_row("output tokens, mean", f"{r['output_tokens_mean']:.1f}")
+        t.add_row("e2e / ttft / tpot, median", f"{r['e2e_p50_s']:.2f} s / {r['ttft_p50_s'] * 1e3:.0f} ms / {r['tpot_p50_s'] * 1e3:.1f} ms")
+        t.add_row("peak RSS / GPU memory", f"{_fmt(r['rss_peak_bytes'] / 2**30)} GiB / {_fmt(r['gpu_mem_peak_bytes'] / 2**30)} GiB")
+        for k, v in r.items():
+            if k.startswith("spearman_tokens_vs_"):
+                t.add_row(f"Spearman(output tokens, {k.removeprefix('spearman_tokens_vs_')})", _fmt(v, ".3f"))
+        out_console.print(t)
+        q = Table(title="by uncertainty quartile")
+        for c in ("quartile", "requests", "score", "output tokens", "capped", "e2e s"):
+            q.add_column(c)
+        for row in data["profile_quartiles"][r["profile"]]:
+            q.add_row(row["quartile"], str(row["requests"]), f"{row['score_mean']:.3f}", f"{row['output_tokens_mean']:.1f}",
+                      f"{row['capped_share']:.0%}", f"{row['e2e_mean_s']:.2f}")
+        out_console.print(q)
+    by_pred: dict[str, list] = {}
+    for r in data["predictors"]:
+        by_pred.setdefault(r["predictor"], []).append(r)
+    for name, rows in by_pred.items():
+        out_console.print(evaluation_table(rows, f"predictor {name}"))
+
+
 def main() -> None:
     app()
 

@@ -71,3 +71,24 @@ def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
 
     out = Predictor.load(pred).predict(["Why is the sky blue?", "Write a long story."])
     assert out["predicted"].shape == (2,) and (out["predicted"] >= 0).all()
+
+
+def test_real_replay_of_four_requests(run_cli, tmp_path):
+    prof = tmp_path / "prof"
+    r = run_cli("profile", "-n", 4, "--max-new-tokens", 6, "--max-prompt-tokens", 128, "--device", "cpu", "--calibrate",
+                "--calibration-batches", "1,2", "--calibration-contexts", "64,128", "--out", prof)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    r = run_cli("serve-local", "--profile", prof, "--policy", "oracle", "--load", 0.7, "-n", 4, "--max-batch", 2,
+                "--no-dashboard", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    from rtlm_cli.runs import load_run
+
+    meta, df = load_run(out)
+    assert meta["engine"] == "real" and meta["model"]["model_id"] == "smollm2"
+    assert (df["status"] == "finished").all() and len(df) == 4
+    assert (df["output_tokens"] <= 6).all() and (df["output_tokens"] >= 1).all()
+    assert (df["finish_s"] > df["first_token_s"]).all() and (df["first_token_s"] > df["start_s"]).all()
+    # greedy, same cap: a request alone in its batch reproduces the profile's length
+    alone = df[df["batch_size"] == 1]
+    assert (alone["output_tokens"] == alone["true_tokens"]).all()

@@ -1,0 +1,120 @@
+"""rtlm report on small hand-made runs with known percentiles, plus profiles and predictors."""
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rtlm_cli.runs import write_run
+
+from conftest import one_line_error
+
+
+def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None):
+    n = len(e2e)
+    recs = []
+    for i, e in enumerate(e2e):
+        recs.append({"rid": i, "prompt_id": f"p{i}", "arrival_s": float(i), "start_s": float(i) + 0.1 * e,
+                     "first_token_s": float(i) + 0.2 * e, "finish_s": float(i) + e, "worker": "w0", "batch_id": i,
+                     "batch_size": 1, "prompt_tokens": 10, "output_tokens": 11, "true_tokens": 11,
+                     "predicted_tokens": 30.0 * (i + 1), "p90_tokens": 40.0, "uncertainty": 0.5, "predicted_service_s": 1.0,
+                     "deadline_s": float(i) + 5.0, "prediction_cost_s": 2e-4,
+                     "status": (status or ["finished"] * n)[i], "ended": True, "error": ""})
+    meta = write_run(path, recs, {"policy": policy, "engine": "simulator", "max_batch": 1,
+                                  "workload": {"offered_load": load, "rate_rps": load}, "workers": [{"name": "w0"}]})
+    if schema is not None:
+        m = json.loads((path / "meta.json").read_text())
+        m["schema_version"] = schema
+        (path / "meta.json").write_text(json.dumps(m))
+    return meta
+
+
+def test_known_percentiles_and_slo(run_cli, tmp_path):
+    e2e = [1.0, 2.0, 3.0, 4.0, 10.0]
+    make_run(tmp_path / "a", e2e)
+    r = run_cli("report", tmp_path / "a", "--json")
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)["runs"][0]
+    assert row["e2el_mean_s"] == pytest.approx(4.0)
+    assert row["e2el_p50_s"] == pytest.approx(3.0)
+    assert row["e2el_p90_s"] == pytest.approx(np.percentile(e2e, 90))
+    assert row["e2el_p99_s"] == pytest.approx(np.percentile(e2e, 99))
+    assert row["ttft_p50_s"] == pytest.approx(0.6) and row["queue_p50_s"] == pytest.approx(0.3)
+    assert row["tpot_p50_s"] == pytest.approx(0.24)  # (3.0 - 0.6) / 10
+    assert row["deadline_miss_rate"] == pytest.approx(0.2)  # only the 10 s one misses its 5 s deadline
+    assert row["throughput_rps"] == pytest.approx(5 / 14.0)  # last finish 4 + 10 = 14
+    assert row["prediction_cost_us"] == pytest.approx(200)
+    buckets = json.loads(r.stdout)["run_buckets"]
+    assert {b["predicted_tokens"]: b["requests"] for b in buckets} == {"<64": 2, "64-128": 2, "128-256": 1}
+
+
+def test_failed_requests_are_counted_not_timed(run_cli, tmp_path):
+    make_run(tmp_path / "f", [1.0, 2.0, 30.0], status=["finished", "finished", "failed"])
+    row = json.loads(run_cli("report", tmp_path / "f", "--json").stdout)["runs"][0]
+    assert row["completed"] == 2 and row["failed"] == 1 and row["e2el_mean_s"] == pytest.approx(1.5)
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        self.tables += tag == "table"
+
+
+def test_sweep_plots_html_csv(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    for pol, scale in (("fcfs", 2.0), ("rtlm", 1.0)):
+        for load in (0.5, 0.9):
+            make_run(sweep / f"{pol}-load{load}", list(np.linspace(1, 5, 20) * scale * (1 + load)), policy=pol, load=load)
+    r = run_cli("report", sweep, "--plots", tmp_path / "figs", "--html", tmp_path / "r.html", "--csv", tmp_path / "csv")
+    assert r.exit_code == 0, r.output
+    pngs = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert pngs == ["latency_vs_load.png", "queue_length.png", "response_cdf.png"]
+    for p in (tmp_path / "figs").iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    parser = _Images()
+    parser.feed((tmp_path / "r.html").read_text())
+    assert len(parser.images) == 3 and parser.tables >= 2
+    for src in parser.images:  # self-contained: every figure is inline and decodes as a PNG
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
+    assert len(pd.read_csv(tmp_path / "csv" / "runs.csv")) == 4
+    assert "fcfs-load0.9" in r.output
+
+
+def test_profile_and_predictor_reports(run_cli, tmp_path, prompt_file):
+    prof = tmp_path / "prof"
+    assert run_cli("profile", "--model", "fake", "-n", 40, "--out", prof).exit_code == 0
+    assert run_cli("train-predictor", prof, "--out", tmp_path / "pred", "--rounds", 20, "--no-ablation").exit_code == 0
+    r = run_cli("report", prof, tmp_path / "pred", "--json", "--plots", tmp_path / "figs")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["profiles"][0]["requests"] == 40 and data["profiles"][0]["spearman_tokens_vs_uncertainty_score"] > 0.5
+    assert [q["quartile"] for q in data["profile_quartiles"]["prof"]][0] == "Q1 (least)"
+    assert any(p["kind"] == "chosen" for p in data["predictors"])
+    assert {"predicted_vs_actual.png", "latency_vs_uncertainty.png"} <= {p.name for p in (tmp_path / "figs").iterdir()}
+
+
+def test_bad_inputs(run_cli, tmp_path):
+    def bad(*args):
+        r = run_cli("report", *args)
+        assert r.exit_code == 2, r.output
+        return one_line_error(r)
+
+    (tmp_path / "plain").mkdir()
+    assert "not an rtlm run" in bad(tmp_path / "plain")
+    assert "not a directory" in bad(tmp_path / "missing")
+    make_run(tmp_path / "v1", [1.0, 2.0])
+    make_run(tmp_path / "v2", [1.0, 2.0], schema=2)
+    assert "schema version" in bad(tmp_path / "v1", tmp_path / "v2")
+    empty = tmp_path / "empty"
+    make_run(empty, [1.0])
+    pd.DataFrame(columns=pd.read_parquet(empty / "requests.parquet").columns).to_parquet(empty / "requests.parquet")
+    assert "holds no requests" in bad(empty)
