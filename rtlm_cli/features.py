@@ -4,8 +4,10 @@
 - ``prompt``: the prompt's token count with the target model's tokenizer (the ``tokenizers``
   library on a ``tokenizer.json`` kept in the predictor: no torch, ~0.05 ms per prompt).
 - ``prefill``: what the target model shows at prefill: the entropy and top-1 probability of its
-  first-token distribution, the probability that it ends at once, and a PCA of the final hidden
-  state at the last prompt position. Needs the model (torch), and costs a prefill per prompt.
+  first-token distribution, the probability that it ends at once, a 16-d PCA of its final hidden
+  state (last prompt position and mean over the prompt), and two supervised ridge probes on that
+  state (log length, capped or not), cross-fitted on the training rows. Needs the model (torch),
+  and costs a prefill per prompt.
 
 Families are switchable; each one's cost per prompt is measured by ``measure_cost``.
 """
@@ -35,8 +37,8 @@ class FeatureContext:
     model: str | None = None  # the target model spec (prompt tokenizer, prefill)
     device: str = "cpu"
     tokenizer_file: str | None = None  # tokenizer.json; None = whitespace count (fake model)
-    pca_mean: list[float] | None = None
-    pca_components: list[list[float]] | None = None
+    prefill_state: dict | None = None  # fitted standardization, PCA and probes of the prefill family
+    fit_targets: dict | None = None  # training targets, for the supervised probes (set by training)
     prefill_cache: bool = True  # off when measuring the family's real cost
     _tokenizer: object = field(default=None, repr=False)
     _backend: object = field(default=None, repr=False)
@@ -85,7 +87,7 @@ def _prefill_signals(texts: list[str], ctx: FeatureContext):
     backend = ctx.backend()
     if not ctx.prefill_cache:
         return backend.prefill_probe(texts)
-    path = rtlm_home() / "prefill" / f"{backend.info.model_hash[:16]}-{backend.info.dtype}.parquet"
+    path = rtlm_home() / "prefill" / f"v2-{backend.info.model_hash[:16]}-{backend.info.dtype}.parquet"
     cache = pd.read_parquet(path).set_index("prompt_id") if path.is_file() else None
     ids = [prompt_id(t) for t in texts]
     missing = [i for i, pid in enumerate(ids) if cache is None or pid not in cache.index]
@@ -100,18 +102,66 @@ def _prefill_signals(texts: list[str], ctx: FeatureContext):
             np.stack([np.asarray(h, dtype=np.float32) for h in rows["hidden"]]))
 
 
+def _ridge(X, y, lam: float):
+    """Ridge weights on centred data, solved in the dual (n x n) when there are more columns than rows."""
+    n, d = X.shape
+    if d > n:
+        return X.T @ np.linalg.solve(X @ X.T + lam * np.eye(n), y)
+    return np.linalg.solve(X.T @ X + lam * np.eye(d), X.T @ y)
+
+
+def _folds(n: int, k: int, seed: int = 0):
+    rng = np.random.default_rng(seed)  # the cross-fitting split's own generator
+    return np.array_split(rng.permutation(n), k)
+
+
+def fit_probe(X, y, lambdas=(1.0, 10.0, 100.0, 1000.0), k: int = 5) -> tuple[np.ndarray, float, np.ndarray]:
+    """A ridge probe of ``y`` on standardized ``X``: (weights, intercept, out-of-fold predictions).
+
+    The penalty is chosen by k-fold error; out-of-fold predictions stand in for the probe on the
+    training rows, so the booster downstream never sees a probe that has seen its own target.
+    """
+    folds = _folds(len(y), k)
+    best, best_err, oof_best = None, np.inf, None
+    for lam in lambdas:
+        oof = np.zeros(len(y))
+        for f in folds:
+            train = np.setdiff1d(np.arange(len(y)), f)
+            mu = y[train].mean()
+            oof[f] = X[f] @ _ridge(X[train], y[train] - mu, lam) + mu
+        err = float(np.mean((oof - y) ** 2))
+        if err < best_err:
+            best, best_err, oof_best = lam, err, oof
+    mu = float(y.mean())
+    return _ridge(X, y - mu, best), mu, oof_best
+
+
 @FAMILIES.register("prefill")
 def prefill_family(texts: list[str], ctx: FeatureContext, fit: bool = False) -> tuple[list[str], np.ndarray]:
     entropy, top1, end, hidden = _prefill_signals(list(texts), ctx)
+    hidden = hidden.astype(np.float64)
     if fit:
-        mean = hidden.mean(axis=0)
-        _, _, vt = np.linalg.svd(hidden - mean, full_matrices=False)
-        ctx.pca_mean, ctx.pca_components = mean.tolist(), vt[:PCA_DIM].tolist()
-    if ctx.pca_components is None:
-        raise RtlmError("this predictor has no fitted prefill projection: retrain it with --features including prefill")
-    proj = (hidden - np.asarray(ctx.pca_mean)) @ np.asarray(ctx.pca_components).T
-    names = list(PREFILL_STATS) + [f"prefill_pc{i:02d}" for i in range(proj.shape[1])]
-    return names, np.column_stack([entropy, top1, end, proj])
+        if ctx.fit_targets is None:
+            raise RtlmError("fitting the prefill family needs training targets")
+        mean, scale = hidden.mean(axis=0), hidden.std(axis=0) + 1e-6
+        Z = (hidden - mean) / scale
+        _, _, vt = np.linalg.svd(Z, full_matrices=False)
+        probes, oof = {}, []
+        for name, y in ctx.fit_targets.items():
+            w, b, o = fit_probe(Z, np.asarray(y, dtype=np.float64))
+            probes[name] = {"weights": w.tolist(), "intercept": b}
+            oof.append(o)
+        ctx.prefill_state = {"mean": mean.tolist(), "scale": scale.tolist(), "pca": vt[:PCA_DIM].tolist(), "probes": probes}
+        probe_cols = np.column_stack(oof)
+    if ctx.prefill_state is None:
+        raise RtlmError("this predictor has no fitted prefill state: retrain it with --features including prefill")
+    st = ctx.prefill_state
+    Z = (hidden - np.asarray(st["mean"])) / np.asarray(st["scale"])
+    if not fit:
+        probe_cols = np.column_stack([Z @ np.asarray(p["weights"]) + p["intercept"] for p in st["probes"].values()])
+    proj = Z @ np.asarray(st["pca"]).T
+    names = list(PREFILL_STATS) + [f"prefill_probe_{k}" for k in st["probes"]] + [f"prefill_pc{i:02d}" for i in range(proj.shape[1])]
+    return names, np.column_stack([entropy, top1, end, probe_cols, proj])
 
 
 def parse_families(text: str) -> tuple[str, ...]:

@@ -26,17 +26,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _decorate(ax, xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
+
+
 def response_cdf(runs, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for p, meta, df in runs:
         e = np.sort(with_latencies(df[df["status"] == "finished"])["e2el_s"].to_numpy())
         ax.plot(e, np.arange(1, len(e) + 1) / len(e), label=f"{p.name}")
-    ax.set_xlabel("response time (s)")
-    ax.set_ylabel("share of requests")
-    ax.set_title("CDF of response time (e2el)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _decorate(ax, "response time (s)", "share of requests", "CDF of response time (e2el)")
     return _save(fig, path)
 
 
@@ -54,11 +59,7 @@ def latency_vs_load(rows: list[dict], path: Path) -> Path | None:
         rs = sorted(rs, key=lambda r: r["offered_load"])
         line, = ax.plot([r["offered_load"] for r in rs], [r["e2el_mean_s"] for r in rs], marker="o", label=f"{label} mean")
         ax.plot([r["offered_load"] for r in rs], [r["e2el_p95_s"] for r in rs], ls="--", color=line.get_color(), alpha=0.6)
-    ax.set_xlabel("offered load (share of batch-1 capacity)")
-    ax.set_ylabel("response time (s); dashed: p95")
-    ax.set_title("response time against load")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _decorate(ax, "offered load (share of batch-1 capacity)", "response time (s); dashed: p95", "response time against load")
     return _save(fig, path)
 
 
@@ -70,11 +71,7 @@ def queue_over_time(runs, path: Path) -> Path:
         events = np.concatenate([np.c_[done["arrival_s"], np.ones(len(done))], np.c_[done["start_s"], -np.ones(len(done))]])
         events = events[np.lexsort((-events[:, 1], events[:, 0]))]
         ax.step(events[:, 0], np.cumsum(events[:, 1]), where="post", label=p.name, lw=0.9)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("requests waiting")
-    ax.set_title("queue length over time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _decorate(ax, "time (s)", "requests waiting", "queue length over time")
     return _save(fig, path)
 
 
@@ -91,10 +88,7 @@ def predicted_vs_actual(predictors, path: Path) -> Path | None:
         ax.scatter(h["actual"], h["predicted"], s=8, alpha=0.5, label=name)
         hi = max(hi, float(h["actual"].max()), float(h["predicted"].max()))
     ax.plot([0, hi], [0, hi], color="gray", lw=0.8)
-    ax.set_xlabel("actual")
-    ax.set_ylabel("predicted")
-    ax.set_title("predicted vs actual (held-out prompts)")
-    ax.legend(fontsize=7)
+    _decorate(ax, "actual", "predicted", "predicted vs actual (held-out prompts)")
     return _save(fig, path)
 
 

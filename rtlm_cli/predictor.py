@@ -201,11 +201,10 @@ class Predictor:
         files = meta["files"]
         model = LengthModel(meta["method"], float(meta["cap"]), booster(files["regressor"]),
                             booster(files.get("capped") or ""), booster(files.get("p90") or ""))
-        pca = json.loads((path / files["pca"]).read_text()) if files.get("pca") else {}
+        state = json.loads((path / files["prefill"]).read_text()) if files.get("prefill") else None
         ctx = F.FeatureContext(
             model=meta["model"]["model_id"], device=device,
-            tokenizer_file=str(path / files["tokenizer"]) if files.get("tokenizer") else None,
-            pca_mean=pca.get("mean"), pca_components=pca.get("components"),
+            tokenizer_file=str(path / files["tokenizer"]) if files.get("tokenizer") else None, prefill_state=state,
         )
         return cls(path, meta, model, ctx)
 
@@ -265,6 +264,8 @@ def train(cfg: TrainConfig, console=None) -> TrainResult:
                            tokenizer_file=F.tokenizer_file_for(model_id))
     test = split_by_prompt(df["prompt_id"].tolist(), cfg.test_size, cfg.seed)
     tr, te = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
+    y_fit = tr[cfg.target].to_numpy(float)
+    ctx.fit_targets = {"len": np.log1p(y_fit), "capped": (~tr["ended"].to_numpy(bool)).astype(float)}
     fams = tuple(dict.fromkeys(cfg.families + ("prompt",)))  # the prompt-length baseline needs 'prompt'
     names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
     _, Xte, _ = F.compute(fams, te["prompt"].tolist(), ctx)
@@ -346,8 +347,8 @@ def _save(out, cfg, model, names, ctx, base, metas, rows, importance, costs, hol
             files["tokenizer"] = "tokenizer.json"
             shutil.copyfile(ctx.tokenizer_file, tmp / "tokenizer.json")
         if "prefill" in cfg.families:
-            files["pca"] = "prefill_pca.json"
-            atomic_write_json(tmp / "prefill_pca.json", {"mean": ctx.pca_mean, "components": ctx.pca_components})
+            files["prefill"] = "prefill_state.json"
+            atomic_write_json(tmp / "prefill_state.json", ctx.prefill_state)
         atomic_write_json(tmp / "evaluation.json", rows)
         atomic_write_parquet(pd.DataFrame(importance), tmp / "importance.parquet")
         atomic_write_parquet(holdout, tmp / "holdout.parquet")

@@ -65,8 +65,9 @@ def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
     meta = json.loads((pred / "meta.json").read_text())
     assert "prefill_entropy" in meta["feature_names"] and "prefill_pc15" in meta["feature_names"]
     assert meta["feature_cost_s_per_prompt"]["prefill"] > meta["feature_cost_s_per_prompt"]["text"]
-    pca = json.loads((pred / "prefill_pca.json").read_text())
-    assert len(pca["components"]) == 16 and len(pca["components"][0]) == 576
+    state = json.loads((pred / "prefill_state.json").read_text())
+    assert len(state["pca"]) == 16 and len(state["pca"][0]) == 2 * 576
+    assert set(state["probes"]) == {"len", "capped"} and "prefill_probe_capped" in meta["feature_names"]
     from rtlm_cli.predictor import Predictor
 
     out = Predictor.load(pred).predict(["Why is the sky blue?", "Write a long story."])

@@ -1,0 +1,64 @@
+"""Benchmark for `rtlm train-predictor` / `rtlm predict` on the shipped reference profile.
+
+Prints, in one run:
+1. the evaluation table on held-out ShareGPT prompts (baselines, methods, feature-family ablations)
+   for the full predictor (text + prompt + prefill) and the fast text-only one (text + prompt);
+2. each family's cost per prompt;
+3. the cost of the library call the scheduler makes on every arrival (features + model), per prompt,
+   for the fast predictor, called one prompt at a time.
+
+Usage: .venv/bin/python scripts/bench_predictor.py [--profile profiles/reference-smollm2-sharegpt]
+The prefill family runs SmolLM2 once per prompt (cached in $RTLM_HOME/prefill after the first run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from rtlm_cli.cli import evaluation_table
+from rtlm_cli.predictor import Predictor, TrainConfig, train
+from rtlm_cli.prompts import load_prompts, sample_prompts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    console = Console(width=150)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, families in (("full", ("text", "prompt", "prefill")), ("fast", ("text", "prompt"))):
+            out = Path(tmp) / label
+            res = train(TrainConfig(profiles=(args.profile,), out=str(out), families=families, threads=args.threads))
+            console.print(evaluation_table(res.evaluation, f"{label} predictor ({'+'.join(families)}): "
+                                           f"{res.meta['rows']['test']} held-out prompts, {res.meta['rows']['train']} training"))
+            costs = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in res.meta["feature_cost_s_per_prompt"].items())
+            console.print(f"feature cost per prompt: {costs}\n")
+            results[label] = {"evaluation": res.evaluation, "feature_cost_s": res.meta["feature_cost_s_per_prompt"]}
+        fast = Predictor.load(Path(tmp) / "fast")
+        texts = [p.text for p in sample_prompts(load_prompts("sharegpt"), 1000, seed=11)]
+        fast.predict(texts[:5])
+        t0 = time.perf_counter()
+        for t in texts:
+            fast.predict([t])
+        one = (time.perf_counter() - t0) / len(texts)
+        t0 = time.perf_counter()
+        fast.predict(texts)
+        batch = (time.perf_counter() - t0) / len(texts)
+    console.print(f"scheduler call (fast predictor, features + model): {one * 1e3:.3f} ms per prompt one at a time, "
+                  f"{batch * 1e3:.3f} ms per prompt in a batch of {len(texts)}")
+    chosen = next(r for r in results["full"]["evaluation"] if r["kind"] == "chosen")
+    console.print(f"full predictor Kendall tau on held-out prompts: {chosen['kendall_tau']:.3f} (target >= 0.5)")
+    results["predict_call_s"] = {"one_at_a_time": one, "batched": batch}
+    print(json.dumps(results, default=float))
+
+
+if __name__ == "__main__":
+    main()

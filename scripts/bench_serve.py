@@ -1,0 +1,157 @@
+"""Benchmark for `rtlm serve-local`: policies, consolidation, simulator speed and accuracy.
+
+Parts (each can be skipped):
+  --sim   the simulator at 10,000 requests over loads 0.5-0.95, on the reference profile and on a
+          second prompt mix (the profile's short prompts, <= 40 words), batch 1 and consolidation;
+  --speed 100,000 requests through the simulator, timed;
+  --real  the real executor on this machine's CPU with the embedded model (e.g. 60 requests at load
+          0.85) for every policy, batch 1 and consolidation, next to the simulator on the same
+          workload and seed (its error on mean response time).
+
+Load is the offered arrival rate over the workers' batch-1 capacity (1 / mean batch-1 service time
+of the profile's requests, from its timing table). Gain share = (fcfs - rtlm) / (fcfs - oracle) on
+mean response time.
+
+Usage: .venv/bin/python scripts/bench_serve.py --sim --speed --profile P --predictor D
+       .venv/bin/python scripts/bench_serve.py --real --profile P --predictor D -n 60 --load 0.85
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rtlm_cli.replay import ReplayConfig, replay
+from rtlm_cli.workload import WorkloadConfig
+
+POLICIES = ("fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle")
+
+
+def run(out: Path, profile: str, predictor: str, policy: str, load: float, n: int, max_batch: int, simulate: bool,
+        seed: int = 0, console=None) -> dict:
+    cfg = ReplayConfig(out=str(out), profile=profile, predictor=predictor, policy=policy, simulate=simulate,
+                       max_batch=max_batch, overwrite=True,
+                       workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed))
+    return replay(cfg, console=console, dashboard=False)
+
+
+def table(title: str, rows: list[dict]) -> Table:
+    t = Table(title=title)
+    for c in ("mix", "batch", "load", "policy", "mean s", "p50 s", "p95 s", "req/s", "vs fcfs", "vs oracle", "gain share"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r["mix"], str(r["batch"]), f"{r['load']:.2f}", r["policy"], f"{r['mean']:.2f}", f"{r['p50']:.2f}",
+                  f"{r['p95']:.2f}", f"{r['rps']:.3f}", f"{r['vs_fcfs']:.3f}", f"{r['vs_oracle']:.3f}",
+                  "-" if r["gain_share"] is None else f"{r['gain_share']:.0%}")
+    return t
+
+
+def compare(metas: dict[str, dict], mix: str, batch: int, load: float) -> list[dict]:
+    fcfs, oracle = metas["fcfs"]["summary"]["e2el_s"]["mean"], metas["oracle"]["summary"]["e2el_s"]["mean"]
+    rows = []
+    for pol, m in metas.items():
+        s = m["summary"]
+        mean = s["e2el_s"]["mean"]
+        rows.append({"mix": mix, "batch": batch, "load": load, "policy": pol, "mean": mean, "p50": s["e2el_s"]["p50"],
+                     "p95": s["e2el_s"]["p95"], "rps": s["throughput_rps"], "vs_fcfs": mean / fcfs, "vs_oracle": mean / oracle,
+                     "gain_share": (fcfs - mean) / (fcfs - oracle) if pol not in ("fcfs", "oracle") and fcfs > oracle else None})
+    return rows
+
+
+def short_mix(profile: str, tmp: Path) -> str:
+    """A second prompt mix: the profile's prompts of at most 40 words (chosen by input, not outcome)."""
+    import pandas as pd
+
+    from rtlm_cli.profiling import load_profile
+
+    meta, df = load_profile(profile)
+    out = tmp / "short-mix"
+    (out / "requests").mkdir(parents=True)
+    df[df["size_words"] <= 40].to_parquet(out / "requests" / "part-00000.parquet")
+    shutil.copy(Path(profile) / "meta.json", out / "meta.json")
+    shutil.copy(Path(profile) / "timing.parquet", out / "timing.parquet")
+    return str(out)
+
+
+def sim_part(args, console, tmp: Path) -> list[dict]:
+    rows = []
+    mixes = {"sharegpt": args.profile, "short<=40w": short_mix(args.profile, tmp)}
+    for mix, prof in mixes.items():
+        for batch in (1, 8):
+            for load in args.loads:
+                metas = {p: run(tmp / f"{mix}-{batch}-{load}-{p}", prof, args.predictor, p, load, args.sim_requests, batch, True)
+                         for p in POLICIES}
+                rows += compare(metas, mix, batch, load)
+    console.print(table(f"simulator, {args.sim_requests} requests per point", rows))
+    worst = min((r["gain_share"] for r in rows if r["policy"] == "rtlm" and r["gain_share"] is not None), default=None)
+    if worst is not None:
+        console.print(f"rtlm's smallest share of the oracle's gain over all points: {worst:.0%} (target >= 70%)")
+    return rows
+
+
+def speed_part(args, console, tmp: Path) -> dict:
+    t0 = time.perf_counter()
+    m = run(tmp / "speed", args.profile, args.predictor, "rtlm", 0.9, 100_000, 1, True)
+    replay_s = time.perf_counter() - t0
+    sim_s = m["wall_s"]
+    console.print(f"simulator: 100,000 requests (rtlm, load 0.9) simulated in {sim_s:.2f} s "
+                  f"({replay_s:.2f} s with workload building and writing the run; target < 10 s)")
+    return {"simulate_s": sim_s, "replay_s": replay_s}
+
+
+def real_part(args, console, tmp: Path) -> list[dict]:
+    rows, errors = [], []
+    for batch in (1, 8):
+        real, sim = {}, {}
+        for p in POLICIES:
+            real[p] = run(tmp / f"real-{batch}-{p}", args.profile, args.predictor, p, args.load, args.n, batch, False,
+                          seed=args.seed, console=console)
+            sim[p] = run(tmp / f"sim-{batch}-{p}", args.profile, args.predictor, p, args.load, args.n, batch, True, seed=args.seed)
+            r, s = real[p]["summary"]["e2el_s"]["mean"], sim[p]["summary"]["e2el_s"]["mean"]
+            errors.append({"batch": batch, "policy": p, "real_mean_s": r, "sim_mean_s": s, "error": s / r - 1})
+            console.print(f"real batch={batch} {p}: mean {r:.2f} s, simulated {s:.2f} s ({s / r - 1:+.1%})")
+        rows += compare(real, "real-cpu", batch, args.load)
+    console.print(table(f"real executor on this CPU, {args.n} requests, load {args.load}", rows))
+    t = Table(title="simulator vs real: mean response time")
+    for c in ("batch", "policy", "real s", "simulated s", "error"):
+        t.add_column(c, justify="right")
+    for e in errors:
+        t.add_row(str(e["batch"]), e["policy"], f"{e['real_mean_s']:.2f}", f"{e['sim_mean_s']:.2f}", f"{e['error']:+.1%}")
+    console.print(t)
+    return rows + errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--predictor", required=True)
+    ap.add_argument("--sim", action="store_true")
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--real", action="store_true")
+    ap.add_argument("--sim-requests", type=int, default=10_000)
+    ap.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 0.7, 0.85, 0.95])
+    ap.add_argument("-n", type=int, default=60)
+    ap.add_argument("--load", type=float, default=0.85)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    console = Console(width=150)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.sim:
+            out["sim"] = sim_part(args, console, Path(tmp))
+        if args.speed:
+            out["speed"] = speed_part(args, console, Path(tmp))
+        if args.real:
+            out["real"] = real_part(args, console, Path(tmp))
+    print(json.dumps(out, default=float))
+
+
+if __name__ == "__main__":
+    main()
