@@ -125,7 +125,8 @@ class LengthModel:
             return lgb.train(params, lgb.Dataset(Xs, ys, feature_name=names, free_raw_data=True), rounds)
 
         capped = None
-        if method == "mixture" and 0 < ended.sum() < len(ended):
+        # The mixture needs a cap: a direct latency target (no cap) falls back to the log model.
+        if method == "mixture" and np.isfinite(cap) and 0 < ended.sum() < len(ended):
             capped = train(_params("binary", threads, seed), X, (~ended).astype(float))
             reg = train(_params("regression", threads, seed), X[ended], np.log1p(y[ended]))
         elif method == "raw":
@@ -199,7 +200,8 @@ class Predictor:
             return lgb.Booster(model_file=str(path / name)) if (path / name).is_file() else None
 
         files = meta["files"]
-        model = LengthModel(meta["method"], float(meta["cap"]), booster(files["regressor"]),
+        cap = float(meta["cap"]) if meta.get("cap") is not None else float("inf")
+        model = LengthModel(meta["method"], cap, booster(files["regressor"]),
                             booster(files.get("capped") or ""), booster(files.get("p90") or ""))
         state = json.loads((path / files["prefill"]).read_text()) if files.get("prefill") else None
         ctx = F.FeatureContext(

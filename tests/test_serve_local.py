@@ -121,3 +121,54 @@ def test_bad_inputs(setup, run_cli, tmp_path, prompt_file):
     assert run_cli("profile", "--model", "fake", "--prompts", prompt_file, "-n", 3, "--out", nocal).exit_code == 0
     assert "no timing table" in bad("--simulate", "--profile", nocal, "--rate", 1, "--out", tmp_path / "w")
     assert "comma-separated numbers" in bad(*base, "--loads", "0.5,x")
+
+
+def test_arrival_processes_are_seeded_and_shaped():
+    import numpy as np
+
+    from rtlm_cli.workload import WorkloadConfig, arrival_times
+
+    def times(**kw):
+        cfg = WorkloadConfig(num_requests=20000, **kw)
+        return arrival_times(cfg, 2.0, np.random.default_rng(5))
+
+    p = times(arrivals="poisson", rate=2.0)
+    assert np.array_equal(p, times(arrivals="poisson", rate=2.0))
+    gaps = np.diff(p)
+    assert abs(gaps.mean() - 0.5) < 0.02 and abs(gaps.std() / gaps.mean() - 1.0) < 0.05
+    g = np.diff(times(arrivals="gamma", rate=2.0, cv=3.0))
+    assert abs(g.mean() - 0.5) < 0.05 and abs(g.std() / g.mean() - 3.0) < 0.3
+    assert np.allclose(np.diff(times(arrivals="constant", rate=2.0)), 0.5)
+    assert (times(arrivals="burst") == 0).all()
+
+
+def test_trace_replay_and_offloading_to_a_slow_worker(setup, run_cli, tmp_path):
+    from rtlm_cli.profiling import load_profile
+
+    _, prof = load_profile(setup / "prof")
+    trace = tmp_path / "trace.csv"
+    pd.DataFrame({"time_s": [0.0, 0.0, 0.01, 0.5] * 10, "prompt_id": prof["prompt_id"][:40]}).to_csv(trace, index=False)
+    out = tmp_path / "t"
+    r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--predictor", setup / "pred", "--policy", "rtlm",
+                "--arrivals", "trace", "--trace", trace, "--worker", "gpu=profiles/reference-timing/smollm2-h200.jsonl",
+                "--worker", f"cpu={setup / 'prof'}", "--offload", "--out", out)
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(out)
+    assert len(df) == 40 and sorted(df["arrival_s"].unique()) == [0.0, 0.01, 0.5]
+    assert set(df["worker"]) <= {"gpu", "cpu"} and [w["name"] for w in meta["workers"]] == ["gpu", "cpu"]
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"time_s": [0.0], "prompt_id": ["nope"]}).to_csv(bad, index=False)
+    r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--arrivals", "trace", "--trace", bad, "--out", tmp_path / "b")
+    assert r.exit_code == 2 and "not in the profile" in one_line_error(r)
+
+
+def test_direct_latency_target(setup, run_cli, tmp_path):
+    r = run_cli("train-predictor", setup / "prof", "--out", tmp_path / "e2e", "--target", "e2e_s", "--rounds", 30,
+                "--no-ablation", "--json")
+    assert r.exit_code == 0, r.output
+    from rtlm_cli.predictor import Predictor
+
+    p = Predictor.load(tmp_path / "e2e")
+    assert p.meta["target"] == "e2e_s" and p.meta["cap"] is None
+    out = p.predict(["Explain everything about the universe in detail.", "Hi"])
+    assert (out["e2e_s"] == out["predicted"]).all() and (out["predicted"] > 0).all()
