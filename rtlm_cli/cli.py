@@ -248,7 +248,7 @@ def serve_local(
     timing: Optional[str] = typer.Option(None, "--timing", help="Default timing table (a profile directory or .jsonl/.parquet file)."),
     model: str = typer.Option("smollm2", "--model", "-m", help="Model for real runs (as in `rtlm profile`)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Token cap for real runs (default: the profile's)."),
-    size_weight: float = typer.Option(4.0, "--size-weight", help="rtlm policy: weight of predicted service time against arrival order (0 = FCFS)."),
+    size_weight: float = typer.Option(32.0, "--size-weight", help="rtlm policy: weight of predicted service time against arrival order (0 = FCFS)."),
     uncertainty_weight: float = typer.Option(0.5, "--uncertainty-weight", help="rtlm policy: how much uncertainty inflates a request's predicted service time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory once the new run is written."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain progress lines instead of the live dashboard."),

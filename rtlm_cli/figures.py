@@ -38,9 +38,14 @@ def _decorate(ax, xlabel: str, ylabel: str, title: str, legend: bool = True) -> 
 def response_cdf(runs, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    lo, hi = np.inf, 0.0
     for p, meta, df in runs:
         e = np.sort(with_latencies(df[df["status"] == "finished"])["e2el_s"].to_numpy())
         ax.plot(e, np.arange(1, len(e) + 1) / len(e), label=f"{p.name}")
+        if len(e):
+            lo, hi = min(lo, max(e[0], 1e-3)), max(hi, e[-1])
+    if hi > 20 * lo:  # long tails: a log axis keeps the body of the distribution readable
+        ax.set_xscale("log")
     _decorate(ax, "response time (s)", "share of requests", "CDF of response time (e2el)")
     return _save(fig, path)
 

@@ -11,7 +11,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;colo
 table{border-collapse:collapse;margin:0.5rem 0 1.5rem;font-size:0.85rem}
 th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:0.5rem 0}
-h2{border-bottom:1px solid #ddd;padding-bottom:0.2rem}"""
+h2{border-bottom:1px solid #ddd;padding-bottom:0.2rem}.scroll{overflow-x:auto}"""
 
 
 def _cell(v) -> str:
@@ -26,7 +26,7 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
     cols = columns or list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def image(path: Path) -> str:

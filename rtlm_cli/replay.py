@@ -41,7 +41,7 @@ class ReplayConfig:
     max_batch: int = 1
     offload: bool = False
     max_new_tokens: int | None = None
-    size_weight: float = 4.0
+    size_weight: float = 32.0
     uncertainty_weight: float = 0.5
     overwrite: bool = False
 

@@ -24,7 +24,7 @@ def with_latencies(df):
     df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
     df["queue_s"] = df["start_s"] - df["arrival_s"]
     steps = (df["output_tokens"] - 1).clip(lower=1)
-    df["tpot_s"] = (df["finish_s"] - df["first_token_s"]) / steps
+    df["tpot_s"] = (df["last_token_s"] - df["first_token_s"]) / steps
     df["deadline_missed"] = df["finish_s"] > df["deadline_s"]  # NaN deadline compares False
     return df
 

@@ -1,8 +1,9 @@
 """The real executor: one model per worker (a thread each), requests really generated, on the wall clock.
 
 The dispatcher (this thread) is the only caller of the scheduler, through the same three calls
-as the simulator. A request's first token and finish are its batch's start plus the backend's
-per-request TTFT and end-to-end times; the worker is free when its whole batch returns. A
+as the simulator. A request's first and last tokens are its batch's start plus the backend's
+per-request TTFT and end-to-end times; its response is complete, and the worker free, when the
+whole batch returns (``generate`` returns a batch at once). A
 failing batch is recorded as failed and the run goes on; Ctrl-C stops dispatching, keeps every
 finished record and marks the rest cancelled.
 """
@@ -110,13 +111,15 @@ def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, console=
                 done = time.perf_counter() - t0
                 for i, r in enumerate(batch):
                     if res is None:
-                        records[r.rid] = record(r, start_s=start, first_token_s=done, finish_s=done, worker=workers[wid].name,
+                        records[r.rid] = record(r, start_s=start, first_token_s=done, last_token_s=done, finish_s=done,
+                                                worker=workers[wid].name,
                                                 batch_id=bid, batch_size=len(batch), output_tokens=0,
                                                 status=Status.FAILED, error=error)
                     else:
                         g = res.generations[i]
-                        records[r.rid] = record(r, start_s=start, first_token_s=start + g.ttft_s, finish_s=start + g.e2e_s,
-                                                worker=workers[wid].name, batch_id=bid, batch_size=len(batch),
+                        records[r.rid] = record(r, start_s=start, first_token_s=start + g.ttft_s,
+                                                last_token_s=start + g.e2e_s, finish_s=done, worker=workers[wid].name,
+                                                batch_id=bid, batch_size=len(batch),
                                                 output_tokens=g.output_tokens, ended=g.ended)
                 scheduler.finished(workers[wid], done)
                 idle.append(wid)
@@ -128,6 +131,7 @@ def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, console=
             box.put(None)
     for r in pending:
         if r.rid not in records:
-            records[r.rid] = record(r, start_s=float("nan"), first_token_s=float("nan"), finish_s=float("nan"),
+            records[r.rid] = record(r, start_s=float("nan"), first_token_s=float("nan"), last_token_s=float("nan"),
+                                    finish_s=float("nan"),
                                     worker="", batch_id=-1, batch_size=0, output_tokens=0, status=Status.CANCELLED)
     return [records[r.rid] for r in requests], info, interrupted

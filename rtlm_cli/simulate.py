@@ -1,7 +1,9 @@
 """Discrete-event simulation of a replay: the scheduler of the real executor, a clock that jumps.
 
-A batch lasts as its worker's timing table says for its members' true output lengths; each member
-finishes at its own last token, the worker is free when the longest one is done. Events at the same
+A batch lasts as its worker's timing table says for its members' true output lengths. As with the
+real executor (transformers' ``generate`` returns a batch at once), every member's response is
+complete when the batch is: a batch lasts as long as its longest member, which is why alike
+requests are consolidated. Each member's own last token is kept as ``last_token_s``. Events at the same
 instant are taken together (batch completions before arrivals, then by sequence number) before
 any worker is given work, so the outcome does not depend on heap internals. No torch here.
 """
@@ -48,7 +50,7 @@ def simulate(requests: list[Request], scheduler: Scheduler) -> list[dict]:
             true = [r.true_tokens if r.true_tokens is not None else max(round(r.predicted_tokens), 1) for r in batch]
             ttft, finishes, end = w.cost.batch_times([r.prompt_tokens for r in batch], true)
             for r, n, fin in zip(batch, true, finishes):
-                records[r.rid] = record(r, start_s=now, first_token_s=now + ttft, finish_s=now + fin,
+                records[r.rid] = record(r, start_s=now, first_token_s=now + ttft, last_token_s=now + fin, finish_s=now + end,
                                         worker=w.name, batch_id=batch_id, batch_size=len(batch), output_tokens=n)
             heapq.heappush(events, (now + end, FINISH, seq, wid))
             seq += 1
@@ -57,13 +59,13 @@ def simulate(requests: list[Request], scheduler: Scheduler) -> list[dict]:
     return [records[r.rid] for r in requests]
 
 
-def record(r: Request, *, start_s: float, first_token_s: float, finish_s: float, worker: str, batch_id: int,
+def record(r: Request, *, start_s: float, first_token_s: float, last_token_s: float, finish_s: float, worker: str, batch_id: int,
            batch_size: int, output_tokens: int, status: Status = Status.FINISHED, ended: bool | None = None,
            error: str = "") -> dict:
     """One row of a run (the same columns for simulated and real runs)."""
     return {
         "rid": r.rid, "prompt_id": r.prompt_id, "arrival_s": r.arrival_s, "start_s": start_s,
-        "first_token_s": first_token_s, "finish_s": finish_s, "worker": worker, "batch_id": batch_id,
+        "first_token_s": first_token_s, "last_token_s": last_token_s, "finish_s": finish_s, "worker": worker, "batch_id": batch_id,
         "batch_size": batch_size, "prompt_tokens": r.prompt_tokens, "output_tokens": output_tokens,
         "true_tokens": r.true_tokens if r.true_tokens is not None else -1,
         "predicted_tokens": r.predicted_tokens, "p90_tokens": r.p90_tokens, "uncertainty": r.uncertainty,

@@ -131,13 +131,14 @@ def test_simulator_properties(items, policy, max_batch, two_workers, offload):
     assert sorted(r["rid"] for r in recs) == list(range(len(reqs)))
     assert all(r["status"] == Status.FINISHED.name.lower() for r in recs)
     for r in recs:  # time never runs backwards
-        assert r["arrival_s"] <= r["start_s"] <= r["first_token_s"] <= r["finish_s"]
+        assert r["arrival_s"] <= r["start_s"] <= r["first_token_s"] <= r["last_token_s"] <= r["finish_s"]
     batches = {}
     for r in recs:
         batches.setdefault(r["batch_id"], []).append(r)
     for members in batches.values():
         assert len(members) <= max_batch and all(m["batch_size"] == len(members) for m in members)
         assert len({m["worker"] for m in members}) == 1 and len({m["start_s"] for m in members}) == 1
+        assert len({m["finish_s"] for m in members}) == 1  # a batch's responses complete together
     # no worker runs two batches at once
     for w in ws:
         spans = sorted((m[0]["start_s"], max(x["finish_s"] for x in m)) for m in batches.values() if m[0]["worker"] == w.name)

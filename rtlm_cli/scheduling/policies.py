@@ -49,7 +49,7 @@ def oracle(**_) -> Policy:
 
 
 @POLICIES.register("rtlm")
-def rtlm(size_weight: float = 4.0, uncertainty_weight: float = 0.5, **_) -> Policy:
+def rtlm(size_weight: float = 32.0, uncertainty_weight: float = 0.5, **_) -> Policy:
     """RT-LM's uncertainty-aware priority as a virtual deadline.
 
     key = arrival + size_weight * predicted_service * (1 + uncertainty_weight * uncertainty).

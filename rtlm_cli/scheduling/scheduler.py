@@ -4,9 +4,12 @@ Three calls, nothing else: ``arrive(request, now)``, ``next_batch(worker, now)``
 free, ``finished(worker, now)`` when its batch is done. It never reads a clock: ``now`` is given.
 
 - Ordering: the policy's static key, in a heap (lazy deletion).
-- Dynamic consolidation (``max_batch`` > 1): for policies that know lengths, the head request is
-  joined by requests of alike predicted length, added one by one while the batch's estimated time
-  per request (timing table) still falls; policies blind to lengths batch the next in their order.
+- Dynamic consolidation (``max_batch`` > 1): the batch size is the smallest that reaches (within
+  5%) the best decode throughput the worker's timing table shows up to ``max_batch``, and no more
+  than the queue holds. Policies that know lengths join the head request with the waiting
+  requests of the most alike predicted length (within ``alike_ratio``x of it), so that a batch,
+  which lasts as long as its longest member, wastes little; policies blind to lengths batch the
+  next requests in their order.
 - Strategic offloading (``offload``): workers slower than the fastest take a request only when
   the fast workers are congested, and then the longest, most uncertain one, and only if it would
   finish sooner there than behind the fast workers' backlog.
@@ -34,7 +37,7 @@ class Worker:
 
 class Scheduler:
     def __init__(self, policy: Policy, workers: list[Worker], max_batch: int = 1, offload: bool = False,
-                 window: int | None = None):
+                 window: int | None = None, alike_ratio: float = 4.0):
         self.policy = policy
         self.workers = workers
         self.max_batch = max_batch
@@ -46,6 +49,8 @@ class Scheduler:
         self._by_size: list[tuple[float, int]] = []  # longest, most uncertain first (offloading)
         self._waiting: dict[int, Request] = {}
         self._fast_ref = workers[min(self.fast)].cost
+        self._limits: dict[int, int] = {}
+        self.alike_log_ratio = math.log(alike_ratio)
 
     # -- the interface ---------------------------------------------------------------------------
     def arrive(self, req: Request, now: float) -> None:
@@ -92,27 +97,21 @@ class Scheduler:
     def _consolidate(self, worker: Worker, head: Request | None) -> list[Request]:
         if head is None:
             return []
-        if self.max_batch == 1:
+        limit = self._batch_limit(worker)
+        if limit == 1:
             return [head]
         self._waiting.pop(head.rid)  # hold it out while the window is drawn
         window = []
         while len(window) < self.window and (r := self._pop(self._by_key)) is not None:
             self._waiting.pop(r.rid)
             window.append(r)
-        if self.policy.group_alike:
+        if self.policy.group_alike:  # the requests whose predicted lengths are closest to the head's
             h = math.log1p(self._size(head))
-            window.sort(key=lambda r: abs(math.log1p(self._size(r)) - h))
-            batch = [head]
-            best = self._per_request_s(worker, batch)
-            for r in window:
-                if len(batch) == self.max_batch:
-                    break
-                trial = self._per_request_s(worker, batch + [r])
-                if trial < best:
-                    batch.append(r)
-                    best = trial
+            alike = [(abs(math.log1p(self._size(r)) - h), i) for i, r in enumerate(window)]
+            picked = [window[i] for d, i in sorted(alike) if d <= self.alike_log_ratio][: limit - 1]
         else:  # a policy blind to lengths batches the next requests in its order, as they come
-            batch = [head] + window[: self.max_batch - 1]
+            picked = window[: limit - 1]
+        batch = [head] + picked
         chosen = {r.rid for r in batch}
         for r in [head] + window:
             self._waiting[r.rid] = r
@@ -120,9 +119,15 @@ class Scheduler:
                 heapq.heappush(self._by_key, (self.policy.key(r), r.rid))
         return batch
 
-    def _per_request_s(self, worker: Worker, batch: list[Request]) -> float:
-        _, _, end = worker.cost.batch_times([r.prompt_tokens for r in batch], [self._size(r) for r in batch])
-        return end / len(batch)
+    def _batch_limit(self, worker: Worker) -> int:
+        """The smallest batch within 5% of the best decode throughput (batch / step time) the
+        worker's timing table shows up to ``max_batch``: no bigger batch buys throughput."""
+        if worker.wid not in self._limits:
+            sizes = sorted({1, self.max_batch} | {b for b in worker.cost.batches if b <= self.max_batch})
+            rate = {b: b / worker.cost.step(b, 256) for b in sizes}
+            best = max(rate.values())
+            self._limits[worker.wid] = min(b for b in sizes if rate[b] >= 0.95 * best)
+        return self._limits[worker.wid]
 
     def _offload_candidate(self, worker: Worker, now: float) -> Request | None:
         fast = [w for w in self.workers if w.wid in self.fast]
