@@ -4,9 +4,10 @@
 - ``prompt``: the prompt's token count with the target model's tokenizer (the ``tokenizers``
   library on a ``tokenizer.json`` kept in the predictor: no torch, ~0.05 ms per prompt).
 - ``prefill``: what the target model shows at prefill: the entropy and top-1 probability of its
-  first-token distribution, the probability that it ends at once, a 16-d PCA of its final hidden
-  state (last prompt position and mean over the prompt), and two supervised ridge probes on that
-  state (log length, capped or not), cross-fitted on the training rows. Needs the model (torch),
+  first-token distribution, the probability that it ends at once, a 16-d PCA of its hidden states
+  (final and middle layer, each at the last prompt position and averaged over the prompt), and two
+  supervised ridge probes on those states (log length, capped or not), cross-fitted on the
+  training rows. Needs the model (torch),
   and costs a prefill per prompt.
 
 Families are switchable; each one's cost per prompt is measured by ``measure_cost``.
@@ -87,7 +88,7 @@ def _prefill_signals(texts: list[str], ctx: FeatureContext):
     backend = ctx.backend()
     if not ctx.prefill_cache:
         return backend.prefill_probe(texts)
-    path = rtlm_home() / "prefill" / f"v2-{backend.info.model_hash[:16]}-{backend.info.dtype}.parquet"
+    path = rtlm_home() / "prefill" / f"v3-{backend.info.model_hash[:16]}-{backend.info.dtype}.parquet"
     cache = pd.read_parquet(path).set_index("prompt_id") if path.is_file() else None
     ids = [prompt_id(t) for t in texts]
     missing = [i for i, pid in enumerate(ids) if cache is None or pid not in cache.index]

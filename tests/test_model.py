@@ -66,7 +66,7 @@ def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
     assert "prefill_entropy" in meta["feature_names"] and "prefill_pc15" in meta["feature_names"]
     assert meta["feature_cost_s_per_prompt"]["prefill"] > meta["feature_cost_s_per_prompt"]["text"]
     state = json.loads((pred / "prefill_state.json").read_text())
-    assert len(state["pca"]) == 16 and len(state["pca"][0]) == 2 * 576
+    assert len(state["pca"]) == 16 and len(state["pca"][0]) == 4 * 576
     assert set(state["probes"]) == {"len", "capped"} and "prefill_probe_capped" in meta["feature_names"]
     from rtlm_cli.predictor import Predictor
 

@@ -173,9 +173,9 @@ class HFBackend:
 
     def prefill_probe(self, prompts: list[str], batch_size: int = 8):
         """What the model shows at prefill, per prompt: (entropy of the first-token distribution,
-        its top-1 probability, the probability that the answer ends at once, and a vector: the final
-        hidden state at the last prompt position next to its mean over the prompt's positions) as
-        numpy arrays. Prompts are batched by length to limit padding.
+        its top-1 probability, the probability that the answer ends at once, and a vector: the hidden
+        state of the final and of the middle layer, each at the last prompt position and averaged
+        over the prompt's positions) as numpy arrays. Prompts are batched by length to limit padding.
         """
         import numpy as np
         import torch
@@ -183,7 +183,7 @@ class HFBackend:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         stats = np.zeros((len(prompts), 3), dtype=np.float64)
         size = int(self.model.config.hidden_size)
-        hidden = np.zeros((len(prompts), 2 * size), dtype=np.float32)
+        hidden = np.zeros((len(prompts), 4 * size), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
@@ -195,10 +195,12 @@ class HFBackend:
                 stats[idx, 0] = entropy.cpu().numpy()
                 stats[idx, 1] = prob.max(-1).values.cpu().numpy()
                 stats[idx, 2] = prob[:, self.stop_ids].sum(-1).cpu().numpy()
-                last = out.hidden_states[-1].float()
                 mask = enc["attention_mask"].unsqueeze(-1).float()
-                mean = (last * mask).sum(1) / mask.sum(1)
-                hidden[idx] = torch.cat([last[:, -1, :], mean], dim=-1).cpu().numpy()
+                parts = []
+                for layer in (out.hidden_states[-1], out.hidden_states[len(out.hidden_states) // 2]):
+                    layer = layer.float()
+                    parts += [layer[:, -1, :], (layer * mask).sum(1) / mask.sum(1)]
+                hidden[idx] = torch.cat(parts, dim=-1).cpu().numpy()
         return stats[:, 0], stats[:, 1], stats[:, 2], hidden
 
     def timing_point(self, batch: int, context: int, decode_steps: int) -> tuple[float, float]:
