@@ -228,7 +228,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
         from rtlm_cli.serve import serve
 
         max_new = cfg.max_new_tokens or int(cap)
-        records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, console, dashboard)
+        records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, predictor, console, dashboard)
     wall = time.perf_counter() - t0
     meta = {
         "complete": not interrupted, "created_at": started, "engine": "simulator" if cfg.simulate else "real",

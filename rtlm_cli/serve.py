@@ -47,19 +47,14 @@ def load_workers(scheduler, model: str, console=None) -> tuple[dict, dict]:
     return backends, info
 
 
-def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, console=None, dashboard: bool = True,
-          backends: dict | None = None):
-    """Replay ``requests`` on real workers; (records, model info, interrupted)."""
-    info = None
-    if backends is None:
-        backends, info = load_workers(scheduler, cfg.model, console)
-    else:
-        info = dataclasses.asdict(next(iter(backends.values())).info)
-    predictor = None
-    if cfg.predictor:
-        from rtlm_cli.predictor import Predictor
+def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, predictor=None, console=None,
+          dashboard: bool = True):
+    """Replay ``requests`` on real workers; (records, model info, interrupted).
 
-        predictor = Predictor.load(cfg.predictor)
+    With a ``predictor``, each request's prediction is made again on arrival, on the clock, so
+    that the run pays for it as a server would.
+    """
+    backends, info = load_workers(scheduler, cfg.model, console)
     ref = min(scheduler.workers, key=lambda w: w.cost.step(1, 256)).cost
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     results: queue.Queue = queue.Queue()
