@@ -17,6 +17,7 @@ import time
 
 from rtlm_cli.backends.base import GenerationSettings
 from rtlm_cli.dashboard import Dashboard
+from rtlm_cli.errors import RtlmError
 from rtlm_cli.scheduling.request import Request, Status
 from rtlm_cli.simulate import record
 
@@ -38,7 +39,9 @@ def load_workers(scheduler, model: str, console=None) -> tuple[dict, dict]:
 
     backends = {}
     for w in scheduler.workers:
-        device = w.name if w.name in ("cpu", "auto") or w.name.startswith("cuda") else "cpu"
+        device = w.name
+        if device not in ("cpu", "auto") and not device.startswith("cuda"):
+            raise RtlmError(f"worker {device!r} is not a device: real workers are cpu, cuda or cuda:N (names are for --simulate)")
         if console:
             console.print(f"loading {model} on {device} for worker {w.name} ...")
         backends[w.wid] = load_backend(model, device=device)

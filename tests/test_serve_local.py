@@ -121,6 +121,7 @@ def test_bad_inputs(setup, run_cli, tmp_path, prompt_file):
     assert run_cli("profile", "--model", "fake", "--prompts", prompt_file, "-n", 3, "--out", nocal).exit_code == 0
     assert "no timing table" in bad("--simulate", "--profile", nocal, "--rate", 1, "--out", tmp_path / "w")
     assert "comma-separated numbers" in bad(*base, "--loads", "0.5,x")
+    assert "is not a device" in bad("--profile", prof, "--model", "fake", "--worker", "gpu", "--rate", 1, "--out", tmp_path / "v")
 
 
 def test_arrival_processes_are_seeded_and_shaped():
