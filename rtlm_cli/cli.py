@@ -93,8 +93,10 @@ def profile(
     calibration_contexts: str = typer.Option("128,512,1024", "--calibration-contexts", help="Context lengths to sweep."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile's summary as JSON on stdout."),
 ):
-    """Run a model over real prompts on this device: one row per request with its uncertainty
-    features, token counts and timings (TTFT, TPOT, end-to-end), plus device telemetry.
+    """Measure a model on this device over real prompts: a latency-versus-uncertainty dataset.
+
+    One row per request with its uncertainty features, token counts and timings (TTFT, TPOT,
+    end-to-end) and device telemetry; --calibrate adds the device's timing table.
 
     Example: [bold]rtlm profile -n 8 --max-new-tokens 64 --out profiles/demo[/bold]
     """
@@ -148,8 +150,10 @@ def train_predictor(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor directory (only once training succeeded)."),
     as_json: bool = typer.Option(False, "--json", help="Print the evaluation as JSON on stdout."),
 ):
-    """Train a LightGBM predictor of output length from profiles, and evaluate it on held-out prompts
-    against baselines (constant mean, prompt length only), with a feature-family ablation.
+    """Train a LightGBM predictor of output length (and latency) from profiles.
+
+    It is evaluated on held-out prompts against baselines (constant mean, the uncertainty score,
+    prompt length), with a feature-family ablation.
 
     Example: [bold]rtlm train-predictor profiles/reference-smollm2-sharegpt --out predictors/smollm2[/bold]
     """
@@ -198,8 +202,9 @@ def predict(
     seed: int = typer.Option(0, "--seed", help="Seed of the sample."),
     device: str = typer.Option("cpu", "--device", help="Device for the prefill family, when the predictor uses it."),
 ):
-    """Score prompts with a predictor: predicted output tokens, P90, P(capped), predicted latency,
-    and the features used (computed by the same function as in training).
+    """Score prompts with a predictor: predicted tokens, P90, P(capped), latency.
+
+    The features used are written too (computed by the same function as in training).
 
     Example: [bold]rtlm predict --predictor predictors/smollm2 --prompts my.jsonl --out preds.parquet[/bold]
     """
@@ -254,8 +259,10 @@ def serve_local(
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain progress lines instead of the live dashboard."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary (or summaries) as JSON on stdout."),
 ):
-    """Replay a workload (arrivals over time) under a scheduling policy: for real on the local model
-    with a live dashboard, or in the discrete-event simulator (--simulate) on the timing table.
+    """Replay a workload under a scheduling policy, for real or simulated.
+
+    Real runs generate on the local model with a live dashboard; --simulate runs the same
+    scheduler in a discrete-event simulator on the timing table.
 
     Example: [bold]rtlm serve-local --simulate --profile profiles/reference-smollm2-sharegpt --predictor predictors/smollm2 --policy fcfs,rtlm --loads 0.5,0.9 -n 10000 --out runs/sweep[/bold]
     """
@@ -323,8 +330,10 @@ def report(
     plots: Optional[str] = typer.Option(None, "--plots", help="Directory for PNG figures: response-time CDF, latency vs load, queue length, predicted vs actual, latency vs uncertainty."),
     html: Optional[str] = typer.Option(None, "--html", help="Write one self-contained HTML report (figures embedded)."),
 ):
-    """Compare runs, profiles and predictors: response time, TTFT, TPOT and queueing percentiles,
-    throughput, deadline misses and goodput; length against uncertainty; predictor accuracy.
+    """Compare runs, profiles and predictors: tables, JSON, CSV, plots, HTML.
+
+    Runs: response time, TTFT, TPOT and queueing percentiles, throughput, deadline misses and
+    goodput. Profiles: length against uncertainty. Predictors: accuracy.
 
     Example: [bold]rtlm report runs/sweep --plots figs --html report.html[/bold]
     """
