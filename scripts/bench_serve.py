@@ -80,12 +80,26 @@ def short_mix(profile: str, tmp: Path) -> str:
     return str(out)
 
 
+def batched_capacity_factor(profile: str, batch: int) -> float:
+    """How many times the batch-1 capacity a worker reaches batching up to ``batch`` (timing table)."""
+    from rtlm_cli.costmodel import CostModel
+    from rtlm_cli.timing import load_timing_table
+
+    cost = CostModel.from_table(load_timing_table(profile))
+    best = max(b / cost.step(b, 256) for b in {1, batch} | {b for b in cost.batches if b <= batch})
+    return best * cost.step(1, 256)
+
+
 def sim_part(args, console, tmp: Path) -> list[dict]:
     rows = []
     mixes = {"sharegpt": args.profile, "short<=40w": short_mix(args.profile, tmp)}
+    factor = batched_capacity_factor(args.profile, 8)
+    console.print(f"batching up to 8 reaches {factor:.2f}x the batch-1 decode throughput on this timing table")
     for mix, prof in mixes.items():
         for batch in (1, 8):
-            for load in args.loads:
+            # with consolidation, also near the batched capacity (70% and 90% of it)
+            loads = list(args.loads) + ([round(0.7 * factor, 2), round(0.9 * factor, 2)] if batch > 1 else [])
+            for load in loads:
                 metas = {p: run(tmp / f"{mix}-{batch}-{load}-{p}", prof, args.predictor, p, load, args.sim_requests, batch, True)
                          for p in POLICIES}
                 rows += compare(metas, mix, batch, load)
