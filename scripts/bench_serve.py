@@ -81,20 +81,33 @@ def short_mix(profile: str, tmp: Path) -> str:
 
 
 def batched_capacity_factor(profile: str, batch: int) -> float:
-    """How many times the batch-1 capacity a worker reaches batching up to ``batch`` (timing table)."""
+    """How many times its batch-1 capacity a worker serves when it batches up to ``batch`` requests
+    drawn at random from the profile (length-blind batches: a batch lasts as long as its longest
+    member, and on a CPU its prefill grows with it), priced with the profile's timing table."""
+    import numpy as np
+
     from rtlm_cli.costmodel import CostModel
+    from rtlm_cli.profiling import load_profile
     from rtlm_cli.timing import load_timing_table
 
     cost = CostModel.from_table(load_timing_table(profile))
-    best = max(b / cost.step(b, 256) for b in {1, batch} | {b for b in cost.batches if b <= batch})
-    return best * cost.step(1, 256)
+    _, df = load_profile(profile)
+    prompts, outputs = df["prompt_tokens"].to_numpy(), df["output_tokens"].to_numpy()
+    rng = np.random.default_rng(0)
+
+    def seconds_per_request(b: int) -> float:
+        groups = [rng.choice(len(df), b, replace=False) for _ in range(300)]
+        return float(np.mean([cost.batch_times(list(prompts[g]), list(outputs[g]))[2] / b for g in groups]))
+
+    sizes = sorted({1, batch} | {b for b in cost.batches if b <= batch})
+    return seconds_per_request(1) / min(seconds_per_request(b) for b in sizes)
 
 
 def sim_part(args, console, tmp: Path) -> list[dict]:
     rows = []
     mixes = {"sharegpt": args.profile, "short<=40w": short_mix(args.profile, tmp)}
     factor = batched_capacity_factor(args.profile, 8)
-    console.print(f"batching up to 8 reaches {factor:.2f}x the batch-1 decode throughput on this timing table")
+    console.print(f"batches of up to 8 random requests serve {factor:.2f}x the batch-1 capacity on this timing table")
     for mix, prof in mixes.items():
         for batch in (1, 8):
             # with consolidation, also near the batched capacity (70% and 90% of it)

@@ -5,8 +5,8 @@ free, ``finished(worker, now)`` when its batch is done. It never reads a clock: 
 
 - Ordering: the policy's static key, in a heap (lazy deletion).
 - Dynamic consolidation (``max_batch`` > 1): the batch size is the smallest that reaches (within
-  5%) the best decode throughput the worker's timing table shows up to ``max_batch``, and no more
-  than the queue holds. Policies that know lengths join the head request with the waiting
+  5%) the best throughput, prefill included, that the worker's timing table shows up to
+  ``max_batch`` for requests like the head one, and no more than the queue holds. Policies that know lengths join the head request with the waiting
   requests of the most alike predicted length (within ``alike_ratio``x of it), so that a batch,
   which lasts as long as its longest member, wastes little; policies blind to lengths batch the
   next requests in their order.
@@ -49,7 +49,7 @@ class Scheduler:
         self._by_size: list[tuple[float, int]] = []  # longest, most uncertain first (offloading)
         self._waiting: dict[int, Request] = {}
         self._fast_ref = workers[min(self.fast)].cost
-        self._limits: dict[int, int] = {}
+        self._limits: dict[tuple[int, int, int], int] = {}
         self.alike_log_ratio = math.log(alike_ratio)
 
     # -- the interface ---------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class Scheduler:
     def _consolidate(self, worker: Worker, head: Request | None) -> list[Request]:
         if head is None:
             return []
-        limit = self._batch_limit(worker)
+        limit = self._batch_limit(worker, head)
         if limit == 1:
             return [head]
         self._waiting.pop(head.rid)  # hold it out while the window is drawn
@@ -119,15 +119,20 @@ class Scheduler:
                 heapq.heappush(self._by_key, (self.policy.key(r), r.rid))
         return batch
 
-    def _batch_limit(self, worker: Worker) -> int:
-        """The smallest batch within 5% of the best decode throughput (batch / step time) the
-        worker's timing table shows up to ``max_batch``: no bigger batch buys throughput."""
-        if worker.wid not in self._limits:
+    def _batch_limit(self, worker: Worker, head: Request) -> int:
+        """The smallest batch within 5% of the best throughput the worker's timing table shows up
+        to ``max_batch`` for requests like the head (its prompt and size): requests per second of
+        a batch = b / (prefill(b, prompt) + size x step(b)). On a CPU, prefill grows with the batch
+        and caps it; on a GPU, batching is nearly free and the limit is ``max_batch``."""
+        ctx = int(head.prompt_tokens) // 64 * 64 + 64
+        size = int(self._size(head)) // 32 * 32 + 32
+        key = (worker.wid, ctx, size)
+        if key not in self._limits:
             sizes = sorted({1, self.max_batch} | {b for b in worker.cost.batches if b <= self.max_batch})
-            rate = {b: b / worker.cost.step(b, 256) for b in sizes}
+            rate = {b: b / (worker.cost.prefill(b, ctx) + size * worker.cost.step(b, ctx + size // 2)) for b in sizes}
             best = max(rate.values())
-            self._limits[worker.wid] = min(b for b in sizes if rate[b] >= 0.95 * best)
-        return self._limits[worker.wid]
+            self._limits[key] = min(b for b in sizes if rate[b] >= 0.95 * best)
+        return self._limits[key]
 
     def _offload_candidate(self, worker: Worker, now: float) -> Request | None:
         fast = [w for w in self.workers if w.wid in self.fast]
