@@ -22,7 +22,20 @@ from rtlm_cli.scheduling.request import Request, Status
 from rtlm_cli.simulate import record
 
 
-def _worker_loop(backend, inbox: queue.Queue, results: queue.Queue, wid: int, settings: GenerationSettings):
+def _worker_loop(model: str, device: str, inbox: queue.Queue, results: queue.Queue, ready: queue.Queue, wid: int,
+                 settings: GenerationSettings):
+    """One worker: loads its own model and runs every torch op in this thread. (On a CPU, torch ops
+    run from two threads give two OpenMP pools that spin against each other: 1.7x slower decoding,
+    measured. So the dispatcher thread never touches torch.)"""
+    from rtlm_cli.backends import load_backend
+
+    try:
+        backend = load_backend(model, device=device)
+        backend.generate(["Hello"], GenerationSettings(max_new_tokens=4))  # warm-up
+        ready.put((wid, backend.info, None))
+    except Exception as e:  # RtlmError included: reported by the dispatcher
+        ready.put((wid, None, e))
+        return
     while True:
         batch = inbox.get()
         if batch is None:
@@ -34,20 +47,29 @@ def _worker_loop(backend, inbox: queue.Queue, results: queue.Queue, wid: int, se
             results.put((wid, batch, None, f"{type(e).__name__}: {e}"))
 
 
-def load_workers(scheduler, model: str, console=None) -> tuple[dict, dict]:
-    from rtlm_cli.backends import load_backend
-
-    backends = {}
+def start_workers(scheduler, model: str, settings: GenerationSettings, console=None):
+    """Start one thread per worker; (inboxes, results queue, model info) once every model is loaded."""
+    results: queue.Queue = queue.Queue()
+    ready: queue.Queue = queue.Queue()
+    inboxes = {}
     for w in scheduler.workers:
         device = w.name
         if device not in ("cpu", "auto") and not device.startswith("cuda"):
             raise RtlmError(f"worker {device!r} is not a device: real workers are cpu, cuda or cuda:N (names are for --simulate)")
         if console:
             console.print(f"loading {model} on {device} for worker {w.name} ...")
-        backends[w.wid] = load_backend(model, device=device)
-        backends[w.wid].generate(["Hello"], GenerationSettings(max_new_tokens=4))  # warm-up
-    info = dataclasses.asdict(next(iter(backends.values())).info)
-    return backends, info
+        inboxes[w.wid] = queue.Queue()
+        threading.Thread(target=_worker_loop, args=(model, device, inboxes[w.wid], results, ready, w.wid, settings),
+                         daemon=True, name=f"rtlm-worker-{w.name}").start()
+    info = None
+    for _ in scheduler.workers:
+        _, worker_info, error = ready.get()
+        if error is not None:
+            for box in inboxes.values():
+                box.put(None)
+            raise error
+        info = info or dataclasses.asdict(worker_info)
+    return inboxes, results, info
 
 
 def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, predictor=None, console=None,
@@ -57,14 +79,9 @@ def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, predicto
     With a ``predictor``, each request's prediction is made again on arrival, on the clock, so
     that the run pays for it as a server would.
     """
-    backends, info = load_workers(scheduler, cfg.model, console)
-    ref = min(scheduler.workers, key=lambda w: w.cost.step(1, 256)).cost
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
-    results: queue.Queue = queue.Queue()
-    inboxes = {w.wid: queue.Queue() for w in scheduler.workers}
-    for w in scheduler.workers:
-        threading.Thread(target=_worker_loop, args=(backends[w.wid], inboxes[w.wid], results, w.wid, settings),
-                         daemon=True, name=f"rtlm-worker-{w.name}").start()
+    inboxes, results, info = start_workers(scheduler, cfg.model, settings, console)
+    ref = min(scheduler.workers, key=lambda w: w.cost.step(1, 256)).cost
     workers = {w.wid: w for w in scheduler.workers}
     pending = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
     records: dict[int, dict] = {}
