@@ -80,6 +80,9 @@ def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, predicto
     that the run pays for it as a server would.
     """
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    if predictor is not None and "prefill" in predictor.families and console is not None:
+        console.print("[yellow]note:[/yellow] this predictor runs a prefill on every arrival, in the dispatcher "
+                      "thread; on a CPU it competes with generation: a text,prompt predictor costs ~1 ms instead")
     inboxes, results, info = start_workers(scheduler, cfg.model, settings, console)
     ref = min(scheduler.workers, key=lambda w: w.cost.step(1, 256)).cost
     workers = {w.wid: w for w in scheduler.workers}
