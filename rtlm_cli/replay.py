@@ -75,7 +75,7 @@ class Pool:
     meta: dict | None = None
 
 
-def load_pool(cfg: ReplayConfig, predictor) -> Pool:
+def load_pool(cfg: ReplayConfig, pmeta: dict | None) -> Pool:
     if cfg.profile:
         from rtlm_cli.profiling import load_profile
 
@@ -88,7 +88,12 @@ def load_pool(cfg: ReplayConfig, predictor) -> Pool:
 
     items = load_prompts(cfg.prompts, cfg.text_column)
     texts = [p.text for p in items]
-    tok = predictor.ctx.tokenizer() if predictor is not None else None
+    tok_file = (pmeta or {}).get("files", {}).get("tokenizer")
+    tok = None
+    if tok_file:
+        import tokenizers
+
+        tok = tokenizers.Tokenizer.from_file(str(Path(cfg.predictor) / tok_file))
     if tok is not None:
         raw = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
     else:
@@ -98,18 +103,18 @@ def load_pool(cfg: ReplayConfig, predictor) -> Pool:
     return Pool([p.prompt_id for p in items], texts, tokens, np.full(len(texts), -1))
 
 
-def check_predictor(predictor, pool: Pool) -> None:
-    if predictor is None or pool.meta is None:
+def check_predictor(path: str | None, pm: dict | None, pool: Pool) -> None:
+    if pm is None or pool.meta is None:
         return
-    pm, fm = predictor.meta, pool.meta
+    fm = pool.meta
     if pm["model"]["model_hash"] != fm["model"]["model_hash"]:
         raise RtlmError(
-            f"predictor {predictor.path} was trained on {pm['model']['model_id']} profiles, but the profile was made "
+            f"predictor {path} was trained on {pm['model']['model_id']} profiles, but the profile was made "
             f"with {fm['model']['model_id']} (another model hash): use a predictor trained on this model"
         )
     if pm.get("cap") and pm["cap"] != fm["decoding"]["max_new_tokens"]:
         raise RtlmError(
-            f"predictor {predictor.path} predicts lengths capped at {pm['cap']:.0f} tokens but the profile used "
+            f"predictor {path} predicts lengths capped at {pm['cap']:.0f} tokens but the profile used "
             f"--max-new-tokens {fm['decoding']['max_new_tokens']}: use a predictor trained at the same cap"
         )
 
@@ -140,19 +145,38 @@ def capacity_rps(workers: list[Worker], pool: Pool, predicted: np.ndarray) -> fl
     return total
 
 
-def predict_pool(predictor, pool: Pool, cap_default: float):
-    """Per pool prompt: predicted tokens, p90, uncertainty score, and the per-prompt prediction cost."""
+def predict_texts(path: str, texts: list[str]) -> tuple[dict, float]:
+    """A predictor's output for the texts, and its cost per text (the batch's time / n)."""
+    from rtlm_cli.predictor import Predictor
+
+    predictor = Predictor.load(path)
+    t0 = time.perf_counter()
+    out = predictor.predict(texts)
+    return out, (time.perf_counter() - t0) / max(len(texts), 1)
+
+
+def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool):
+    """Per pool prompt: predicted tokens, p90, uncertainty score, and the per-prompt prediction cost.
+
+    With ``isolate`` (real runs) the predictor runs in a separate process: a LightGBM booster in
+    the serving process (its own OpenMP runtime) slows torch's CPU decoding 1.7x, measured.
+    """
     from rtlm_cli import uncertainty
 
     n = len(pool.prompt)
     unc = np.asarray([uncertainty.extract(t)["uncertainty_score"] for t in pool.prompt])
-    if predictor is None:
+    if path is None:
         known = pool.true_tokens[pool.true_tokens > 0]
         mean = float(known.mean()) if len(known) else cap_default / 2
         return np.full(n, mean), np.full(n, mean), unc, 0.0
-    t0 = time.perf_counter()
-    out = predictor.predict(pool.prompt)
-    cost = (time.perf_counter() - t0) / max(n, 1)
+    if isolate:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool_exec:
+            out, cost = pool_exec.submit(predict_texts, path, pool.prompt).result()
+    else:
+        out, cost = predict_texts(path, pool.prompt)
     return out["predicted"], out.get("p90", out["predicted"]), unc, cost
 
 
@@ -199,16 +223,20 @@ def build_requests(cfg: ReplayConfig, pool: Pool, preds, ref: CostModel, rate: f
 
 def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
     cfg.validate()
-    predictor = None
+    pmeta = None
     if cfg.predictor:
-        from rtlm_cli.predictor import Predictor
+        from rtlm_cli import uncertainty
+        from rtlm_cli.store import read_meta
 
-        predictor = Predictor.load(cfg.predictor)
-    pool = load_pool(cfg, predictor)
-    check_predictor(predictor, pool)
+        pmeta = read_meta(Path(cfg.predictor), "predictor")
+        if pmeta.get("feature_set_version") != uncertainty.FEATURE_SET_VERSION:
+            raise RtlmError(f"predictor {cfg.predictor} uses feature set {pmeta.get('feature_set_version')!r}, "
+                            f"this rtlm computes {uncertainty.FEATURE_SET_VERSION!r}: retrain it")
+    pool = load_pool(cfg, pmeta)
+    check_predictor(cfg.predictor, pmeta, pool)
     cap = float(pool.meta["decoding"]["max_new_tokens"]) if pool.meta else float(cfg.max_new_tokens or 512)
     workers = make_workers(cfg, pool)
-    preds = predict_pool(predictor, pool, cap)
+    preds = predict_pool(cfg.predictor, pool, cap, isolate=not cfg.simulate)
     capacity = capacity_rps(workers, pool, preds[0])
     w = cfg.workload
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
@@ -228,7 +256,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
         from rtlm_cli.serve import serve
 
         max_new = cfg.max_new_tokens or int(cap)
-        records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, predictor, console, dashboard)
+        records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, console, dashboard)
     wall = time.perf_counter() - t0
     meta = {
         "complete": not interrupted, "created_at": started, "engine": "simulator" if cfg.simulate else "real",
@@ -237,7 +265,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
         "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,
                      "offered_load": rate / capacity if rate else None},
         "profile": cfg.profile, "prompts": cfg.prompts, "predictor": cfg.predictor,
-        "predictor_meta": {k: predictor.meta[k] for k in ("families", "method", "target", "metrics")} if predictor else None,
+        "predictor_meta": {k: pmeta[k] for k in ("families", "method", "target", "metrics")} if pmeta else None,
         "model": model_info, "workers": [{"name": x.name, "spec": s} for x, s in zip(workers, cfg.workers or [x.name for x in workers])],
         "seed": w.seed, "wall_s": wall, **provenance(),
     }

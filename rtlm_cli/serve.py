@@ -72,19 +72,14 @@ def start_workers(scheduler, model: str, settings: GenerationSettings, console=N
     return inboxes, results, info
 
 
-def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, predictor=None, console=None,
-          dashboard: bool = True):
+def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, console=None, dashboard: bool = True):
     """Replay ``requests`` on real workers; (records, model info, interrupted).
 
-    With a ``predictor``, each request's prediction is made again on arrival, on the clock, so
-    that the run pays for it as a server would.
+    Predictions come with the requests (made beforehand in a separate process, their measured cost
+    per prompt recorded): no LightGBM runs in this process, where it would slow torch on a CPU.
     """
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
-    if predictor is not None and "prefill" in predictor.families and console is not None:
-        console.print("[yellow]note:[/yellow] this predictor runs a prefill on every arrival, in the dispatcher "
-                      "thread; on a CPU it competes with generation: a text,prompt predictor costs ~1 ms instead")
     inboxes, results, info = start_workers(scheduler, cfg.model, settings, console)
-    ref = min(scheduler.workers, key=lambda w: w.cost.step(1, 256)).cost
     workers = {w.wid: w for w in scheduler.workers}
     pending = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
     records: dict[int, dict] = {}
@@ -100,16 +95,7 @@ def serve(requests: list[Request], scheduler, cfg, max_new_tokens: int, predicto
             while len(records) < len(requests):
                 now = time.perf_counter() - t0
                 while arrived < len(pending) and pending[arrived].arrival_s <= now:
-                    r = pending[arrived]
-                    if predictor is not None:  # the prediction is paid for on arrival, on the clock
-                        t = time.perf_counter()
-                        out = predictor.predict([r.prompt])
-                        r = dataclasses.replace(
-                            r, predicted_tokens=float(out["predicted"][0]), p90_tokens=float(out["p90"][0]),
-                            predicted_service_s=ref.service_s(r.prompt_tokens, float(out["predicted"][0])),
-                            prediction_cost_s=time.perf_counter() - t)
-                        pending[arrived] = r
-                    scheduler.arrive(r, now)
+                    scheduler.arrive(pending[arrived], now)
                     arrived += 1
                 for wid in list(idle):
                     batch = scheduler.next_batch(workers[wid], now)

@@ -137,7 +137,7 @@ def real_part(args, console, tmp: Path) -> list[dict]:
     rows, errors = [], []
     for batch in (1, 8):
         real, sim = {}, {}
-        for p in POLICIES:
+        for p in args.real_policies:
             real[p] = run(tmp / f"real-{batch}-{p}", args.profile, args.predictor, p, args.load, args.n, batch, False,
                           seed=args.seed, console=console)
             sim[p] = run(tmp / f"sim-{batch}-{p}", args.profile, args.predictor, p, args.load, args.n, batch, True, seed=args.seed)
@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=60)
     ap.add_argument("--load", type=float, default=0.85)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--real-policies", type=lambda s: s.split(","), default=list(POLICIES),
+                    help="policies for the real part (fcfs and oracle are needed for the ratios)")
     args = ap.parse_args()
     console = Console(width=150)
     out = {}
