@@ -67,7 +67,6 @@ def compare(metas: dict[str, dict], mix: str, batch: int, load: float) -> list[d
 
 def short_mix(profile: str, tmp: Path) -> str:
     """A second prompt mix: the profile's prompts of at most 40 words (chosen by input, not outcome)."""
-    import pandas as pd
 
     from rtlm_cli.profiling import load_profile
 
