@@ -176,6 +176,17 @@ def latency_model(profile_dir: str, df) -> dict:
 
 # --- the predictor ------------------------------------------------------------------------------
 
+def read_predictor_meta(path: str | Path) -> dict:
+    """A predictor's meta.json, refused when its feature set is not this rtlm's (no LightGBM loaded)."""
+    meta = read_meta(Path(path), "predictor")
+    if meta.get("feature_set_version") != uncertainty.FEATURE_SET_VERSION:
+        raise RtlmError(
+            f"predictor {path} uses feature set {meta.get('feature_set_version')!r} but this rtlm computes "
+            f"feature set {uncertainty.FEATURE_SET_VERSION!r}: retrain it with `rtlm train-predictor`"
+        )
+    return meta
+
+
 @dataclass
 class Predictor:
     path: Path
@@ -192,12 +203,7 @@ class Predictor:
         import lightgbm as lgb
 
         path = Path(path)
-        meta = read_meta(path, "predictor")
-        if meta.get("feature_set_version") != uncertainty.FEATURE_SET_VERSION:
-            raise RtlmError(
-                f"predictor {path} uses feature set {meta.get('feature_set_version')!r} but this rtlm computes "
-                f"feature set {uncertainty.FEATURE_SET_VERSION!r}: retrain it with `rtlm train-predictor`"
-            )
+        meta = read_predictor_meta(path)
 
         def booster(name):
             return lgb.Booster(model_file=str(path / name)) if (path / name).is_file() else None
@@ -269,13 +275,13 @@ def train(cfg: TrainConfig, console=None) -> TrainResult:
                            tokenizer_file=F.tokenizer_file_for(model_id))
     test = split_by_prompt(df["prompt_id"].tolist(), cfg.test_size, cfg.seed)
     tr, te = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
-    y_fit = tr[cfg.target].to_numpy(float)
-    ctx.fit_targets = {"len": np.log1p(y_fit), "capped": (~tr["ended"].to_numpy(bool)).astype(float)}
-    fams = tuple(dict.fromkeys(cfg.families + ("prompt",)))  # the prompt-length baseline needs 'prompt'
-    names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
-    _, Xte, _ = F.compute(fams, te["prompt"].tolist(), ctx)
     y_tr, y_te = tr[cfg.target].to_numpy(float), te[cfg.target].to_numpy(float)
     ended_tr = tr["ended"].to_numpy(bool)
+    ctx.fit_targets = {"len": np.log1p(y_tr), "capped": (~ended_tr).astype(float)}
+    # the baselines need the text family (uncertainty score) and the prompt family (length)
+    fams = tuple(dict.fromkeys(cfg.families + ("text", "prompt")))
+    names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
+    _, Xte, _ = F.compute(fams, te["prompt"].tolist(), ctx)
     owner = np.asarray(owner)
 
     def cols(families):
@@ -288,9 +294,9 @@ def train(cfg: TrainConfig, console=None) -> TrainResult:
 
     rows = [_eval_row("constant mean", "baseline", y_te, np.full(len(y_te), y_tr.mean()), cap)]
     # RT-LM's signal as is: the combined uncertainty score, mapped to tokens by a line fitted on training rows.
-    score_tr, score_te = uncertainty.feature_frame(tr["prompt"])["uncertainty_score"], uncertainty.feature_frame(te["prompt"])["uncertainty_score"]
-    slope, icpt = np.polyfit(score_tr, y_tr, 1)
-    rows.append(_eval_row("uncertainty score only", "baseline", y_te, icpt + slope * score_te.to_numpy(), cap))
+    score = names.index("uncertainty_score")
+    slope, icpt = np.polyfit(Xtr[:, score], y_tr, 1)
+    rows.append(_eval_row("uncertainty score only", "baseline", y_te, icpt + slope * Xte[:, score], cap))
     m, idx = fit(("prompt",), "log")
     rows.append(_eval_row("prompt length only", "baseline", y_te, m.predict(Xte[:, idx])["predicted"], cap))
     main, main_idx = fit(cfg.families, cfg.method, with_p90=True)

@@ -89,13 +89,11 @@ def load_pool(cfg: ReplayConfig, pmeta: dict | None) -> Pool:
     items = load_prompts(cfg.prompts, cfg.text_column)
     texts = [p.text for p in items]
     tok_file = (pmeta or {}).get("files", {}).get("tokenizer")
-    tok = None
-    if tok_file:
-        import tokenizers
+    if tok_file:  # the predictor's own prompt-token count
+        from rtlm_cli import features
 
-        tok = tokenizers.Tokenizer.from_file(str(Path(cfg.predictor) / tok_file))
-    if tok is not None:
-        raw = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+        ctx = features.FeatureContext(tokenizer_file=str(Path(cfg.predictor) / tok_file))
+        raw = features.prompt_family(texts, ctx)[1][:, 0].astype(int)
     else:
         raw = [int(1.3 * len(t.split())) for t in texts]
     # + the chat template's tokens (SmolLM2's default system prompt: ~30); estimates for the cost model only
@@ -228,13 +226,9 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
     cfg.validate()
     pmeta = None
     if cfg.predictor:
-        from rtlm_cli import uncertainty
-        from rtlm_cli.store import read_meta
+        from rtlm_cli.predictor import read_predictor_meta
 
-        pmeta = read_meta(Path(cfg.predictor), "predictor")
-        if pmeta.get("feature_set_version") != uncertainty.FEATURE_SET_VERSION:
-            raise RtlmError(f"predictor {cfg.predictor} uses feature set {pmeta.get('feature_set_version')!r}, "
-                            f"this rtlm computes {uncertainty.FEATURE_SET_VERSION!r}: retrain it")
+        pmeta = read_predictor_meta(cfg.predictor)
     pool = load_pool(cfg, pmeta)
     check_predictor(cfg.predictor, pmeta, pool)
     cap = float(pool.meta["decoding"]["max_new_tokens"]) if pool.meta else float(cfg.max_new_tokens or 512)

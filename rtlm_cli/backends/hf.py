@@ -143,11 +143,10 @@ class HFBackend:
         stop = set(self.stop_ids)
         gens = []
         for row, plen in zip(new, prompt_lens):
-            end = next((i for i, t in enumerate(row) if t in stop), None)
-            n = len(row) if end is None else end + 1
+            n, ended = _answer_length(row, stop)
             n = min(n, len(clock.times)) or 1
             gens.append(Generation(
-                prompt_tokens=int(plen), output_tokens=n, ended=end is not None,
+                prompt_tokens=int(plen), output_tokens=n, ended=ended,
                 ttft_s=clock.times[0] - t0 if clock.times else wall,
                 e2e_s=clock.times[n - 1] - t0 if clock.times else wall,
                 text=self.tok.decode(row[:n], skip_special_tokens=True),
@@ -165,11 +164,7 @@ class HFBackend:
                 pad_token_id=self.tok.pad_token_id, do_sample=False, temperature=None, top_p=None, top_k=None,
             )
         stop = set(self.stop_ids)
-        total = 0
-        for row in out[:, enc["input_ids"].shape[1]:].tolist():
-            end = next((i for i, t in enumerate(row) if t in stop), None)
-            total += len(row) if end is None else end + 1
-        return total
+        return sum(_answer_length(row, stop)[0] for row in out[:, enc["input_ids"].shape[1]:].tolist())
 
     def prefill_probe(self, prompts: list[str], batch_size: int = 8):
         """What the model shows at prefill, per prompt: (entropy of the first-token distribution,
@@ -226,6 +221,12 @@ class HFBackend:
             self._sync()
             step = (time.perf_counter() - t1) / max(decode_steps, 1)
         return prefill, step
+
+
+def _answer_length(row: list[int], stop: set[int]) -> tuple[int, bool]:
+    """(generated tokens up to and including the first stop token, whether one was reached)."""
+    end = next((i for i, t in enumerate(row) if t in stop), None)
+    return (len(row), False) if end is None else (end + 1, True)
 
 
 def _load(resolved):
