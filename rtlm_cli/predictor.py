@@ -213,6 +213,8 @@ class Predictor:
         model = LengthModel(meta["method"], cap, booster(files["regressor"]),
                             booster(files.get("capped") or ""), booster(files.get("p90") or ""))
         state = json.loads((path / files["prefill"]).read_text()) if files.get("prefill") else None
+        if "prefill" in meta["families"]:
+            F.check_prefill_state(state)
         ctx = F.FeatureContext(
             model=meta["model"]["model_id"], device=device,
             tokenizer_file=str(path / files["tokenizer"]) if files.get("tokenizer") else None, prefill_state=state,

@@ -72,6 +72,10 @@ def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
 
     out = Predictor.load(pred).predict(["Why is the sky blue?", "Write a long story."])
     assert out["predicted"].shape == (2,) and (out["predicted"] >= 0).all()
+    # a predictor fitted on another hidden-state layout is refused, not silently misread
+    (pred / "prefill_state.json").write_text(json.dumps({**state, "layout": 1}))
+    r = run_cli("predict", "--predictor", pred, "--prompts", "sharegpt", "-n", 2, "--out", tmp_path / "p.parquet")
+    assert r.exit_code == 2 and "hidden-state layout 1" in r.output and "retrain" in r.output
 
 
 def test_real_replay_of_four_requests(run_cli, tmp_path):

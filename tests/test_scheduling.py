@@ -80,6 +80,13 @@ def test_consolidation_groups_alike_lengths():
     assert order("fcfs", reqs, max_batch=3) == [[0, 1, 2], [3, 4, 5]]
 
 
+def test_consolidation_avoids_padding_to_a_long_prompt():
+    # equal predicted lengths: the head (shortest) joins the short prompts, not the 900-token one
+    reqs = [req(0, 0.0, pred=100, prompt=40), req(1, 0.0, pred=101, prompt=900),
+            req(2, 0.0, pred=102, prompt=60), req(3, 0.0, pred=103, prompt=50)]
+    assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)][0] == [0, 2, 3]
+
+
 def test_consolidation_stops_when_a_member_would_cost_more_than_it_gains():
     # joining a 10-token request to a 500-token one makes everyone wait for the long one
     reqs = [req(0, 0.0, pred=10), req(1, 0.0, pred=500)]

@@ -169,8 +169,11 @@ class HFBackend:
     def prefill_probe(self, prompts: list[str], batch_size: int = 8):
         """What the model shows at prefill, per prompt: (entropy of the first-token distribution,
         its top-1 probability, the probability that the answer ends at once, and a vector: the hidden
-        state of the final and of the middle layer, each at the last prompt position and averaged
-        over the prompt's positions) as numpy arrays. Prompts are batched by length to limit padding.
+        states at the last prompt position of the layers at 60%, 80% and 100% of the model's depth, and
+        the final layer's averaged over the prompt) as numpy arrays. Prompts are batched by length to
+        limit padding. Those layers were chosen by a sweep on the reference profile: ridge probes of
+        the answer length on the last position's state rank best from 60% of the depth on (Kendall
+        tau ~0.40-0.42 at 60-100%, ~0.29 at 30-40%), and averaging over the prompt ranks worse.
         """
         import numpy as np
         import torch
@@ -178,7 +181,7 @@ class HFBackend:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         stats = np.zeros((len(prompts), 3), dtype=np.float64)
         size = int(self.model.config.hidden_size)
-        hidden = np.zeros((len(prompts), 4 * size), dtype=np.float32)
+        hidden = np.zeros((len(prompts), (len(PROBE_DEPTHS) + 1) * size), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
@@ -191,10 +194,10 @@ class HFBackend:
                 stats[idx, 1] = prob.max(-1).values.cpu().numpy()
                 stats[idx, 2] = prob[:, self.stop_ids].sum(-1).cpu().numpy()
                 mask = enc["attention_mask"].unsqueeze(-1).float()
-                parts = []
-                for layer in (out.hidden_states[-1], out.hidden_states[len(out.hidden_states) // 2]):
-                    layer = layer.float()
-                    parts += [layer[:, -1, :], (layer * mask).sum(1) / mask.sum(1)]
+                states = out.hidden_states  # embeddings, then one per layer
+                depth = len(states) - 1
+                parts = [states[round(depth * f)][:, -1, :].float() for f in PROBE_DEPTHS]
+                parts.append((states[-1].float() * mask).sum(1) / mask.sum(1))
                 hidden[idx] = torch.cat(parts, dim=-1).cpu().numpy()
         return stats[:, 0], stats[:, 1], stats[:, 2], hidden
 
@@ -221,6 +224,9 @@ class HFBackend:
             self._sync()
             step = (time.perf_counter() - t1) / max(decode_steps, 1)
         return prefill, step
+
+
+PROBE_DEPTHS = (0.6, 0.8, 1.0)  # layers whose last-position state the prefill probe keeps
 
 
 def _answer_length(row: list[int], stop: set[int]) -> tuple[int, bool]:

