@@ -5,7 +5,9 @@ Prints, in one run:
    for the full predictor (text + prompt + prefill) and the fast text-only one (text + prompt);
 2. each family's cost per prompt;
 3. the cost of the library call the scheduler makes on every arrival (features + model), per prompt,
-   for the fast predictor, called one prompt at a time.
+   for the fast predictor, called one prompt at a time;
+4. with --splits K, the full predictor's held-out Kendall tau on K other seeded splits (how much
+   one 200-prompt split moves the figure).
 
 Usage: .venv/bin/python scripts/bench_predictor.py [--profile profiles/reference-smollm2-sharegpt]
 The prefill family runs SmolLM2 once per prompt (cached in $RTLM_HOME/prefill after the first run).
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from rtlm_cli.cli import evaluation_table
@@ -30,6 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--splits", type=int, default=0,
+                    help="also retrain the full predictor on this many other seeded splits: the spread of its tau")
     args = ap.parse_args()
     console = Console(width=150)
     results = {}
@@ -42,6 +47,15 @@ def main() -> None:
             costs = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in res.meta["feature_cost_s_per_prompt"].items())
             console.print(f"feature cost per prompt: {costs}\n")
             results[label] = {"evaluation": res.evaluation, "feature_cost_s": res.meta["feature_cost_s_per_prompt"]}
+        if args.splits:
+            taus = []
+            for seed in range(1, args.splits + 1):
+                res = train(TrainConfig(profiles=(args.profile,), out=str(Path(tmp) / f"split{seed}"), seed=seed,
+                                        families=("text", "prompt", "prefill"), threads=args.threads, ablation=False))
+                taus.append(next(r for r in res.evaluation if r["kind"] == "chosen")["kendall_tau"])
+            console.print(f"full predictor on {args.splits} other seeded splits: Kendall tau "
+                          + ", ".join(f"{t:.3f}" for t in taus) + f" (mean {np.mean(taus):.3f}, sd {np.std(taus, ddof=1):.3f})")
+            results["splits_kendall_tau"] = taus
         fast = Predictor.load(Path(tmp) / "fast")
         texts = [p.text for p in sample_prompts(load_prompts("sharegpt"), 1000, seed=11)]
         fast.predict(texts[:5])
