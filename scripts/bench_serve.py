@@ -176,10 +176,10 @@ def real_part(args, console, tmp: Path) -> list[dict]:
     # Every real run comes before any simulated one: a simulation loads the LightGBM predictor in
     # this process, and a booster in the process slows torch's CPU decoding 1.7x (measured).
     rows, errors, real = [], [], {}
-    for batch in args.batches:
-        for p in args.real_policies:
-            real[(batch, p)] = run(tmp / f"real-{batch}-{p}", args.profile, args.predictor, p, args.load, args.n, batch,
-                                   False, seed=args.seed, console=console)
+    dirs = {(batch, p): tmp / f"real-{batch}-{p}" for batch in args.batches for p in args.real_policies}
+    for (batch, p), d in dirs.items():
+        real[(batch, p)] = run(d, args.profile, args.predictor, p, args.load, args.n, batch, False, seed=args.seed,
+                               console=console)
     for batch in args.batches:
         for p in args.real_policies:
             sim = run(tmp / f"sim-{batch}-{p}", args.profile, args.predictor, p, args.load, args.n, batch, True, seed=args.seed)
@@ -193,7 +193,7 @@ def real_part(args, console, tmp: Path) -> list[dict]:
     for e in errors:
         t.add_row(str(e["batch"]), e["policy"], f"{e['real_mean_s']:.2f}", f"{e['sim_mean_s']:.2f}", f"{e['error']:+.1%}")
     console.print(t)
-    acc = batch_accuracy([tmp / f"real-{b}-{p}" for b in args.batches for p in args.real_policies], args.profile)
+    acc = batch_accuracy(list(dirs.values()), args.profile)
     t = Table(title="the timing table's price of each real batch vs its measured duration")
     for c in ("batch size", "batches", "real s", "priced s", "mean error", "mean |error|"):
         t.add_column(c, justify="right")
