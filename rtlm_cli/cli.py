@@ -144,7 +144,8 @@ def train_predictor(
     test_size: float = typer.Option(0.2, "--test-size", help="Held-out share of prompts."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of LightGBM."),
     threads: int = typer.Option(2, "--threads", help="LightGBM threads (never train while a model generates on the same cores)."),
-    rounds: int = typer.Option(1000, "--rounds", help="Most LightGBM boosting rounds; 5-fold CV with early stopping picks how many."),
+    rounds: int = typer.Option(1000, "--rounds", help="Boosting rounds of each LightGBM model (learning rate 0.03, 4-leaf trees)."),
+    cross_fit: int = typer.Option(5, "--cross-fit", help="Also predict every training prompt out of fold (K folds, crossfit.parquet), so that serve-local never replays a prompt with an in-sample prediction; 0 skips it."),
     ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Also evaluate each feature family alone and each one left out."),
     device: str = typer.Option("cpu", "--device", help="Device for the prefill family."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor directory (only once training succeeded)."),
@@ -153,7 +154,8 @@ def train_predictor(
     """Train a LightGBM predictor of output length (and latency) from profiles.
 
     It is evaluated on held-out prompts against baselines (constant mean, the uncertainty score,
-    prompt length), with a feature-family ablation.
+    prompt length), with a feature-family ablation, and cross-validated over every prompt: the
+    out-of-fold predictions (crossfit.parquet) are what serve-local uses for these prompts.
 
     Example: [bold]rtlm train-predictor profiles/reference-smollm2-sharegpt --out predictors/smollm2[/bold]
     """
@@ -162,9 +164,10 @@ def train_predictor(
 
     cfg = TrainConfig(profiles=tuple(profiles), out=out, families=parse_families(features), target=target,
                       method=method, test_size=test_size, seed=seed, eval_profiles=tuple(eval_profiles),
-                      ablation=ablation, threads=threads, rounds=rounds, device=device, overwrite=overwrite)
-    with console.status("training ..."):
-        result = train(cfg, console=console)
+                      ablation=ablation, threads=threads, rounds=rounds, cross_fit=cross_fit, device=device,
+                      overwrite=overwrite)
+    with console.status("training ...") as status:
+        result = train(cfg, console=console, stage=lambda text: status.update(f"training ... {text}"))
     if as_json:
         out_console.print_json(json.dumps({"out": str(result.out), "evaluation": result.evaluation,
                                            "importance": result.importance[:15]}))
@@ -185,7 +188,7 @@ def evaluation_table(rows: list[dict], title: str) -> Table:
     for col in ("model", "MAE", "RMSE", "Spearman", "Kendall tau", "pairwise acc", "bucket acc"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
-        style = "bold" if r["kind"] == "chosen" else ("dim" if r["kind"] == "baseline" else None)
+        style = "bold" if r["kind"] in ("chosen", "cross-validated") else ("dim" if r["kind"] == "baseline" else None)
         table.add_row(r["model"], f"{r['mae']:.1f}", f"{r['rmse']:.1f}", f"{r['spearman']:.3f}", f"{r['kendall_tau']:.3f}",
                       f"{r['pairwise_accuracy']:.3f}", f"{r['bucket_accuracy']:.3f}", style=style)
     return table
@@ -253,7 +256,7 @@ def serve_local(
     timing: Optional[str] = typer.Option(None, "--timing", help="Default timing table (a profile directory or .jsonl/.parquet file)."),
     model: str = typer.Option("smollm2", "--model", "-m", help="Model for real runs (as in `rtlm profile`)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Token cap for real runs (default: the profile's)."),
-    size_weight: float = typer.Option(32.0, "--size-weight", help="rtlm policy: weight of predicted service time against arrival order (0 = FCFS)."),
+    size_weight: float = typer.Option(512.0, "--size-weight", help="rtlm policy: weight of predicted service time against arrival order (0 = FCFS; larger = lower mean response time, longer tail at high load)."),
     uncertainty_weight: float = typer.Option(0.5, "--uncertainty-weight", help="rtlm policy: how much uncertainty inflates a request's predicted service time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory once the new run is written."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain progress lines instead of the live dashboard."),

@@ -41,7 +41,7 @@ class ReplayConfig:
     max_batch: int = 1
     offload: bool = False
     max_new_tokens: int | None = None
-    size_weight: float = 32.0
+    size_weight: float = 512.0
     uncertainty_weight: float = 0.5
     overwrite: bool = False
 
@@ -156,12 +156,26 @@ def predict_texts(path: str, texts: list[str]) -> tuple[dict, float]:
     return out, max(measured, uncached)
 
 
-def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool):
-    """Per pool prompt: predicted tokens, p90, uncertainty score, and the per-prompt prediction cost.
+@dataclass
+class Predictions:
+    """Per pool prompt: predicted tokens, p90, uncertainty score; the prediction cost per prompt, and
+    how many predictions came out of fold (the predictor's own training prompts, see crossfit.py)."""
 
-    With ``isolate`` (real runs) the predictor runs in a separate process: a LightGBM booster in
+    predicted: np.ndarray
+    p90: np.ndarray
+    uncertainty: np.ndarray
+    cost_s: float
+    out_of_fold: int = 0
+    capped_prob: np.ndarray | None = None
+
+
+def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool, pmeta: dict | None = None,
+                 console=None) -> Predictions:
+    """With ``isolate`` (real runs) the predictor runs in a separate process: a LightGBM booster in
     the serving process (its own OpenMP runtime) slows torch's CPU decoding 1.7x, measured.
-    """
+
+    A prompt the predictor was trained on gets its out-of-fold prediction (``crossfit.parquet``):
+    an in-sample one would flatter every length-aware policy."""
     from rtlm_cli import uncertainty
 
     n = len(pool.prompt)
@@ -169,7 +183,7 @@ def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool
     if path is None:
         known = pool.true_tokens[pool.true_tokens > 0]
         mean = float(known.mean()) if len(known) else cap_default / 2
-        return np.full(n, mean), np.full(n, mean), unc, 0.0
+        return Predictions(np.full(n, mean), np.full(n, mean), unc, 0.0)
     if isolate:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -178,11 +192,42 @@ def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool
             out, cost = pool_exec.submit(predict_texts, path, pool.prompt).result()
     else:
         out, cost = predict_texts(path, pool.prompt)
-    return out["predicted"], out.get("p90", out["predicted"]), unc, cost
+    predicted = np.asarray(out["predicted"], dtype=float)
+    p90 = np.asarray(out.get("p90", out["predicted"]), dtype=float)
+    capped = np.asarray(out["capped_prob"], dtype=float) if "capped_prob" in out else None
+    oof_file = (pmeta or {}).get("files", {}).get("crossfit")
+    replaced = 0
+    if oof_file:
+        import pandas as pd
+
+        oof = pd.read_parquet(Path(path) / oof_file).set_index("prompt_id")
+        at = oof.index.get_indexer(pool.prompt_id)
+        hit = at >= 0
+        predicted[hit] = oof["predicted"].to_numpy()[at[hit]]
+        p90[hit] = oof["p90"].to_numpy()[at[hit]]
+        if capped is not None and "capped_prob" in oof:
+            capped[hit] = oof["capped_prob"].to_numpy()[at[hit]]
+        replaced = int(hit.sum())
+    elif pool.meta is not None and console is not None:
+        console.print(f"[yellow]warning:[/yellow] predictor {path} has no out-of-fold predictions (trained without "
+                      "--cross-fit): any of these prompts it was trained on is predicted in sample, which flatters "
+                      "length-aware policies; retrain it to replay its own profile")
+    return Predictions(predicted, p90, unc, cost, replaced, capped)
 
 
-def build_requests(cfg: ReplayConfig, pool: Pool, preds, ref: CostModel, rate: float | None) -> list[Request]:
-    predicted, p90, unc, cost = preds
+def ended_lengths(predicted: np.ndarray, capped: np.ndarray, cap: float) -> np.ndarray:
+    """A mixture's length for an answer that ends: predicted = p x cap + (1 - p) x ended."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ended = (predicted - capped * cap) / (1.0 - capped)
+    return np.clip(np.nan_to_num(ended, nan=cap, posinf=cap, neginf=1.0), 1.0, cap)
+
+
+def build_requests(cfg: ReplayConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None,
+                   pred_cap: float | None = None) -> list[Request]:
+    """``pred_cap``: the cap a mixture predictor's P(capped) refers to (None: no mixture)."""
+    predicted, p90, unc, cost = preds.predicted, preds.p90, preds.uncertainty, preds.cost_s
+    capped = preds.capped_prob if pred_cap else None
+    ended = None if capped is None else ended_lengths(predicted, capped, pred_cap)
     w = cfg.workload
     rng = np.random.default_rng(w.seed)  # this workload's own generator
     if w.arrivals == "trace":
@@ -217,7 +262,10 @@ def build_requests(cfg: ReplayConfig, pool: Pool, preds, ref: CostModel, rate: f
             rid=rid, arrival_s=float(t), prompt_id=pool.prompt_id[i], prompt=pool.prompt[i],
             prompt_tokens=int(pool.prompt_tokens[i]), predicted_tokens=float(predicted[i]), p90_tokens=float(p90[i]),
             uncertainty=float(unc[i]), predicted_service_s=service, deadline_s=deadline,
+            capped_prob=None if capped is None else float(capped[i]),
+            ended_tokens=None if ended is None else float(ended[i]),
             true_tokens=true if true > 0 else None, prediction_cost_s=cost,
+            true_service_s=ref.service_s(int(pool.prompt_tokens[i]), float(true)) if true > 0 else None,
         ))
     return requests
 
@@ -233,14 +281,15 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
     check_predictor(cfg.predictor, pmeta, pool)
     cap = float(pool.meta["decoding"]["max_new_tokens"]) if pool.meta else float(cfg.max_new_tokens or 512)
     workers = make_workers(cfg, pool)
-    preds = predict_pool(cfg.predictor, pool, cap, isolate=not cfg.simulate)
-    capacity = capacity_rps(workers, pool, preds[0])
+    preds = predict_pool(cfg.predictor, pool, cap, isolate=not cfg.simulate, pmeta=pmeta, console=console)
+    capacity = capacity_rps(workers, pool, preds.predicted)
     w = cfg.workload
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
     fastest = min(workers, key=lambda x: x.cost.step(1, 256))
-    requests = build_requests(cfg, pool, preds, fastest.cost, rate)
+    pred_cap = float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None
+    requests = build_requests(cfg, pool, preds, fastest.cost, rate, pred_cap)
     policy = make_policy(cfg.policy, size_weight=cfg.size_weight, uncertainty_weight=cfg.uncertainty_weight)
-    scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload)
+    scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload, cap_tokens=pred_cap)
     started = now_iso()
     t0 = time.perf_counter()
     interrupted = False
@@ -263,6 +312,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
                      "offered_load": rate / capacity if rate else None},
         "profile": cfg.profile, "prompts": cfg.prompts, "predictor": cfg.predictor,
         "predictor_meta": {k: pmeta[k] for k in ("families", "method", "target", "metrics")} if pmeta else None,
+        "out_of_fold_predictions": preds.out_of_fold,
         "model": model_info, "workers": [{"name": x.name, "spec": s} for x, s in zip(workers, cfg.workers or [x.name for x in workers])],
         "seed": w.seed, "wall_s": wall, **provenance(),
     }

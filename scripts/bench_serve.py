@@ -3,11 +3,13 @@
 Parts (each can be skipped):
   --sim   the simulator at 10,000 requests over loads 0.5-0.95, on the reference profile and on a
           second prompt mix (the profile's short prompts, <= 40 words), batch 1 and consolidation;
+  --aging rtlm's aging weight (--size-weight) at batch 1 and load 0.95: mean against p99 and max;
   --speed 100,000 requests through the simulator, timed;
   --real  the real executor on this machine's CPU with the embedded model (e.g. 60 requests at load
           0.85) for every policy, batch 1 and consolidation, next to the simulator on the same
           workload and seed (its error on mean response time), and the timing table's price of
-          every batch the real runs executed against its measured duration.
+          every batch the real runs executed against its measured duration (--recalibrate: measure
+          the timing table again first, on a copy of the profile, and print the drift).
 
 Load is the offered arrival rate over the workers' batch-1 capacity (1 / mean batch-1 service time
 of the profile's requests, from its timing table). Gain share = (fcfs - rtlm) / (fcfs - oracle) on
@@ -36,9 +38,9 @@ POLICIES = ("fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle")
 
 
 def run(out: Path, profile: str, predictor: str, policy: str, load: float, n: int, max_batch: int, simulate: bool,
-        seed: int = 0, console=None) -> dict:
+        seed: int = 0, console=None, **policy_params) -> dict:
     cfg = ReplayConfig(out=str(out), profile=profile, predictor=predictor, policy=policy, simulate=simulate,
-                       max_batch=max_batch, overwrite=True,
+                       max_batch=max_batch, overwrite=True, **policy_params,
                        workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed))
     return replay(cfg, console=console, dashboard=False)
 
@@ -118,24 +120,59 @@ def sim_part(args, console, tmp: Path) -> list[dict]:
     mixes = {"sharegpt": args.profile, "short<=40w": short_mix(args.profile, tmp)}
     factor = batched_capacity_factor(args.profile, 8)
     console.print(f"batches of up to 8 random requests serve {factor:.2f}x the batch-1 capacity on this timing table")
-    for mix, prof in mixes.items():
-        for batch in (1, 8):
-            # with consolidation, also near the batched capacity (70%, 90% and 95% of it)
-            loads = list(args.loads) + ([round(f * factor, 2) for f in (0.7, 0.9, 0.95)] if batch > 1 else [])
-            for load in loads:
-                metas = {p: run(tmp / f"{mix}-{batch}-{load}-{p}", prof, args.predictor, p, load, args.sim_requests, batch, True)
-                         for p in POLICIES}
-                rows += compare(metas, mix, batch, load)
-    console.print(table(f"simulator, {args.sim_requests} requests per point", rows))
+    for seed in args.seeds:
+        seed_rows = []
+        for mix, prof in mixes.items():
+            for batch in (1, 8):
+                # with consolidation, also near the batched capacity (70%, 90% and 95% of it)
+                loads = list(args.loads) + ([round(f * factor, 2) for f in (0.7, 0.9, 0.95)] if batch > 1 else [])
+                for load in loads:
+                    metas = {p: run(tmp / f"{mix}-{batch}-{load}-{p}", prof, args.predictor, p, load, args.sim_requests,
+                                    batch, True, seed=seed) for p in POLICIES}
+                    seed_rows += [{**r, "seed": seed} for r in compare(metas, mix, batch, load)]
+        console.print(table(f"simulator, {args.sim_requests} requests per point, workload seed {seed}", seed_rows))
+        rows += seed_rows
     for batch, target in ((1, "target >= 70%"), (8, "no target; the consolidation target is rtlm <= 0.6x fcfs")):
-        shares = [r["gain_share"] for r in rows if r["policy"] == "rtlm" and r["batch"] == batch and r["gain_share"] is not None]
+        shares = [r for r in rows if r["policy"] == "rtlm" and r["batch"] == batch and r["gain_share"] is not None]
         if shares:
-            console.print(f"batch {batch}: rtlm's smallest share of the oracle's gain over all loads and mixes: "
-                          f"{min(shares):.0%} ({target})")
+            low = min(shares, key=lambda r: r["gain_share"])
+            console.print(f"batch {batch}: rtlm's smallest share of the oracle's gain over all loads, mixes and seeds: "
+                          f"{low['gain_share']:.0%} ({low['mix']}, load {low['load']:.2f}, seed {low['seed']}; {target})")
     near = [r for r in rows if r["policy"] == "rtlm" and r["batch"] > 1 and r["load"] > max(args.loads)]
     for r in near:
-        console.print(f"{r['mix']}, batches of up to {r['batch']} at load {r['load']:.2f}: rtlm {r['vs_fcfs']:.2f}x fcfs "
-                      "(target <= 0.6x)")
+        console.print(f"{r['mix']}, seed {r['seed']}, batches of up to {r['batch']} at load {r['load']:.2f}: "
+                      f"rtlm {r['vs_fcfs']:.2f}x fcfs (target <= 0.6x)")
+    return rows
+
+
+def aging_part(args, console, tmp: Path) -> list[dict]:
+    """rtlm's aging weight w at batch 1 and load 0.95: the mean it buys against the tail it costs."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    t = Table(title=f"rtlm's size weight w (aging) at batch 1, load 0.95, {args.sim_requests} requests")
+    for c in ("mix", "seed", "policy", "w", "mean s", "gain share", "p99 s", "max s"):
+        t.add_column(c, justify="right")
+    for mix, prof in {"sharegpt": args.profile, "short<=40w": short_mix(args.profile, tmp)}.items():
+        for seed in args.seeds:
+            runs = [("fcfs", None), ("oracle", None)] + [("rtlm", w) for w in (32.0, 128.0, 256.0, 512.0, 1024.0, 1e9)]
+            res = {}
+            for pol, w in runs:
+                params = {} if w is None else {"size_weight": w}
+                m = run(tmp / f"aging-{mix}-{seed}-{pol}-{w}", prof, args.predictor, pol, 0.95, args.sim_requests, 1, True,
+                        seed=seed, **params)
+                df = pd.read_parquet(Path(m["out"]) / "requests.parquet")
+                e = (df["finish_s"] - df["arrival_s"]).to_numpy()
+                res[(pol, w)] = (float(e.mean()), float(np.percentile(e, 99)), float(e.max()))
+            fcfs, oracle = res[("fcfs", None)][0], res[("oracle", None)][0]
+            for (pol, w), (mean, p99, mx) in res.items():
+                share = (fcfs - mean) / (fcfs - oracle) if pol == "rtlm" else None
+                rows.append({"mix": mix, "seed": seed, "policy": pol, "size_weight": w, "mean": mean, "gain_share": share,
+                             "p99": p99, "max": mx})
+                t.add_row(mix, str(seed), pol, "-" if w is None else ("inf" if w >= 1e9 else f"{w:g}"), f"{mean:.1f}",
+                          "-" if share is None else f"{share:.0%}", f"{p99:.0f}", f"{mx:.0f}")
+    console.print(t)
     return rows
 
 
@@ -172,9 +209,49 @@ def batch_accuracy(run_dirs: list[Path], profile: str) -> list[dict]:
              "mean_abs_error": float(np.abs(g["error"]).mean())} for b, g in df.groupby("batch_size")]
 
 
+def _calibrate(model: str, batches: list[int], contexts: list[int]):
+    from rtlm_cli.backends import load_backend
+    from rtlm_cli.config import ProfileConfig
+    from rtlm_cli.profiling import calibrate
+
+    cfg = ProfileConfig(out="-", model=model, calibrate=True, calibration_batches=tuple(batches),
+                        calibration_contexts=tuple(contexts))
+    return calibrate(load_backend(model, device="cpu"), cfg)
+
+
+def recalibrate(profile: str, tmp: Path, console) -> str:
+    """A copy of the profile with its timing table measured again now, in a separate process (the
+    same grid): this machine's speed drifts (another tenant's load), and the simulator can only be
+    as right as its table. Prints the drift against the stored table."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rtlm_cli.store import atomic_write_parquet
+    from rtlm_cli.timing import load_timing_table
+
+    old = load_timing_table(profile)
+    meta = json.loads((Path(profile) / "meta.json").read_text())
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        new = ex.submit(_calibrate, meta["model"]["model_id"], sorted(set(old["batch"])), sorted(set(old["context"]))).result()
+    copy = tmp / "recalibrated"
+    shutil.copytree(profile, copy)
+    atomic_write_parquet(new, copy / "timing.parquet")
+    both = old.merge(new, on=["batch", "context"], suffixes=("_stored", "_now"))
+    t = Table(title="timing table now vs stored (this machine's speed drift)")
+    for c in ("batch", "context", "prefill now / stored", "decode step now / stored"):
+        t.add_column(c, justify="right")
+    for _, r in both.iterrows():
+        t.add_row(str(int(r["batch"])), str(int(r["context"])), f"{r['prefill_s_now'] / r['prefill_s_stored']:.3f}",
+                  f"{r['decode_step_s_now'] / r['decode_step_s_stored']:.3f}")
+    console.print(t)
+    return str(copy)
+
+
 def real_part(args, console, tmp: Path) -> list[dict]:
     # Every real run comes before any simulated one: a simulation loads the LightGBM predictor in
     # this process, and a booster in the process slows torch's CPU decoding 1.7x (measured).
+    if args.recalibrate:
+        args.profile = recalibrate(args.profile, tmp, console)
     rows, errors, real = [], [], {}
     dirs = {(batch, p): tmp / f"real-{batch}-{p}" for batch in args.batches for p in args.real_policies}
     for (batch, p), d in dirs.items():
@@ -210,12 +287,17 @@ def main() -> None:
     ap.add_argument("--predictor", required=True)
     ap.add_argument("--sim", action="store_true")
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--aging", action="store_true", help="rtlm's size weight against mean and tail at load 0.95")
     ap.add_argument("--real", action="store_true")
     ap.add_argument("--sim-requests", type=int, default=10_000)
     ap.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 0.7, 0.85, 0.95])
     ap.add_argument("-n", type=int, default=60)
     ap.add_argument("--load", type=float, default=0.85)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="workload seed of the real part")
+    ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0],
+                    help="workload seeds of the simulator part (at load 0.95 one seed's FCFS mean moves by 1.5x)")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="real part: measure the timing table again first (a copy of the profile), for runs and simulator")
     ap.add_argument("--real-policies", type=lambda s: s.split(","), default=list(POLICIES),
                     help="policies for the real part (the ratios need fcfs and oracle among them)")
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8],
@@ -226,6 +308,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.sim:
             out["sim"] = sim_part(args, console, Path(tmp))
+        if args.aging:
+            out["aging"] = aging_part(args, console, Path(tmp))
         if args.speed:
             out["speed"] = speed_part(args, console, Path(tmp))
         if args.real:

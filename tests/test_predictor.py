@@ -78,6 +78,37 @@ def test_training_beats_baselines_and_saves_documented_files(trained):
     assert pd.read_parquet(out / "importance.parquet")["gain"].iloc[0] > 0
 
 
+def test_out_of_fold_predictions_cover_every_prompt_and_never_see_its_label(trained, fake_profile, run_cli, tmp_path):
+    import shutil
+
+    out, _ = trained
+    meta = json.loads((out / "meta.json").read_text())
+    oof = pd.read_parquet(out / meta["files"]["crossfit"])
+    profile = pd.concat(pd.read_parquet(p) for p in sorted((fake_profile / "requests").glob("*.parquet")))
+    assert sorted(oof["prompt_id"]) == sorted(profile["prompt_id"].unique())
+    assert sorted(oof["fold"].value_counts()) == [48] * 5  # 240 prompts, 5 folds
+    assert (oof["p90"] >= oof["predicted"]).all() and oof["capped_prob"].between(0, 1).all()
+    cv = next(r for r in json.loads((out / "evaluation.json").read_text()) if r["kind"] == "cross-validated")
+    assert cv["n"] == 240 and cv["kendall_tau"] == pytest.approx(stats.kendalltau(oof["actual"], oof["predicted"]).statistic)
+    # Change one prompt's recorded length: its own out-of-fold prediction must not move.
+    changed = tmp_path / "changed"
+    shutil.copytree(fake_profile, changed)
+    shard = sorted((changed / "requests").glob("*.parquet"))[0]
+    df = pd.read_parquet(shard)
+    pid = df["prompt_id"].iloc[0]
+    df.loc[0, ["output_tokens", "ended"]] = (256 if df["output_tokens"].iloc[0] < 128 else 3, df["output_tokens"].iloc[0] >= 128)
+    df.to_parquet(shard)
+    r = run_cli("train-predictor", changed, "--out", tmp_path / "p", "--threads", "1", "--no-ablation")
+    assert r.exit_code == 0, r.output
+    again = pd.read_parquet(tmp_path / "p" / "crossfit.parquet").set_index("prompt_id")
+    before = oof.set_index("prompt_id")
+    assert again.loc[pid, "predicted"] == before.loc[pid, "predicted"]
+    same_fold = before.index[(before["fold"] == before.loc[pid, "fold"]) & (before.index != pid)]
+    others = before.index[before["fold"] != before.loc[pid, "fold"]]
+    assert np.array_equal(again.loc[same_fold, "predicted"], before.loc[same_fold, "predicted"])
+    assert not np.array_equal(again.loc[others, "predicted"], before.loc[others, "predicted"])
+
+
 def test_round_trip_predictions_are_identical_and_fast(trained):
     out, _ = trained
     texts = ["Explain in detail how a compiler works, step by step.", "What is 2+2? One word."]
@@ -124,6 +155,7 @@ def test_train_bad_inputs(run_cli, tmp_path, fake_profile, prompt_file):
     assert "not an rtlm profile" in bad(tmp_path, "--out", tmp_path / "x")
     assert "did you mean 'prefill'" in bad(fake_profile, "--out", tmp_path / "x", "--features", "text,prefil")
     assert "unknown method" in bad(fake_profile, "--out", tmp_path / "x", "--method", "magic")
+    assert "--cross-fit must be 0 (none) or 2-20 folds" in bad(fake_profile, "--out", tmp_path / "x", "--cross-fit", 1)
     existing = tmp_path / "exists"
     existing.mkdir()
     (existing / "keep").write_text("k")

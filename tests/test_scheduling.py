@@ -1,5 +1,6 @@
 """Policies, consolidation, placement and the simulator, on hand-made requests (no model)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -21,9 +22,10 @@ GPU = [{"batch": b, "context": c, "prefill_s": 0.02, "decode_step_s": 0.018} for
 
 def req(rid, arrival=0.0, pred=100, true=None, prompt=50, unc=0.5, deadline=None):
     cost = CostModel(CPU)
+    true = true if true is not None else pred
     return Request(rid=rid, arrival_s=arrival, prompt_id=f"p{rid}", prompt_tokens=prompt, predicted_tokens=pred,
                    p90_tokens=pred, uncertainty=unc, predicted_service_s=cost.service_s(prompt, pred),
-                   deadline_s=deadline, true_tokens=true if true is not None else pred)
+                   deadline_s=deadline, true_tokens=true, true_service_s=cost.service_s(prompt, true))
 
 
 def sched(policy="fcfs", workers=(CPU,), **kw):
@@ -53,12 +55,21 @@ def test_policy_orderings_on_a_hand_made_queue():
     assert order("rtlm", QUEUE) == [[1], [2], [0]]
 
 
+def test_oracle_orders_by_true_service_time_not_length():
+    # both run to the same cap; the shorter prompt is the shorter job, whatever came first
+    capped_long_prompt, capped_short_prompt = req(0, 0.0, true=256, prompt=900), req(1, 0.1, true=256, prompt=40)
+    assert order("oracle", [capped_long_prompt, capped_short_prompt]) == [[1], [0]]
+
+
 def test_rtlm_uncertainty_and_aging():
     certain, unsure = req(0, 0.0, pred=100, unc=0.0), req(1, 0.0, pred=100, unc=1.0)
     assert order("rtlm", [unsure, certain]) == [[0], [1]]
-    # aging: a long request that has waited long enough goes before a fresh short one
-    old_long, new_short = req(0, 0.0, pred=200), req(1, 1000.0, pred=10)
-    assert order("rtlm", [old_long, new_short]) == [[0], [1]]
+    # aging: a long request goes before a short one that arrives more than w x (its inflated
+    # service - the short one's) later, and after one arriving sooner (w = 512, u = 0.5)
+    old_long = req(0, 0.0, pred=200)
+    lead = 512 * (old_long.predicted_service_s * 1.25 - req(1, pred=10).predicted_service_s * 1.25)
+    assert order("rtlm", [old_long, req(1, lead + 1.0, pred=10)]) == [[0], [1]]
+    assert order("rtlm", [old_long, req(1, lead - 1.0, pred=10)]) == [[1], [0]]
 
 
 def test_rtlm_deadline_slack_wins():
@@ -85,6 +96,17 @@ def test_consolidation_avoids_padding_to_a_long_prompt():
     reqs = [req(0, 0.0, pred=100, prompt=40), req(1, 0.0, pred=101, prompt=900),
             req(2, 0.0, pred=102, prompt=60), req(3, 0.0, pred=103, prompt=50)]
     assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)][0] == [0, 2, 3]
+
+
+def test_consolidation_prices_a_mixture_batch_by_its_expected_longest_answer():
+    # B's expected length (77.5) is a hair below A's (78), but B runs to the 256-token cap 30% of
+    # the time: with the head it makes a batch whose expected longest answer is 107 tokens, A 96.
+    def mix(rid, p, ended):
+        return dataclasses.replace(req(rid, 0.0, pred=p * 256 + (1 - p) * ended), capped_prob=p, ended_tokens=ended)
+
+    head, a, b = mix(0, 0.1, 20.0), mix(1, 0.0, 78.0), mix(2, 0.3, 1.0)
+    assert order("sjf-pred", [head, a, b], max_batch=2, cap_tokens=256)[0] == [0, 1]
+    assert order("sjf-pred", [head, a, b], max_batch=2)[0] == [0, 2]  # by predictions alone
 
 
 def test_consolidation_stops_when_a_member_would_cost_more_than_it_gains():

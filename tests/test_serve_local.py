@@ -41,6 +41,24 @@ def test_simulated_run_format_and_summary(setup, run_cli, tmp_path):
     assert pd.read_parquet(out / "requests.parquet").equals(df)
 
 
+def test_replaying_the_training_profile_uses_out_of_fold_predictions(setup, run_cli, tmp_path):
+    r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--predictor", setup / "pred",
+                "--policy", "rtlm", "--load", 0.8, "-n", 50, "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(tmp_path / "run")
+    assert meta["out_of_fold_predictions"] == 120  # every prompt of the profile
+    oof = pd.read_parquet(setup / "pred" / "crossfit.parquet").set_index("prompt_id")
+    assert df["predicted_tokens"].to_numpy() == pytest.approx(oof.loc[df["prompt_id"], "predicted"].to_numpy())
+    # a predictor trained without them says that its own prompts are predicted in sample
+    r = run_cli("train-predictor", setup / "prof", "--out", tmp_path / "p0", "--threads", "1", "--no-ablation",
+                "--rounds", "50", "--cross-fit", "0")
+    assert r.exit_code == 0, r.output
+    r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--predictor", tmp_path / "p0",
+                "--policy", "rtlm", "--load", 0.8, "-n", 50, "--out", tmp_path / "run0")
+    assert r.exit_code == 0 and "no out-of-fold predictions" in " ".join(r.output.split())
+    assert load_run(tmp_path / "run0")[0]["out_of_fold_predictions"] == 0
+
+
 def test_sweep_writes_one_run_per_point(setup, run_cli, tmp_path):
     r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--predictor", setup / "pred",
                 "--policy", "fcfs,oracle", "--loads", "0.5,0.9", "-n", 200, "--out", tmp_path / "sweep")

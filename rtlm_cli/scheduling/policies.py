@@ -43,13 +43,15 @@ def sjf_pred(**_) -> Policy:
 @POLICIES.register("oracle")
 def oracle(**_) -> Policy:
     def key(r: Request) -> float:
-        return r.true_tokens if r.true_tokens is not None else r.predicted_tokens
+        # The true service time, not the true length: most answers here run to the same cap, and
+        # among those a shorter prompt still finishes sooner (cheaper prefill and decode steps).
+        return r.true_service_s if r.true_service_s is not None else r.predicted_service_s
 
-    return Policy("oracle", key, True, "shortest true output first (needs a profile; the bound)")
+    return Policy("oracle", key, True, "shortest true service time first (needs a profile; the bound)")
 
 
 @POLICIES.register("rtlm")
-def rtlm(size_weight: float = 32.0, uncertainty_weight: float = 0.5, **_) -> Policy:
+def rtlm(size_weight: float = 512.0, uncertainty_weight: float = 0.5, **_) -> Policy:
     """RT-LM's uncertainty-aware priority as a virtual deadline.
 
     key = arrival + size_weight * predicted_service * (1 + uncertainty_weight * uncertainty).

@@ -9,8 +9,9 @@ free, ``finished(worker, now)`` when its batch is done. It never reads a clock: 
   ``max_batch`` for requests like the head one, and no more than the queue holds. Policies that
   know lengths join the head request with waiting requests of alike predicted length (within
   ``alike_ratio``x of it), those that lengthen the batch least first (no longer answer, no longer
-  prompt to pad to), so that a batch, which lasts as long as its longest member, wastes little;
-  policies blind to lengths batch the next requests in their order.
+  prompt to pad to; with a mixture predictor, the expected longest answer), so that a batch, which
+  lasts as long as its longest member, wastes little; policies blind to lengths batch the next
+  requests in their order.
 - Strategic offloading (``offload``): workers slower than the fastest take a request only when
   the fast workers are congested, and then the longest, most uncertain one, and only if it would
   finish sooner there than behind the fast workers' backlog.
@@ -38,7 +39,7 @@ class Worker:
 
 class Scheduler:
     def __init__(self, policy: Policy, workers: list[Worker], max_batch: int = 1, offload: bool = False,
-                 window: int | None = None, alike_ratio: float = 4.0):
+                 window: int | None = None, alike_ratio: float = 4.0, cap_tokens: float | None = None):
         self.policy = policy
         self.workers = workers
         self.max_batch = max_batch
@@ -52,6 +53,7 @@ class Scheduler:
         self._fast_ref = workers[min(self.fast)].cost
         self._limits: dict[tuple[int, int, int], int] = {}
         self.alike_log_ratio = math.log(alike_ratio)
+        self.cap_tokens = cap_tokens
 
     # -- the interface ---------------------------------------------------------------------------
     def arrive(self, req: Request, now: float) -> None:
@@ -122,15 +124,29 @@ class Scheduler:
         """The window's requests of a predicted length within ``alike_ratio``x of the head's, those
         that lengthen the head's batch least first: a batch pays for its longest answer and, padded,
         for its longest prompt (on a CPU, prefill at 512 tokens costs ~5x prefill at 128), so a
-        member should be no longer than the head in either. Ties go to the closest length."""
+        member should be no longer than the head in either. With a mixture predictor the longest
+        answer is an expected one: two requests each 30% likely to run to the cap make a batch 51%
+        likely to. Ties go to the closest length."""
         h = math.log1p(self._size(head))
         ranked = []
         for i, r in enumerate(window):
             d = abs(math.log1p(self._size(r)) - h)
             if d <= self.alike_log_ratio:
-                price = worker.cost.batch_times([head.prompt_tokens, r.prompt_tokens], [self._size(head), self._size(r)])[2]
+                longest = self._longest([head, r])
+                price = worker.cost.batch_times([head.prompt_tokens, r.prompt_tokens], [longest, longest])[2]
                 ranked.append((round(price, 3), d, i))
         return [window[i] for _, _, i in sorted(ranked)]
+
+    def _longest(self, members: list[Request]) -> float:
+        """A batch's longest answer: the oracle's true one; with a mixture predictor the expected one
+        (the cap unless no member runs to it, then the longest of the ended answers); else the
+        longest prediction."""
+        mixture = self.cap_tokens is not None and self.policy.name != "oracle" and all(
+            r.capped_prob is not None and r.ended_tokens is not None for r in members)
+        if not mixture:
+            return max(self._size(r) for r in members)
+        none = math.prod(1.0 - r.capped_prob for r in members)
+        return self.cap_tokens * (1.0 - none) + none * max(r.ended_tokens for r in members)
 
     def _batch_limit(self, worker: Worker, head: Request) -> int:
         """The smallest batch within 5% of the best throughput the worker's timing table shows up

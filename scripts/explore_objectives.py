@@ -1,0 +1,80 @@
+"""Do other LightGBM objectives rank better on the full predictor's features? Out-of-fold Kendall tau.
+
+The same 5 seeded folds as `rtlm train-predictor`'s cross-fit (crossfit.fold_of), the same
+features (text + prompt + prefill, the prefill PCA and probes fitted per fold), and per fold:
+the shipped mixture at 300 / 1,000 / 3,000 rounds; learning-to-rank objectives (LambdaRank and
+XE-NDCG on the 800 training prompts as one query, relevance = length // 16, the cap its own top
+level); a regressor on the length's rank; the prefill ridge probe alone; and a blend of the
+mixture's and the probe's ranks. Prints each one's Kendall tau-b per fold and over all prompts.
+
+Usage: .venv/bin/python scripts/explore_objectives.py [--profile P]   (~1 minute once the prefill
+states are cached by a training run; SmolLM2 runs over every prompt otherwise)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import kendalltau, rankdata
+
+from rtlm_cli import features as F
+from rtlm_cli.crossfit import fold_of
+from rtlm_cli.predictor import LengthModel, _params, load_training_data
+
+FAMILIES = ("text", "prompt", "prefill")
+
+
+def main() -> None:
+    import lightgbm as lgb
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--folds", type=int, default=5)
+    args = ap.parse_args()
+    df, metas = load_training_data((args.profile,))
+    cap = float(metas[0]["decoding"]["max_new_tokens"])
+    model = metas[0]["model"]["model_id"]
+    y, ended, texts = df["output_tokens"].to_numpy(float), df["ended"].to_numpy(bool), df["prompt"].tolist()
+    fold = fold_of(df["prompt_id"].tolist(), args.folds, 0)
+    names_of = ["mixture, 300 rounds", "mixture, 1,000 rounds (shipped)", "mixture, 3,000 rounds", "LambdaRank",
+                "XE-NDCG", "regression on the length's rank", "prefill ridge probe alone", "mixture + probe (ranks)"]
+    pred = {k: np.zeros(len(df)) for k in names_of}
+    per_fold = {k: [] for k in names_of}
+    for f in range(args.folds):
+        tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        ctx = F.FeatureContext(model=model, tokenizer_file=F.tokenizer_file_for(model))
+        ctx.fit_targets = {"len": np.log1p(y[tr]), "capped": (~ended[tr]).astype(float)}
+        names, Xtr, _ = F.compute(FAMILIES, [texts[i] for i in tr], ctx, fit=True)
+        _, Xte, _ = F.compute(FAMILIES, [texts[i] for i in te], ctx)
+        for label, rounds in ((names_of[0], 300), (names_of[1], 1000), (names_of[2], 3000)):
+            m = LengthModel.fit("mixture", Xtr, y[tr], ended[tr], cap, names, 2, 0, rounds, with_p90=False)
+            pred[label][te] = m.predict(Xte)["predicted"]
+        levels = int(cap // 16)
+        rel = np.minimum((y[tr] // 16).astype(int), levels)
+        for label, objective in ((names_of[3], "lambdarank"), (names_of[4], "rank_xendcg")):
+            params = _params(objective, 2, 0, len(tr), label_gain=list(range(levels + 1)))
+            if objective == "lambdarank":
+                params["lambdarank_truncation_level"] = len(tr)
+            booster = lgb.train(params, lgb.Dataset(Xtr, rel, group=[len(tr)], feature_name=names), 500)
+            pred[label][te] = booster.predict(Xte)
+        u = (rankdata(y[tr]) - 0.5) / len(tr)
+        booster = lgb.train(_params("regression", 2, 0, len(tr)), lgb.Dataset(Xtr, u, feature_name=names), 1000)
+        pred[names_of[5]][te] = booster.predict(Xte)
+        pred[names_of[6]][te] = Xte[:, names.index("prefill_probe_len")]
+        pred[names_of[7]][te] = rankdata(pred[names_of[1]][te]) + rankdata(pred[names_of[6]][te])
+        for k in names_of:
+            per_fold[k].append(float(kendalltau(pred[k][te], y[te]).statistic))
+    t = Table(title=f"out-of-fold Kendall tau, {len(df)} prompts, {args.folds} folds")
+    t.add_column("model")
+    t.add_column("all prompts", justify="right")
+    t.add_column("folds", justify="right")
+    for k in names_of:
+        t.add_row(k, f"{kendalltau(pred[k], y).statistic:.3f}", " ".join(f"{v:.3f}" for v in per_fold[k]))
+    Console(width=150).print(t)
+
+
+if __name__ == "__main__":
+    main()
