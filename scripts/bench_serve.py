@@ -15,8 +15,9 @@ Load is the offered arrival rate over the workers' batch-1 capacity (1 / mean ba
 of the profile's requests, from its timing table). Gain share = (fcfs - rtlm) / (fcfs - oracle) on
 mean response time.
 
-Usage: .venv/bin/python scripts/bench_serve.py --sim --speed --profile P --predictor D
-       .venv/bin/python scripts/bench_serve.py --real --profile P --predictor D -n 60 --load 0.85
+Usage: .venv/bin/python scripts/bench_serve.py --sim --speed --seeds 0,1,2 --profile P --predictor D
+       .venv/bin/python scripts/bench_serve.py --real --recalibrate --profile P --predictor D -n 60 --load 0.85
+       .venv/bin/python scripts/bench_serve.py --aging --seeds 0,1,2 --predictor D
 """
 
 from __future__ import annotations
