@@ -11,6 +11,8 @@ predictions for the prompts they cover.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from rtlm_cli import features as F
@@ -27,24 +29,33 @@ def fold_of(prompt_ids: list[str], k: int, seed: int) -> np.ndarray:
     return np.asarray([fold[p] for p in prompt_ids])
 
 
-def out_of_fold(df, families: tuple[str, ...], target: str, method: str, cap: float, ctx_args: dict,
-                k: int, seed: int, threads: int, rounds: int, progress=None):
+def fold_features(df, families: tuple[str, ...], target: str, ctx: F.FeatureContext, k: int, seed: int):
+    """Per fold: (held-out row indices, training row indices, column names, training matrix,
+    held-out matrix), the feature state (prefill PCA and probes) fitted on the training rows only.
+    ``ctx`` lends its model and tokenizer; its own fitted state is left alone."""
+    fold = fold_of(df["prompt_id"].tolist(), k, seed)
+    y, ended = df[target].to_numpy(float), df["ended"].to_numpy(bool)
+    texts = df["prompt"].tolist()
+    for f in range(k):
+        tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        fctx = dataclasses.replace(ctx, prefill_state=None, fit_targets=F.probe_targets(y[tr], ended[tr]))
+        names, Xtr, _ = F.compute(families, [texts[i] for i in tr], fctx, fit=True)
+        _, Xte, _ = F.compute(families, [texts[i] for i in te], fctx)
+        yield te, tr, names, Xtr, Xte
+
+
+def out_of_fold(df, families: tuple[str, ...], target: str, method: str, cap: float, ctx: F.FeatureContext,
+                k: int, seed: int, threads: int, rounds: int, fitted=None):
     """DataFrame: prompt_id, fold, actual, ended, predicted, p90 (and capped_prob for a mixture) for
-    every row of ``df``, each predicted by a model that never saw its fold."""
+    every row of ``df``, each predicted by a model that never saw its fold; ``fitted(n)`` hears
+    that n folds are done."""
     import pandas as pd
 
     from rtlm_cli.predictor import LengthModel
 
-    fold = fold_of(df["prompt_id"].tolist(), k, seed)
     y, ended = df[target].to_numpy(float), df["ended"].to_numpy(bool)
-    texts = df["prompt"].tolist()
     parts = []
-    for f in range(k):
-        tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        ctx = F.FeatureContext(**ctx_args)
-        ctx.fit_targets = {"len": np.log1p(y[tr]), "capped": (~ended[tr]).astype(float)}
-        names, Xtr, _ = F.compute(families, [texts[i] for i in tr], ctx, fit=True)
-        _, Xte, _ = F.compute(families, [texts[i] for i in te], ctx)
+    for f, (te, tr, names, Xtr, Xte) in enumerate(fold_features(df, families, target, ctx, k, seed)):
         model = LengthModel.fit(method, Xtr, y[tr], ended[tr], cap, names, threads, seed, rounds, with_p90=True)
         pred = model.predict(Xte)
         part = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy()[te], "fold": f, "actual": y[te],
@@ -52,6 +63,6 @@ def out_of_fold(df, families: tuple[str, ...], target: str, method: str, cap: fl
         if "capped_prob" in pred:
             part["capped_prob"] = pred["capped_prob"]
         parts.append(part)
-        if progress is not None:
-            progress()
+        if fitted is not None:
+            fitted(f + 1)
     return pd.concat(parts, ignore_index=True)

@@ -169,6 +169,11 @@ def prefill_family(texts: list[str], ctx: FeatureContext, fit: bool = False) -> 
     return names, np.column_stack([entropy, top1, end, probe_cols, proj])
 
 
+def probe_targets(tokens, ended) -> dict:
+    """What the prefill family's supervised probes learn from training rows: log length, capped or not."""
+    return {"len": np.log1p(np.asarray(tokens, dtype=np.float64)), "capped": (~np.asarray(ended, dtype=bool)).astype(float)}
+
+
 def check_prefill_state(state: dict | None) -> None:
     if state is None:
         raise RtlmError("this predictor has no fitted prefill state: retrain it with --features including prefill")

@@ -277,13 +277,13 @@ def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
     base = metas[0]
     model_id = base["model"]["model_id"]
     cap = float(base["decoding"]["max_new_tokens"]) if cfg.target == "output_tokens" else float("inf")
-    ctx_args = {"model": model_id, "device": cfg.device, "tokenizer_file": F.tokenizer_file_for(model_id)}
-    ctx = F.FeatureContext(**ctx_args)
+    ctx = F.FeatureContext(model=model_id, device=cfg.device,
+                           tokenizer_file=F.tokenizer_file_for(model_id))
     test = split_by_prompt(df["prompt_id"].tolist(), cfg.test_size, cfg.seed)
     tr, te = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
     y_tr, y_te = tr[cfg.target].to_numpy(float), te[cfg.target].to_numpy(float)
     ended_tr = tr["ended"].to_numpy(bool)
-    ctx.fit_targets = {"len": np.log1p(y_tr), "capped": (~ended_tr).astype(float)}
+    ctx.fit_targets = F.probe_targets(y_tr, ended_tr)
     # the baselines need the text family (uncertainty score) and the prompt family (length)
     fams = tuple(dict.fromkeys(cfg.families + ("text", "prompt")))
     names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
@@ -342,15 +342,12 @@ def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
     if cfg.cross_fit:
         from rtlm_cli import crossfit
 
-        done = []
-
-        def advance():
-            done.append(1)
+        def fitted(fold: int) -> None:
             if stage:
-                stage(f"out-of-fold predictions: fold {len(done)}/{cfg.cross_fit} fitted")
+                stage(f"out-of-fold predictions: fold {fold}/{cfg.cross_fit} fitted")
 
-        oof = crossfit.out_of_fold(df, cfg.families, cfg.target, cfg.method, cap, {**ctx_args, "_backend": ctx._backend},
-                                   cfg.cross_fit, cfg.seed, cfg.threads, cfg.rounds, advance)
+        oof = crossfit.out_of_fold(df, cfg.families, cfg.target, cfg.method, cap, ctx, cfg.cross_fit, cfg.seed,
+                                   cfg.threads, cfg.rounds, fitted)
         rows.append(_eval_row(f"{label} ({main.method}), {cfg.cross_fit}-fold out of fold, all {len(oof)} prompts",
                               "cross-validated", oof["actual"].to_numpy(), oof["predicted"].to_numpy(), cap))
     meta = _save(out, cfg, main, sub_names, ctx, base, metas, rows, importance, costs, holdout, df, test, cap, oof)

@@ -1,7 +1,8 @@
 """Do other LightGBM objectives rank better on the full predictor's features? Out-of-fold Kendall tau.
 
-The same 5 seeded folds as `rtlm train-predictor`'s cross-fit (crossfit.fold_of), the same
-features (text + prompt + prefill, the prefill PCA and probes fitted per fold), and per fold:
+The same 5 seeded folds and per-fold features as `rtlm train-predictor`'s cross-fit
+(crossfit.fold_features: text + prompt + prefill, the prefill PCA and probes fitted per fold), and
+per fold:
 the shipped mixture at 300 / 1,000 / 3,000 rounds; learning-to-rank objectives (LambdaRank and
 XE-NDCG on the 800 training prompts as one query, relevance = length // 16, the cap its own top
 level); a regressor on the length's rank; the prefill ridge probe alone; and a blend of the
@@ -21,7 +22,7 @@ from rich.table import Table
 from scipy.stats import kendalltau, rankdata
 
 from rtlm_cli import features as F
-from rtlm_cli.crossfit import fold_of
+from rtlm_cli.crossfit import fold_features
 from rtlm_cli.predictor import LengthModel, _params, load_training_data
 
 FAMILIES = ("text", "prompt", "prefill")
@@ -37,18 +38,13 @@ def main() -> None:
     df, metas = load_training_data((args.profile,))
     cap = float(metas[0]["decoding"]["max_new_tokens"])
     model = metas[0]["model"]["model_id"]
-    y, ended, texts = df["output_tokens"].to_numpy(float), df["ended"].to_numpy(bool), df["prompt"].tolist()
-    fold = fold_of(df["prompt_id"].tolist(), args.folds, 0)
+    y, ended = df["output_tokens"].to_numpy(float), df["ended"].to_numpy(bool)
+    ctx = F.FeatureContext(model=model, tokenizer_file=F.tokenizer_file_for(model))
     names_of = ["mixture, 300 rounds", "mixture, 1,000 rounds (shipped)", "mixture, 3,000 rounds", "LambdaRank",
                 "XE-NDCG", "regression on the length's rank", "prefill ridge probe alone", "mixture + probe (ranks)"]
     pred = {k: np.zeros(len(df)) for k in names_of}
     per_fold = {k: [] for k in names_of}
-    for f in range(args.folds):
-        tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        ctx = F.FeatureContext(model=model, tokenizer_file=F.tokenizer_file_for(model))
-        ctx.fit_targets = {"len": np.log1p(y[tr]), "capped": (~ended[tr]).astype(float)}
-        names, Xtr, _ = F.compute(FAMILIES, [texts[i] for i in tr], ctx, fit=True)
-        _, Xte, _ = F.compute(FAMILIES, [texts[i] for i in te], ctx)
+    for te, tr, names, Xtr, Xte in fold_features(df, FAMILIES, "output_tokens", ctx, args.folds, seed=0):
         for label, rounds in ((names_of[0], 300), (names_of[1], 1000), (names_of[2], 3000)):
             m = LengthModel.fit("mixture", Xtr, y[tr], ended[tr], cap, names, 2, 0, rounds, with_p90=False)
             pred[label][te] = m.predict(Xte)["predicted"]
