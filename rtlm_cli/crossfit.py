@@ -46,7 +46,7 @@ def fold_features(df, families: tuple[str, ...], target: str, ctx: F.FeatureCont
 
 def out_of_fold(df, families: tuple[str, ...], target: str, method: str, cap: float, ctx: F.FeatureContext,
                 k: int, seed: int, threads: int, rounds: int, fitted=None):
-    """DataFrame: prompt_id, fold, actual, ended, predicted, p90 (and capped_prob for a mixture) for
+    """DataFrame: prompt_id, fold, actual, ended, predicted, p90 (and capped_prob, ended_tokens for a mixture) for
     every row of ``df``, each predicted by a model that never saw its fold; ``fitted(n)`` hears
     that n folds are done."""
     import pandas as pd
@@ -60,8 +60,9 @@ def out_of_fold(df, families: tuple[str, ...], target: str, method: str, cap: fl
         pred = model.predict(Xte)
         part = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy()[te], "fold": f, "actual": y[te],
                              "ended": ended[te], "predicted": pred["predicted"], "p90": pred["p90"]})
-        if "capped_prob" in pred:
-            part["capped_prob"] = pred["capped_prob"]
+        for col in ("capped_prob", "ended_tokens"):  # a mixture's
+            if col in pred:
+                part[col] = pred[col]
         parts.append(part)
         if fitted is not None:
             fitted(f + 1)

@@ -149,8 +149,10 @@ class LengthModel:
             out["predicted"] = reg
         elif self.method == "mixture":
             p = self.capped.predict(X, num_threads=1)
+            ended = np.expm1(reg)
             out["capped_prob"] = p
-            out["predicted"] = p * self.cap + (1 - p) * np.expm1(reg)
+            out["ended_tokens"] = np.clip(ended, 1.0, self.cap)  # its length if it ends before the cap
+            out["predicted"] = p * self.cap + (1 - p) * ended
         else:
             out["predicted"] = np.expm1(reg)
         out["predicted"] = np.clip(out["predicted"], 0, self.cap if np.isfinite(self.cap) else None)

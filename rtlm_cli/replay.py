@@ -166,7 +166,8 @@ class Predictions:
     uncertainty: np.ndarray
     cost_s: float
     out_of_fold: int = 0
-    capped_prob: np.ndarray | None = None
+    capped_prob: np.ndarray | None = None  # a mixture predictor's P(capped) and length if it ends
+    ended_tokens: np.ndarray | None = None
 
 
 def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool, pmeta: dict | None = None,
@@ -194,7 +195,7 @@ def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool
         out, cost = predict_texts(path, pool.prompt)
     predicted = np.asarray(out["predicted"], dtype=float)
     p90 = np.asarray(out.get("p90", out["predicted"]), dtype=float)
-    capped = np.asarray(out["capped_prob"], dtype=float) if "capped_prob" in out else None
+    mixture = {c: np.asarray(out[c], dtype=float) for c in ("capped_prob", "ended_tokens") if c in out}
     oof_file = (pmeta or {}).get("files", {}).get("crossfit")
     replaced = 0
     if oof_file:
@@ -203,31 +204,19 @@ def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool
         oof = pd.read_parquet(Path(path) / oof_file).set_index("prompt_id")
         at = oof.index.get_indexer(pool.prompt_id)
         hit = at >= 0
-        predicted[hit] = oof["predicted"].to_numpy()[at[hit]]
-        p90[hit] = oof["p90"].to_numpy()[at[hit]]
-        if capped is not None and "capped_prob" in oof:
-            capped[hit] = oof["capped_prob"].to_numpy()[at[hit]]
+        for col, values in (("predicted", predicted), ("p90", p90), *mixture.items()):
+            values[hit] = oof[col].to_numpy()[at[hit]]
         replaced = int(hit.sum())
     elif pool.meta is not None and console is not None:
         console.print(f"[yellow]warning:[/yellow] predictor {path} has no out-of-fold predictions (trained without "
                       "--cross-fit): any of these prompts it was trained on is predicted in sample, which flatters "
                       "length-aware policies; retrain it to replay its own profile")
-    return Predictions(predicted, p90, unc, cost, replaced, capped)
+    return Predictions(predicted, p90, unc, cost, replaced, mixture.get("capped_prob"), mixture.get("ended_tokens"))
 
 
-def ended_lengths(predicted: np.ndarray, capped: np.ndarray, cap: float) -> np.ndarray:
-    """A mixture's length for an answer that ends: predicted = p x cap + (1 - p) x ended."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ended = (predicted - capped * cap) / (1.0 - capped)
-    return np.clip(np.nan_to_num(ended, nan=cap, posinf=cap, neginf=1.0), 1.0, cap)
-
-
-def build_requests(cfg: ReplayConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None,
-                   pred_cap: float | None = None) -> list[Request]:
-    """``pred_cap``: the cap a mixture predictor's P(capped) refers to (None: no mixture)."""
+def build_requests(cfg: ReplayConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None) -> list[Request]:
     predicted, p90, unc, cost = preds.predicted, preds.p90, preds.uncertainty, preds.cost_s
-    capped = preds.capped_prob if pred_cap else None
-    ended = None if capped is None else ended_lengths(predicted, capped, pred_cap)
+    capped, ended = preds.capped_prob, preds.ended_tokens
     w = cfg.workload
     rng = np.random.default_rng(w.seed)  # this workload's own generator
     if w.arrivals == "trace":
@@ -286,8 +275,8 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
     w = cfg.workload
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
     fastest = min(workers, key=lambda x: x.cost.step(1, 256))
-    pred_cap = float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None
-    requests = build_requests(cfg, pool, preds, fastest.cost, rate, pred_cap)
+    requests = build_requests(cfg, pool, preds, fastest.cost, rate)
+    pred_cap = float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None  # what a mixture's P(capped) is of
     policy = make_policy(cfg.policy, size_weight=cfg.size_weight, uncertainty_weight=cfg.uncertainty_weight)
     scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload, cap_tokens=pred_cap)
     started = now_iso()

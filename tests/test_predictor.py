@@ -88,6 +88,7 @@ def test_out_of_fold_predictions_cover_every_prompt_and_never_see_its_label(trai
     assert sorted(oof["prompt_id"]) == sorted(profile["prompt_id"].unique())
     assert sorted(oof["fold"].value_counts()) == [48] * 5  # 240 prompts, 5 folds
     assert (oof["p90"] >= oof["predicted"]).all() and oof["capped_prob"].between(0, 1).all()
+    assert oof["ended_tokens"].between(1, 256).all()
     cv = next(r for r in json.loads((out / "evaluation.json").read_text()) if r["kind"] == "cross-validated")
     assert cv["n"] == 240 and cv["kendall_tau"] == pytest.approx(stats.kendalltau(oof["actual"], oof["predicted"]).statistic)
     # Change one prompt's recorded length: its own out-of-fold prediction must not move.
