@@ -79,18 +79,19 @@ def compare(metas: dict[str, dict], mix: str, batch: int, load: float) -> list[d
     return rows
 
 
-def short_mix(profile: str, tmp: Path) -> str:
-    """A second prompt mix: the profile's prompts of at most 40 words (chosen by input, not outcome)."""
-
+def mixes(profile: str, tmp: Path) -> dict[str, str]:
+    """The two prompt mixes (name -> profile): the profile itself, and a second mix of its prompts
+    of at most 40 words (chosen by input, not outcome), written once under ``tmp``."""
     from rtlm_cli.profiling import load_profile
 
-    meta, df = load_profile(profile)
     out = tmp / "short-mix"
-    (out / "requests").mkdir(parents=True)
-    df[df["size_words"] <= 40].to_parquet(out / "requests" / "part-00000.parquet")
-    shutil.copy(Path(profile) / "meta.json", out / "meta.json")
-    shutil.copy(Path(profile) / "timing.parquet", out / "timing.parquet")
-    return str(out)
+    if not out.exists():
+        _, df = load_profile(profile)
+        (out / "requests").mkdir(parents=True)
+        df[df["size_words"] <= 40].to_parquet(out / "requests" / "part-00000.parquet")
+        shutil.copy(Path(profile) / "meta.json", out / "meta.json")
+        shutil.copy(Path(profile) / "timing.parquet", out / "timing.parquet")
+    return {"sharegpt": profile, "short<=40w": str(out)}
 
 
 def batched_capacity_factor(profile: str, batch: int) -> float:
@@ -118,12 +119,11 @@ def batched_capacity_factor(profile: str, batch: int) -> float:
 
 def sim_part(args, console, tmp: Path) -> list[dict]:
     rows = []
-    mixes = {"sharegpt": args.profile, "short<=40w": short_mix(args.profile, tmp)}
     factor = batched_capacity_factor(args.profile, 8)
     console.print(f"batches of up to 8 random requests serve {factor:.2f}x the batch-1 capacity on this timing table")
     for seed in args.seeds:
         seed_rows = []
-        for mix, prof in mixes.items():
+        for mix, prof in mixes(args.profile, tmp).items():
             for batch in (1, 8):
                 # with consolidation, also near the batched capacity (70%, 90% and 95% of it)
                 loads = list(args.loads) + ([round(f * factor, 2) for f in (0.7, 0.9, 0.95)] if batch > 1 else [])
@@ -155,7 +155,7 @@ def aging_part(args, console, tmp: Path) -> list[dict]:
     t = Table(title=f"rtlm's size weight w (aging) at batch 1, load 0.95, {args.sim_requests} requests")
     for c in ("mix", "seed", "policy", "w", "mean s", "gain share", "p99 s", "max s"):
         t.add_column(c, justify="right")
-    for mix, prof in {"sharegpt": args.profile, "short<=40w": short_mix(args.profile, tmp)}.items():
+    for mix, prof in mixes(args.profile, tmp).items():
         for seed in args.seeds:
             runs = [("fcfs", None), ("oracle", None)] + [("rtlm", w) for w in (32.0, 128.0, 256.0, 512.0, 1024.0, 1e9)]
             res = {}
