@@ -61,6 +61,13 @@ def table(title: str, rows: list[dict]) -> Table:
     return t
 
 
+def gain_share(fcfs: float | None, oracle: float | None, mean: float) -> float | None:
+    """(fcfs - mean) / (fcfs - oracle): the share of the oracle's gain over FCFS a policy captures."""
+    if fcfs is None or oracle is None or fcfs <= oracle:
+        return None
+    return (fcfs - mean) / (fcfs - oracle)
+
+
 def compare(metas: dict[str, dict], mix: str, batch: int, load: float) -> list[dict]:
     """Rows with the ratios to fcfs and oracle (None where either was not run)."""
     fcfs = metas["fcfs"]["summary"]["e2el_s"]["mean"] if "fcfs" in metas else None
@@ -69,9 +76,7 @@ def compare(metas: dict[str, dict], mix: str, batch: int, load: float) -> list[d
     for pol, m in metas.items():
         s = m["summary"]
         mean = s["e2el_s"]["mean"]
-        share = None
-        if fcfs is not None and oracle is not None and pol not in ("fcfs", "oracle") and fcfs > oracle:
-            share = (fcfs - mean) / (fcfs - oracle)
+        share = None if pol in ("fcfs", "oracle") else gain_share(fcfs, oracle, mean)
         rows.append({"mix": mix, "batch": batch, "load": load, "policy": pol, "mean": mean, "p50": s["e2el_s"]["p50"],
                      "p95": s["e2el_s"]["p95"], "rps": s["throughput_rps"],
                      "vs_fcfs": None if fcfs is None else mean / fcfs,
@@ -168,7 +173,7 @@ def aging_part(args, console, tmp: Path) -> list[dict]:
                 res[(pol, w)] = (float(e.mean()), float(np.percentile(e, 99)), float(e.max()))
             fcfs, oracle = res[("fcfs", None)][0], res[("oracle", None)][0]
             for (pol, w), (mean, p99, mx) in res.items():
-                share = (fcfs - mean) / (fcfs - oracle) if pol == "rtlm" else None
+                share = gain_share(fcfs, oracle, mean) if pol == "rtlm" else None
                 rows.append({"mix": mix, "seed": seed, "policy": pol, "size_weight": w, "mean": mean, "gain_share": share,
                              "p99": p99, "max": mx})
                 t.add_row(mix, str(seed), pol, "-" if w is None else ("inf" if w >= 1e9 else f"{w:g}"), f"{mean:.1f}",

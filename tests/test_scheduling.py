@@ -98,15 +98,26 @@ def test_consolidation_avoids_padding_to_a_long_prompt():
     assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)][0] == [0, 2, 3]
 
 
+def mix(rid, p, ended):
+    """A request from a mixture predictor: P(capped at 256) and its length if it ends."""
+    return dataclasses.replace(req(rid, 0.0, pred=p * 256 + (1 - p) * ended), capped_prob=p, ended_tokens=ended)
+
+
 def test_consolidation_prices_a_mixture_batch_by_its_expected_longest_answer():
     # B's expected length (77.5) is a hair below A's (78), but B runs to the 256-token cap 30% of
-    # the time: with the head it makes a batch whose expected longest answer is 107 tokens, A 96.
-    def mix(rid, p, ended):
-        return dataclasses.replace(req(rid, 0.0, pred=p * 256 + (1 - p) * ended), capped_prob=p, ended_tokens=ended)
-
-    head, a, b = mix(0, 0.1, 20.0), mix(1, 0.0, 78.0), mix(2, 0.3, 1.0)
+    # the time: with the head it makes a batch whose expected longest answer is 126 tokens, A 87.
+    head, a, b = mix(0, 0.05, 60.0), mix(1, 0.0, 78.0), mix(2, 0.3, 1.0)
     assert order("sjf-pred", [head, a, b], max_batch=2, cap_tokens=256)[0] == [0, 1]
     assert order("sjf-pred", [head, a, b], max_batch=2)[0] == [0, 2]  # by predictions alone
+
+
+def test_consolidation_admits_a_member_only_while_it_pays_its_way():
+    # A batch likely to end early (P(capped) 0.05) keeps out a request 60% likely to run to the cap:
+    # joining would make both wait for an expected 174 tokens instead of 53, (1 + 1) x 121 tokens
+    # of waiting against 221 for a batch of its own kind. A batch likely to run to the cap anyway
+    # (0.7) takes it: the expected longest answer grows by 49 tokens only.
+    assert order("sjf-pred", [mix(0, 0.05, 40.0), mix(1, 0.6, 40.0)], max_batch=2, cap_tokens=256) == [[0], [1]]
+    assert order("sjf-pred", [mix(0, 0.7, 40.0), mix(1, 0.75, 40.0)], max_batch=2, cap_tokens=256) == [[0, 1]]
 
 
 def test_consolidation_stops_when_a_member_would_cost_more_than_it_gains():

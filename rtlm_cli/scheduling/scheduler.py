@@ -4,14 +4,15 @@ Three calls, nothing else: ``arrive(request, now)``, ``next_batch(worker, now)``
 free, ``finished(worker, now)`` when its batch is done. It never reads a clock: ``now`` is given.
 
 - Ordering: the policy's static key, in a heap (lazy deletion).
-- Dynamic consolidation (``max_batch`` > 1): the batch size is the smallest that reaches (within
-  5%) the best throughput, prefill included, that the worker's timing table shows up to
-  ``max_batch`` for requests like the head one, and no more than the queue holds. Policies that
-  know lengths join the head request with waiting requests of alike predicted length (within
-  ``alike_ratio``x of it), those that lengthen the batch least first (no longer answer, no longer
-  prompt to pad to; with a mixture predictor, the expected longest answer), so that a batch, which
-  lasts as long as its longest member, wastes little; policies blind to lengths batch the next
-  requests in their order.
+- Dynamic consolidation (``max_batch`` > 1): the batch size is at most the smallest that reaches
+  (within 5%) the best throughput, prefill included, that the worker's timing table shows up to
+  ``max_batch`` for requests like the head one. Policies that know lengths then fill the head's
+  batch from the waiting requests of alike predicted length (within ``alike_ratio``x of it), each
+  time with the one that lengthens the batch least (its expected price: padded prefill plus its
+  longest answer, an expected one with a mixture predictor), and only while the newcomer pays its
+  way: joining lengthens the batch for every member and for itself, (n + 1) x the growth, which
+  must not exceed what a full batch of requests like the newcomer would take to serve it later.
+  Policies blind to lengths batch the next requests in their order.
 - Strategic offloading (``offload``): workers slower than the fastest take a request only when
   the fast workers are congested, and then the longest, most uncertain one, and only if it would
   finish sooner there than behind the fast workers' backlog.
@@ -109,7 +110,7 @@ class Scheduler:
             self._waiting.pop(r.rid)
             window.append(r)
         if self.policy.group_alike:
-            picked = self._alike(worker, head, window)[: limit - 1]
+            picked = self._alike(worker, head, window, limit)
         else:  # a policy blind to lengths batches the next requests in its order, as they come
             picked = window[: limit - 1]
         batch = [head] + picked
@@ -120,22 +121,32 @@ class Scheduler:
                 heapq.heappush(self._by_key, (self.policy.key(r), r.rid))
         return batch
 
-    def _alike(self, worker: Worker, head: Request, window: list[Request]) -> list[Request]:
-        """The window's requests of a predicted length within ``alike_ratio``x of the head's, those
-        that lengthen the head's batch least first: a batch pays for its longest answer and, padded,
-        for its longest prompt (on a CPU, prefill at 512 tokens costs ~5x prefill at 128), so a
-        member should be no longer than the head in either. With a mixture predictor the longest
-        answer is an expected one: two requests each 30% likely to run to the cap make a batch 51%
-        likely to. Ties go to the closest length."""
+    def _alike(self, worker: Worker, head: Request, window: list[Request], limit: int) -> list[Request]:
+        """Members for the head's batch, greedily: among the window's requests of a predicted length
+        within ``alike_ratio``x of the head's, the one whose joining lengthens the batch least (a
+        batch pays for its longest answer and, padded, for its longest prompt: on a CPU, prefill at
+        512 tokens costs ~5x prefill at 128), while it pays its way: (n + 1) x the growth of the
+        batch (the n members wait that much longer, the newcomer waits for all of it) at most the
+        price of a full batch of requests like the newcomer (what serving it later would take).
+        With a mixture predictor the longest answer is an expected one, so a batch that is likely
+        to run to the cap anyway takes members by their prompts, and one likely to end early keeps
+        out a request likely to run to the cap."""
         h = math.log1p(self._size(head))
-        ranked = []
-        for i, r in enumerate(window):
-            d = abs(math.log1p(self._size(r)) - h)
-            if d <= self.alike_log_ratio:
-                longest = self._longest([head, r])
-                price = worker.cost.batch_times([head.prompt_tokens, r.prompt_tokens], [longest, longest])[2]
-                ranked.append((round(price, 3), d, i))
-        return [window[i] for _, _, i in sorted(ranked)]
+        candidates = [r for r in window if abs(math.log1p(self._size(r)) - h) <= self.alike_log_ratio]
+        batch = [head]
+        price = self._price(worker, batch)
+        while len(batch) < limit and candidates:
+            grown, i = min((self._price(worker, batch + [r]), i) for i, r in enumerate(candidates))
+            if (len(batch) + 1) * (grown - price) > self._price(worker, [candidates[i]] * limit):
+                break
+            batch.append(candidates.pop(i))
+            price = grown
+        return batch[1:]
+
+    def _price(self, worker: Worker, members: list[Request]) -> float:
+        """Seconds a batch of these members takes (padded prefill, then its longest answer)."""
+        longest = self._longest(members)
+        return worker.cost.batch_times([r.prompt_tokens for r in members], [longest] * len(members))[2]
 
     def _longest(self, members: list[Request]) -> float:
         """A batch's longest answer: the oracle's true one; with a mixture predictor the expected one
