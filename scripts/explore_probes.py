@@ -104,14 +104,13 @@ def knn(Z, t, train, test, k=60):
 
 
 def attention_probe(S, M, t, train, test, dim: int = 32, steps: int = 200, seed: int = 0):
-    """A learned attention pooling over the prompt's positions (states S: n x layers x positions x d,
-    mask M), read out linearly, fitted to t on the training rows (Adam, weight decay, early-stopped
-    on a tenth of them); returns its predictions for the test rows."""
+    """A learned attention pooling over the prompt's positions (one layer's states S: n x positions x
+    d, mask M), read out linearly, fitted to t on the training rows (Adam, weight decay,
+    early-stopped on a tenth of them); returns its predictions for the test rows."""
     import torch
 
     torch.manual_seed(seed)
-    n, L, P, d = S.shape
-    X = torch.from_numpy(S.reshape(n, L * P, d) if L == 1 else S.transpose(0, 2, 1, 3).reshape(n, P, L * d))
+    X = torch.from_numpy(S)
     mask = torch.from_numpy(M)
     valid = mask[train]
     Xtr = X[train][valid].float()
@@ -220,9 +219,9 @@ def main() -> None:
         t.add_row("ridge, embedding + the kept prefill layout", f"{cv_tau(np.concatenate([E, kept], 1), y):.3f}")
     if args.pool:
         S, M = states[2], states[3]
-        for label, layers in ((f"layer {pool_layers[0]} (60%)", [0]), ("final layer", [1])):
+        for label, i in ((f"layer {pool_layers[0]} (60%)", 0), ("final layer", 1)):
             with console.status(f"attention pooling, {label}"):
-                tau = cv_tau(None, y, lambda _z, t, tr, te, ly=layers: attention_probe(S[:, ly], M, t, tr, te))
+                tau = cv_tau(None, y, lambda _z, t, tr, te, i=i: attention_probe(S[:, i], M, t, tr, te))
             t.add_row(f"learned attention pooling over the last {S.shape[2]} positions, {label}", f"{tau:.3f}")
     console.print(t)
 
