@@ -98,8 +98,11 @@ def _rows(out: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_process_loses_nothing(tmp_path, prompt_file, sig):
+    # 10 ms a token: the four prompts left after two rows take >= 1 s, time enough for the signal
+    # to land mid-run on a loaded machine (at 3 ms this failed once in a full run, not reproduced in
+    # 9 reruns; a run finishing before the signal is the likely race)
     out = tmp_path / "prof"
-    cmd = [sys.executable, "-m", "rtlm_cli.cli", "profile", "--model", "fake:ms_per_token=3",
+    cmd = [sys.executable, "-m", "rtlm_cli.cli", "profile", "--model", "fake:ms_per_token=10",
            "--prompts", str(prompt_file), "--out", str(out), "-n", "6"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
     deadline = time.time() + 60

@@ -98,6 +98,17 @@ def test_consolidation_avoids_padding_to_a_long_prompt():
     assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)][0] == [0, 2, 3]
 
 
+def test_consolidation_runs_the_cheapest_batch_per_member_among_the_first_heads(monkeypatch):
+    # The shortest predicted answer comes with a 1,000-token prompt: a batch led by it pads every
+    # member's prefill to 1,000 tokens. The batch of the three short prompts behind it is cheaper
+    # per member, so it runs first; the long prompt follows alone.
+    reqs = [req(0, 0.0, pred=100, prompt=1000), req(1, 0.0, pred=101, prompt=40),
+            req(2, 0.0, pred=102, prompt=40), req(3, 0.0, pred=103, prompt=40)]
+    assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)] == [[1, 2, 3], [0]]
+    monkeypatch.setattr(Scheduler, "HEADS", 1)  # the head always leads: it takes two short prompts
+    assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)] == [[0, 1, 2], [3]]
+
+
 def mix(rid, p, ended):
     """A request from a mixture predictor: P(capped at 256) and its length if it ends."""
     return dataclasses.replace(req(rid, 0.0, pred=p * 256 + (1 - p) * ended), capped_prob=p, ended_tokens=ended)
