@@ -250,7 +250,7 @@ def serve_local(
     trace: Optional[str] = typer.Option(None, "--trace", help="CSV/JSONL trace: time_s plus prompt_id (from --profile) or prompt."),
     slo: Optional[float] = typer.Option(None, "--slo", help="Deadline of each request: arrival + SLO seconds."),
     slo_factor: Optional[float] = typer.Option(None, "--slo-factor", help="Deadline: arrival + factor x its predicted service time."),
-    max_batch: int = typer.Option(1, "--max-batch", help="Dynamic consolidation: batches of up to this many alike requests (1 = off)."),
+    max_batch: int = typer.Option(1, "--max-batch", help="Dynamic consolidation: batches of up to this many alike requests (1 = off). Near capacity a larger limit leaves more room to group; the timing table's largest measured batch is a good choice (16 on the reference table)."),
     offload: bool = typer.Option(False, "--offload", help="Strategic offloading: slower workers take long, uncertain requests when the fast ones are congested."),
     worker: list[str] = typer.Option([], "--worker", help="A worker, repeatable: DEVICE[=TIMING] for real runs (cpu, cuda:0), NAME[=TIMING] in simulation; TIMING is a profile or timing file (default: the profile's)."),
     timing: Optional[str] = typer.Option(None, "--timing", help="Default timing table (a profile directory or .jsonl/.parquet file)."),
