@@ -52,8 +52,8 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _share(row: dict) -> str:
-    return "-" if row["gain_share"] is None else f"{row['gain_share']:.0%}"
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
 
 
 def table(title: str, rows: list[dict]) -> Table:
@@ -64,7 +64,7 @@ def table(title: str, rows: list[dict]) -> Table:
     for r in rows:
         t.add_row(r["mix"], str(r.get("requests", "")), str(r["batch"]), f"{r['load']:.2f}", r["policy"], f"{r['mean']:.2f}", f"{r['p50']:.2f}",
                   f"{r['p95']:.2f}", f"{r['rps']:.3f}", _ratio(r["vs_fcfs"]), _ratio(r["vs_oracle"]),
-                  "-" if r["gain_share"] is None else f"{r['gain_share']:.0%}")
+                  _share(r["gain_share"]))
     return t
 
 
@@ -156,14 +156,14 @@ def sim_part(args, console, tmp: Path) -> list[dict]:
     if shares:
         low = min(shares, key=lambda r: r["gain_share"])
         console.print(f"batch 1, {args.steady_requests} requests: rtlm's smallest share of the oracle's gain over all loads, "
-                      f"mixes and seeds: {low['gain_share']:.0%} ({low['mix']}, load {low['load']:.2f}, seed {low['seed']}; "
+                      f"mixes and seeds: {_share(low['gain_share'])} ({low['mix']}, load {low['load']:.2f}, seed {low['seed']}; "
                       f"target >= 70%)")
     for r in steady:
         if r["policy"] == "rtlm" and r["batch"] > 1:
             frac = r["load"] / factors[r["batch"]]
             console.print(f"{r['mix']}, seed {r['seed']}, batches of up to {r['batch']} at load {r['load']:.2f} "
                           f"({frac:.0%} of their capacity): rtlm {r['vs_fcfs']:.3f}x fcfs, "
-                          f"{_share(r)} of the oracle's gain (target <= 0.6x near capacity)")
+                          f"{_share(r['gain_share'])} of the oracle's gain (target <= 0.6x near capacity)")
     return rows
 
 
@@ -193,7 +193,7 @@ def aging_part(args, console, tmp: Path) -> list[dict]:
                 rows.append({"mix": mix, "seed": seed, "policy": pol, "size_weight": w, "mean": mean, "gain_share": share,
                              "p99": p99, "max": mx})
                 t.add_row(mix, str(seed), pol, "-" if w is None else ("inf" if w >= 1e9 else f"{w:g}"), f"{mean:.1f}",
-                          "-" if share is None else f"{share:.0%}", f"{p99:.0f}", f"{mx:.0f}")
+                          _share(share), f"{p99:.0f}", f"{mx:.0f}")
     console.print(t)
     return rows
 

@@ -133,19 +133,19 @@ class Scheduler:
         batch is strictly cheaper per member."""
         best: tuple[float, list[Request]] | None = None
         for i, head in enumerate(queue[: self.HEADS]):
-            members = [head] + self._alike(worker, head, queue[:i] + queue[i + 1:], self._batch_limit(worker, head))
-            per_member = self._price(worker, members) / len(members)
-            if best is None or per_member < best[0]:
-                best = (per_member, members)
+            members, price = self._alike(worker, head, queue[:i] + queue[i + 1:], self._batch_limit(worker, head))
+            if best is None or price / len(members) < best[0]:
+                best = (price / len(members), members)
         return best[1]
 
-    def _alike(self, worker: Worker, head: Request, window: list[Request], limit: int) -> list[Request]:
-        """Members for the head's batch, greedily: among the window's requests of a predicted length
-        within ``alike_ratio``x of the head's, the one whose joining lengthens the batch least (a
-        batch pays for its longest answer and, padded, for its longest prompt: on a CPU, prefill at
-        512 tokens costs ~5x prefill at 128), while it pays its way: (n + 1) x the growth of the
-        batch (the n members wait that much longer, the newcomer waits for all of it) at most the
-        price of a full batch of requests like the newcomer (what serving it later would take).
+    def _alike(self, worker: Worker, head: Request, window: list[Request], limit: int) -> tuple[list[Request], float]:
+        """The head's batch (head first) and its expected price, filled greedily: among the window's
+        requests of a predicted length within ``alike_ratio``x of the head's, the one whose joining
+        lengthens the batch least (a batch pays for its longest answer and, padded, for its longest
+        prompt: on a CPU, prefill at 512 tokens costs ~5x prefill at 128), while it pays its way:
+        (n + 1) x the growth of the batch (the n members wait that much longer, the newcomer waits
+        for all of it) at most the price of a full batch of requests like the newcomer (what serving
+        it later would take).
         With a mixture predictor the longest answer is an expected one, so a batch that is likely
         to run to the cap anyway takes members by their prompts, and one likely to end early keeps
         out a request likely to run to the cap."""
@@ -159,7 +159,7 @@ class Scheduler:
                 break
             batch.append(candidates.pop(i))
             price = grown
-        return batch[1:]
+        return batch, price
 
     def _price(self, worker: Worker, members: list[Request]) -> float:
         """Seconds a batch of these members takes (padded prefill, then its longest answer)."""
