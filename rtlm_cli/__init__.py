@@ -1,6 +1,7 @@
 """rtlm: uncertainty-aware, real-time language-model inference (after RT-LM, RTSS 2023)."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("rtlm")

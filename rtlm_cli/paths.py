@@ -1,9 +1,19 @@
-"""Where rtlm keeps its cache (converted models): ``$RTLM_HOME`` or the user cache directory."""
+"""Where rtlm keeps things: its cache (``$RTLM_HOME`` or the user cache directory) and the reference
+data shipped inside the package (profiles and timing tables), named so that a wheel user can use them
+without a source checkout: ``--profile reference``, ``--timing h200``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+# Shipped reference data (rtlm_cli/reference/), by name. Each is documented in docs/formats.md.
+REFERENCES = {
+    "reference": "smollm2-sharegpt-256",  # 1,000 ShareGPT prompts, SmolLM2 on a 2-core CPU, cap 256, timing table
+    "reference-64": "smollm2-sharegpt-64",  # 300 of them at a 64-token cap (short enough for real replays)
+    "h200": "timing/smollm2-h200.jsonl",  # SmolLM2's timing table on an NVIDIA H200 (transformers, fp32)
+}
 
 
 def rtlm_home() -> Path:
@@ -13,3 +23,16 @@ def rtlm_home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("rtlm"))
+
+
+def reference_root() -> Path:
+    return Path(__file__).resolve().parent / "reference"
+
+
+def source_path(spec: str | Path) -> Path:
+    """A profile or timing-table source: an existing path, else a shipped reference by name, else the
+    path as given (its reader says that it does not exist)."""
+    path = Path(spec).expanduser()
+    if path.exists() or str(spec) not in REFERENCES:
+        return path
+    return reference_root() / REFERENCES[str(spec)]

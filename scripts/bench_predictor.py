@@ -27,8 +27,9 @@ import numpy as np
 from rich.console import Console
 
 from rtlm_cli.cli import evaluation_table
-from rtlm_cli.predictor import Predictor, TrainConfig, train
-from rtlm_cli.prompts import load_prompts, sample_prompts
+from rtlm_cli.predict.model import Predictor
+from rtlm_cli.predict.train import TrainConfig, train
+from rtlm_cli.prompts.sources import load_prompts, sample_prompts
 
 
 def cross_validated(pred_dir: Path, console, label: str) -> dict:
@@ -46,7 +47,7 @@ def cross_validated(pred_dir: Path, console, label: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--profile", default="reference")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--splits", type=int, default=0,
                     help="also retrain the full predictor on this many other seeded splits: the spread of its tau")

@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from rtlm_cli import uncertainty
-from rtlm_cli.backends import load_backend
-from rtlm_cli.backends.base import GenerationSettings
-from rtlm_cli.config import ProfileConfig
-from rtlm_cli.profiling import profile
-from rtlm_cli.prompts import load_prompts, sample_prompts
+from rtlm_cli.engines import load_engine
+from rtlm_cli.engines.base import GenerationSettings
+from rtlm_cli.profile.config import ProfileConfig
+from rtlm_cli.profile.job import profile
+from rtlm_cli.prompts import uncertainty
+from rtlm_cli.prompts.sources import load_prompts, sample_prompts
 
 
 def feature_throughput() -> dict:
@@ -37,24 +37,24 @@ def feature_throughput() -> dict:
 
 
 def profiler_overhead(n: int, max_new_tokens: int, rounds: int, device: str) -> dict:
-    backend = load_backend("smollm2", device=device)
+    engine = load_engine("smollm2", device=device)
     chosen = [p.text for p in sample_prompts(load_prompts("sharegpt"), 200, seed=7) if len(p.text) < 400][:n]
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
-    backend.generate(chosen[:1], GenerationSettings(max_new_tokens=8))  # warm-up for the bare loop
+    engine.generate(chosen[:1], GenerationSettings(max_new_tokens=8))  # warm-up for the bare loop
     bare, prof = [], []
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "prompts.jsonl"
         src.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in chosen))
         for r in range(rounds):
             t0 = time.perf_counter()
-            tokens = sum(backend.bare_generate([t], settings) for t in chosen)
+            tokens = sum(engine.bare_generate([t], settings) for t in chosen)
             bare.append(tokens / (time.perf_counter() - t0))
             cfg = ProfileConfig(out=str(Path(tmp) / f"p{r}"), prompts=str(src), num_prompts=n, device=device,
                                 generation=settings)
             t0 = time.perf_counter()
-            result = profile(cfg, backend=backend)  # prompt loading, warm-up, telemetry, shards: all counted
+            result = profile(cfg, engine=engine)  # prompt loading, warm-up, telemetry, shards: all counted
             prof.append(result.meta["summary"]["output_tokens_mean"] * n / (time.perf_counter() - t0))
-    return {"device": backend.info.device_name, "prompts": n, "max_new_tokens": max_new_tokens,
+    return {"device": engine.info.device_name, "prompts": n, "max_new_tokens": max_new_tokens,
             "bare_tokens_per_s": statistics.median(bare), "profiler_tokens_per_s": statistics.median(prof),
             "ratio": statistics.median(prof) / statistics.median(bare), "rounds": rounds}
 

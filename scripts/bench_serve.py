@@ -34,8 +34,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rtlm_cli.replay import ReplayConfig, replay
-from rtlm_cli.workload import WorkloadConfig
+from rtlm_cli.serve.job import ReplayConfig, replay
+from rtlm_cli.serve.workload import WorkloadConfig
 
 POLICIES = ("fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle")
 
@@ -94,7 +94,7 @@ def compare(metas: dict[str, dict], mix: str, batch: int, load: float) -> list[d
 def mixes(profile: str, tmp: Path) -> dict[str, str]:
     """The two prompt mixes (name -> profile): the profile itself, and a second mix of its prompts
     of at most 40 words (chosen by input, not outcome), written once under ``tmp``."""
-    from rtlm_cli.profiling import load_profile
+    from rtlm_cli.formats.profile import load_profile
 
     out = tmp / "short-mix"
     if not out.exists():
@@ -112,9 +112,9 @@ def batched_capacity_factor(profile: str, batch: int) -> float:
     member, and on a CPU its prefill grows with it), priced with the profile's timing table."""
     import numpy as np
 
-    from rtlm_cli.costmodel import CostModel
-    from rtlm_cli.profiling import load_profile
-    from rtlm_cli.timing import load_timing_table
+    from rtlm_cli.formats.profile import load_profile
+    from rtlm_cli.formats.timing import load_timing_table
+    from rtlm_cli.serve.costmodel import CostModel
 
     cost = CostModel.from_table(load_timing_table(profile))
     _, df = load_profile(profile)
@@ -214,8 +214,8 @@ def batch_accuracy(run_dirs: list[Path], profile: str) -> list[dict]:
     import numpy as np
     import pandas as pd
 
-    from rtlm_cli.costmodel import CostModel
-    from rtlm_cli.timing import load_timing_table
+    from rtlm_cli.formats.timing import load_timing_table
+    from rtlm_cli.serve.costmodel import CostModel
 
     cost = CostModel.from_table(load_timing_table(profile))
     rows = []
@@ -232,13 +232,13 @@ def batch_accuracy(run_dirs: list[Path], profile: str) -> list[dict]:
 
 
 def _calibrate(model: str, batches: list[int], contexts: list[int]):
-    from rtlm_cli.backends import load_backend
-    from rtlm_cli.config import ProfileConfig
-    from rtlm_cli.profiling import calibrate
+    from rtlm_cli.engines import load_engine
+    from rtlm_cli.profile.config import ProfileConfig
+    from rtlm_cli.profile.job import calibrate
 
     cfg = ProfileConfig(out="-", model=model, calibrate=True, calibration_batches=tuple(batches),
                         calibration_contexts=tuple(contexts))
-    return calibrate(load_backend(model, device="cpu"), cfg)
+    return calibrate(load_engine(model, device="cpu"), cfg)
 
 
 def recalibrate(profile: str, tmp: Path, console) -> str:
@@ -248,8 +248,8 @@ def recalibrate(profile: str, tmp: Path, console) -> str:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from rtlm_cli.store import atomic_write_parquet
-    from rtlm_cli.timing import load_timing_table
+    from rtlm_cli.formats.store import atomic_write_parquet
+    from rtlm_cli.formats.timing import load_timing_table
 
     old = load_timing_table(profile)
     meta = json.loads((Path(profile) / "meta.json").read_text())
@@ -305,7 +305,7 @@ def real_part(args, console, tmp: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--profile", default="reference")
     ap.add_argument("--predictor", required=True)
     ap.add_argument("--sim", action="store_true")
     ap.add_argument("--speed", action="store_true")

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 RTLM=.venv/bin/rtlm
-REF=profiles/reference-smollm2-sharegpt
+REF=reference
 OUT=demo
 mkdir -p $OUT
 

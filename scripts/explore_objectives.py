@@ -21,9 +21,10 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import kendalltau, rankdata
 
-from rtlm_cli import features as F
-from rtlm_cli.crossfit import fold_features
-from rtlm_cli.predictor import LengthModel, _params, load_training_data
+from rtlm_cli.predict import features as F
+from rtlm_cli.predict.crossfit import fold_features
+from rtlm_cli.predict.model import LengthModel, _params
+from rtlm_cli.predict.train import load_training_data
 
 FAMILIES = ("text", "prompt", "prefill")
 
@@ -32,7 +33,7 @@ def main() -> None:
     import lightgbm as lgb
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--profile", default="reference")
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
     df, metas = load_training_data((args.profile,))

@@ -30,11 +30,11 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import kendalltau
 
-from rtlm_cli import features as F
-from rtlm_cli.profiling import load_profile
+from rtlm_cli.formats.profile import load_profile
+from rtlm_cli.predict import features as F
 
 
-def hidden_states(backend, prompts: list[str], answers: list[str] | None = None, k: int = 0,
+def hidden_states(engine, prompts: list[str], answers: list[str] | None = None, k: int = 0,
                   keep_layers: tuple[int, ...] = (), positions: int = 192):
     """(last position, mean over the prompt) per layer: arrays of shape (n, layers + 1, d). With
     answers, the first k answer tokens are appended and "last" is the state at the k-th of them.
@@ -42,10 +42,10 @@ def hidden_states(backend, prompts: list[str], answers: list[str] | None = None,
     (n, len(keep_layers), positions, d) in float16, and their mask (n, positions)."""
     import torch
 
-    tok = backend.tok
-    templated = backend._templated(prompts)
+    tok = engine.tok
+    templated = engine._templated(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(templated[i]))
-    cfg = backend.model.config
+    cfg = engine.model.config
     last = np.zeros((len(prompts), cfg.num_hidden_layers + 1, cfg.hidden_size), np.float32)
     mean = np.zeros_like(last)
     seq = np.zeros((len(prompts), len(keep_layers), positions, cfg.hidden_size), np.float16) if keep_layers else None
@@ -62,7 +62,7 @@ def hidden_states(backend, prompts: list[str], answers: list[str] | None = None,
             width = max(len(s) for s in seqs)
             ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs])
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
-            out = backend.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+            out = engine.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
             hs = torch.stack(out.hidden_states, 1).float()  # batch, layers + 1, tokens, d
             m = mask[:, None, :, None].float()
             last[idx] = hs[:, :, -1, :].numpy()
@@ -174,7 +174,7 @@ def embed(path: str, prompts: list[str]) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="profiles/reference-smollm2-sharegpt")
+    ap.add_argument("--profile", default="reference")
     ap.add_argument("--decode", type=int, default=0, help="also probe the state after this many answer tokens")
     ap.add_argument("--embed", default=None, help="a sentence-embedding model directory to probe too")
     ap.add_argument("--pool", action="store_true", help="also a learned attention pooling over the prompt's positions")
@@ -184,14 +184,14 @@ def main() -> None:
     y = df["output_tokens"].to_numpy(float)
     prompts = df["prompt"].tolist()
 
-    from rtlm_cli.backends import load_backend
-    from rtlm_cli.backends.hf import PROBE_DEPTHS
+    from rtlm_cli.engines import load_engine
+    from rtlm_cli.engines.hf import PROBE_DEPTHS
 
-    backend = load_backend(meta["model"]["model_id"], device="cpu")
-    depth = backend.model.config.num_hidden_layers
+    engine = load_engine(meta["model"]["model_id"], device="cpu")
+    depth = engine.model.config.num_hidden_layers
     pool_layers = (round(depth * 0.6), depth)
     with console.status(f"prefill of {len(prompts)} prompts, every layer"):
-        states = hidden_states(backend, prompts, keep_layers=pool_layers if args.pool else ())
+        states = hidden_states(engine, prompts, keep_layers=pool_layers if args.pool else ())
     last, mean = states[:2]
     t = Table(title=f"ridge probe of the answer length, by layer ({len(y)} prompts, 5-fold CV Kendall tau)")
     for c in ("layer", "depth", "last position", "mean over prompt"):
@@ -209,7 +209,7 @@ def main() -> None:
         t.add_row(name, f"{cv_tau(kept, y, probe):.3f}")
     if args.decode:
         with console.status(f"states after {args.decode} answer tokens"):
-            dlast, _ = hidden_states(backend, prompts, df["output_text"].tolist(), args.decode)
+            dlast, _ = hidden_states(engine, prompts, df["output_text"].tolist(), args.decode)
         dec = dlast[:, round(depth * 0.6)].astype(np.float64)
         t.add_row(f"ridge, state after {args.decode} answer tokens (60% depth)", f"{cv_tau(dec, y):.3f}")
         t.add_row("ridge, that + the kept prefill layout", f"{cv_tau(np.concatenate([dec, kept], 1), y):.3f}")

@@ -12,18 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtlm_cli.costmodel import CostModel
-from rtlm_cli.runs import load_run
-from rtlm_cli.scheduling.policies import make_policy
-from rtlm_cli.scheduling.request import Request
-from rtlm_cli.scheduling.scheduler import Scheduler, Worker
-from rtlm_cli.simulate import simulate
-from rtlm_cli.timing import load_timing_table
+from rtlm_cli.formats.run import load_run
+from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.paths import source_path
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.scheduling.policies import make_policy
+from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
+from rtlm_cli.serve.simulate import simulate
 
 GOLDEN = Path(__file__).parent / "golden"
-ROOT = Path(__file__).parent.parent
-REFERENCE = ROOT / "profiles" / "reference-smollm2-sharegpt"
-H200 = ROOT / "profiles" / "reference-timing" / "smollm2-h200.jsonl"
+REFERENCE = source_path("reference")  # the shipped reference profile
+H200 = source_path("h200")
 COLUMNS = ["rid", "prompt_id", "arrival_s", "start_s", "first_token_s", "last_token_s", "finish_s", "worker",
            "batch_id", "batch_size", "prompt_tokens", "output_tokens", "predicted_tokens", "predicted_service_s",
            "deadline_s", "status"]

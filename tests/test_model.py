@@ -5,15 +5,15 @@ import json
 import pandas as pd
 import pytest
 
-from rtlm_cli.backends import load_backend
-from rtlm_cli.backends.base import GenerationSettings
+from rtlm_cli.engines import load_engine
+from rtlm_cli.engines.base import GenerationSettings
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
 def smol():
-    return load_backend("smollm2", device="cpu")
+    return load_engine("smollm2", device="cpu")
 
 
 def test_stops_on_the_chat_end_of_turn_token(smol):
@@ -68,7 +68,7 @@ def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
     state = json.loads((pred / "prefill_state.json").read_text())
     assert len(state["pca"]) == 16 and len(state["pca"][0]) == 4 * 576
     assert set(state["probes"]) == {"len", "capped"} and "prefill_probe_capped" in meta["feature_names"]
-    from rtlm_cli.predictor import Predictor
+    from rtlm_cli.predict.model import Predictor
 
     out = Predictor.load(pred).predict(["Why is the sky blue?", "Write a long story."])
     assert out["predicted"].shape == (2,) and (out["predicted"] >= 0).all()
@@ -87,10 +87,10 @@ def test_real_replay_of_four_requests(run_cli, tmp_path):
     r = run_cli("serve-local", "--profile", prof, "--policy", "oracle", "--load", 0.7, "-n", 4, "--max-batch", 2,
                 "--no-dashboard", "--out", out, "--json")
     assert r.exit_code == 0, r.output
-    from rtlm_cli.runs import load_run
+    from rtlm_cli.formats.run import load_run
 
     meta, df = load_run(out)
-    assert meta["engine"] == "real" and meta["model"]["model_id"] == "smollm2"
+    assert meta["mode"] == "real" and meta["engine"] == "hf" and meta["model"]["model_id"] == "smollm2"
     assert (df["status"] == "finished").all() and len(df) == 4
     assert (df["output_tokens"] <= 6).all() and (df["output_tokens"] >= 1).all()
     assert (df["finish_s"] > df["first_token_s"]).all() and (df["first_token_s"] > df["start_s"]).all()

@@ -1,17 +1,17 @@
-"""train-predictor and predict on profiles of the fake backend (its lengths follow the prompt's uncertainty)."""
+"""train-predictor and predict on profiles of the fake engine (its lengths follow the prompt's uncertainty)."""
 
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import one_line_error
 from scipy import stats
 
-from rtlm_cli import metrics
 from rtlm_cli.errors import RtlmError
-from rtlm_cli.predictor import Predictor, split_by_prompt
-
-from conftest import one_line_error
+from rtlm_cli.predict import metrics
+from rtlm_cli.predict.model import Predictor
+from rtlm_cli.predict.train import split_by_prompt
 
 
 @pytest.fixture(scope="module")

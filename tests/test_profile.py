@@ -1,4 +1,4 @@
-"""`rtlm profile` end to end on the fake backend: format, resume, interrupts, bad inputs."""
+"""`rtlm profile` end to end on the fake engine: format, resume, interrupts, bad inputs."""
 
 import hashlib
 import json
@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from rtlm_cli import uncertainty
-from rtlm_cli.backends.fake import FakeBackend
-from rtlm_cli.profiling import MEASURED_COLUMNS, load_profile
-
 from conftest import one_line_error
+
+from rtlm_cli.engines.fake import FakeEngine
+from rtlm_cli.formats.profile import MEASURED_COLUMNS, TELEMETRY_COLUMNS, load_profile
+from rtlm_cli.prompts import uncertainty
 
 
 def tree_digest(path: Path) -> str:
@@ -40,7 +39,7 @@ def test_fake_profile_writes_documented_format(run_cli, tmp_path, prompt_file):
     assert meta["versions"]["pandas"] and "git_revision" in meta
     df = pd.read_parquet(out / "requests")  # plain pandas reads the shard directory
     assert len(df) == 5 and df["prompt_id"].is_unique
-    assert set(MEASURED_COLUMNS) | set(uncertainty.ALL_COLUMNS) <= set(df.columns)
+    assert set(MEASURED_COLUMNS) | set(TELEMETRY_COLUMNS) | set(uncertainty.ALL_COLUMNS) <= set(df.columns)
     assert (df["output_tokens"] <= 64).all()
     assert (df["ended"] == (df["finish_reason"] == "stop")).all()
     assert (~df["ended"] == (df["output_tokens"] == 64)).all()
@@ -69,7 +68,7 @@ def test_rerun_resumes_and_extends(run_cli, tmp_path, prompt_file):
 def test_ctrl_c_keeps_finished_requests_and_resume_completes(run_cli, tmp_path, prompt_file, monkeypatch):
     out = tmp_path / "prof"
     calls = {"n": 0}
-    real = FakeBackend.generate
+    real = FakeEngine.generate
 
     def flaky(self, prompts, settings):
         calls["n"] += 1
@@ -77,21 +76,21 @@ def test_ctrl_c_keeps_finished_requests_and_resume_completes(run_cli, tmp_path, 
             raise KeyboardInterrupt
         return real(self, prompts, settings)
 
-    monkeypatch.setattr(FakeBackend, "generate", flaky)
+    monkeypatch.setattr(FakeEngine, "generate", flaky)
     args = ("profile", "--model", "fake", "--prompts", prompt_file, "--out", out, "-n", 6)
     r = run_cli(*args)
     assert r.exit_code == 130
     assert "keeps 2 finished request(s)" in r.output
     assert json.loads((out / "meta.json").read_text())["complete"] is False
     assert len(pd.read_parquet(out / "requests")) == 2
-    monkeypatch.setattr(FakeBackend, "generate", real)
+    monkeypatch.setattr(FakeEngine, "generate", real)
     assert run_cli(*args).exit_code == 0
     df = pd.read_parquet(out / "requests")
     assert len(df) == 6 and df["prompt_id"].is_unique
 
 
 def _rows(out: Path) -> int:
-    from rtlm_cli.store import read_records
+    from rtlm_cli.formats.store import read_records
 
     return len(read_records(out / "requests"))
 

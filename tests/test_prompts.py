@@ -4,8 +4,13 @@ import pandas as pd
 import pytest
 
 from rtlm_cli.errors import RtlmError
-from rtlm_cli.prompts import (
-    first_user_turns, load_prompts, prompt_id, read_truncated_json_array, sample_prompts, sharegpt_path,
+from rtlm_cli.prompts.sources import (
+    first_user_turns,
+    load_prompts,
+    prompt_id,
+    read_truncated_json_array,
+    sample_prompts,
+    sharegpt_path,
 )
 
 

@@ -7,10 +7,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-
-from rtlm_cli.runs import write_run
-
 from conftest import one_line_error
+
+from rtlm_cli.formats.run import load_run, write_run
 
 
 def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None):
@@ -23,11 +22,14 @@ def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None):
                      "predicted_tokens": 30.0 * (i + 1), "p90_tokens": 40.0, "uncertainty": 0.5, "predicted_service_s": 1.0,
                      "deadline_s": float(i) + 5.0, "prediction_cost_s": 2e-4,
                      "status": (status or ["finished"] * n)[i], "ended": True, "error": ""})
-    meta = write_run(path, recs, {"policy": policy, "engine": "simulator", "max_batch": 1,
+    meta = write_run(path, recs, {"policy": policy, "mode": "simulated", "engine": None, "max_batch": 1,
                                   "workload": {"offered_load": load, "rate_rps": load}, "workers": [{"name": "w0"}]})
     if schema is not None:
         m = json.loads((path / "meta.json").read_text())
         m["schema_version"] = schema
+        if schema == 1:  # what rtlm wrote before the mode/engine split
+            del m["mode"]
+            m["engine"] = "simulator"
         (path / "meta.json").write_text(json.dumps(m))
     return meta
 
@@ -102,6 +104,16 @@ def test_profile_and_predictor_reports(run_cli, tmp_path, prompt_file):
     assert {"predicted_vs_actual.png", "latency_vs_uncertainty.png"} <= {p.name for p in (tmp_path / "figs").iterdir()}
 
 
+def test_schema_1_runs_are_read_and_upgraded(run_cli, tmp_path):
+    make_run(tmp_path / "old", [1.0, 2.0], schema=1)
+    make_run(tmp_path / "new", [1.0, 3.0])
+    meta, _ = load_run(tmp_path / "old")
+    assert meta["schema_version"] == 2 and meta["mode"] == "simulated" and meta["engine"] is None
+    r = run_cli("report", tmp_path / "old", tmp_path / "new", "--json")
+    assert r.exit_code == 0, r.output
+    assert [row["mode"] for row in json.loads(r.stdout)["runs"]] == ["simulated", "simulated"]
+
+
 def test_bad_inputs(run_cli, tmp_path):
     def bad(*args):
         r = run_cli("report", *args)
@@ -111,9 +123,9 @@ def test_bad_inputs(run_cli, tmp_path):
     (tmp_path / "plain").mkdir()
     assert "not an rtlm run" in bad(tmp_path / "plain")
     assert "not a directory" in bad(tmp_path / "missing")
-    make_run(tmp_path / "v1", [1.0, 2.0])
-    make_run(tmp_path / "v2", [1.0, 2.0], schema=2)
-    assert "schema version" in bad(tmp_path / "v1", tmp_path / "v2")
+    make_run(tmp_path / "v2", [1.0, 2.0])
+    make_run(tmp_path / "v9", [1.0, 2.0], schema=9)
+    assert "schema version 9" in bad(tmp_path / "v2", tmp_path / "v9") and "upgrade rtlm" in bad(tmp_path / "v9")
     empty = tmp_path / "empty"
     make_run(empty, [1.0])
     pd.DataFrame(columns=pd.read_parquet(empty / "requests.parquet").columns).to_parquet(empty / "requests.parquet")

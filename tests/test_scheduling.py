@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtlm_cli.costmodel import CostModel
 from rtlm_cli.errors import RtlmError
-from rtlm_cli.scheduling.policies import POLICIES, make_policy
-from rtlm_cli.scheduling.request import Request, Status
-from rtlm_cli.scheduling.scheduler import Scheduler, Worker
-from rtlm_cli.simulate import ARRIVAL, FINISH, simulate
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.scheduling.policies import POLICIES, make_policy
+from rtlm_cli.serve.scheduling.request import Request, Status
+from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
+from rtlm_cli.serve.simulate import ARRIVAL, FINISH, simulate
 
 # A CPU-like table: a decode step costs 40 ms at batch 1 and 80 ms at batch 8 (4x throughput).
 CPU = [{"batch": b, "context": c, "prefill_s": 0.001 * b * c / 16, "decode_step_s": s}

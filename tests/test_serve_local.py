@@ -1,16 +1,15 @@
-"""serve-local end to end: the simulator and the real executor on the fake backend, bad inputs."""
+"""serve-local end to end: the simulator and the real executor on the fake engine, bad inputs."""
 
 import json
 
 import pandas as pd
 import pytest
+from conftest import one_line_error
 from typer.testing import CliRunner
 
-from rtlm_cli.backends.fake import FakeBackend
 from rtlm_cli.cli import app
-from rtlm_cli.runs import load_run
-
-from conftest import one_line_error
+from rtlm_cli.engines.fake import FakeEngine
+from rtlm_cli.formats.run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def test_simulated_run_format_and_summary(setup, run_cli, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     meta, df = load_run(out)
-    assert meta["engine"] == "simulator" and meta["policy"] == "rtlm" and meta["complete"]
+    assert meta["mode"] == "simulated" and meta["policy"] == "rtlm" and meta["complete"]
     assert meta["workload"]["offered_load"] == pytest.approx(0.8)
     assert len(df) == 300 and (df["status"] == "finished").all()
     assert summary["completed"] == 300 and 0 <= summary["deadline_miss_rate"] <= 1
@@ -71,20 +70,20 @@ def test_sweep_writes_one_run_per_point(setup, run_cli, tmp_path):
 
 
 def test_real_executor_on_the_fake_backend_records_failures_and_goes_on(setup, run_cli, tmp_path, monkeypatch):
-    real = FakeBackend.generate
+    real = FakeEngine.generate
 
     def sometimes_fails(self, prompts, settings):
         if any("error" in p.lower() for p in prompts):
             raise RuntimeError("boom")
         return real(self, prompts, settings)
 
-    monkeypatch.setattr(FakeBackend, "generate", sometimes_fails)
+    monkeypatch.setattr(FakeEngine, "generate", sometimes_fails)
     out = tmp_path / "real"
     r = run_cli("serve-local", "--profile", setup / "prof", "--predictor", setup / "pred", "--model", "fake:ms_per_token=0.2",
                 "--policy", "sjf-pred", "--arrivals", "burst", "-n", 40, "--max-batch", 4, "--no-dashboard", "--out", out)
     assert r.exit_code == 0, r.output
     meta, df = load_run(out)
-    assert meta["engine"] == "real" and len(df) == 40
+    assert meta["mode"] == "real" and meta["engine"] == "fake" and len(df) == 40
     failed = df[df["status"] == "failed"]
     assert (df["status"].isin(["finished", "failed"])).all()
     assert failed["error"].str.contains("boom").all()
@@ -95,7 +94,7 @@ def test_real_executor_on_the_fake_backend_records_failures_and_goes_on(setup, r
 
 
 def test_ctrl_c_keeps_finished_records(setup, run_cli, tmp_path, monkeypatch):
-    from rtlm_cli import dashboard
+    from rtlm_cli.serve import dashboard
 
     calls = {"n": 0}
     original = dashboard.Dashboard.update
@@ -145,7 +144,7 @@ def test_bad_inputs(setup, run_cli, tmp_path, prompt_file):
 def test_arrival_processes_are_seeded_and_shaped():
     import numpy as np
 
-    from rtlm_cli.workload import WorkloadConfig, arrival_times
+    from rtlm_cli.serve.workload import WorkloadConfig, arrival_times
 
     def times(**kw):
         cfg = WorkloadConfig(num_requests=20000, **kw)
@@ -162,14 +161,14 @@ def test_arrival_processes_are_seeded_and_shaped():
 
 
 def test_trace_replay_and_offloading_to_a_slow_worker(setup, run_cli, tmp_path):
-    from rtlm_cli.profiling import load_profile
+    from rtlm_cli.formats.profile import load_profile
 
     _, prof = load_profile(setup / "prof")
     trace = tmp_path / "trace.csv"
     pd.DataFrame({"time_s": [0.0, 0.0, 0.01, 0.5] * 10, "prompt_id": prof["prompt_id"][:40]}).to_csv(trace, index=False)
     out = tmp_path / "t"
     r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--predictor", setup / "pred", "--policy", "rtlm",
-                "--arrivals", "trace", "--trace", trace, "--worker", "gpu=profiles/reference-timing/smollm2-h200.jsonl",
+                "--arrivals", "trace", "--trace", trace, "--worker", "gpu=h200",
                 "--worker", f"cpu={setup / 'prof'}", "--offload", "--out", out)
     assert r.exit_code == 0, r.output
     meta, df = load_run(out)
@@ -185,7 +184,7 @@ def test_direct_latency_target(setup, run_cli, tmp_path):
     r = run_cli("train-predictor", setup / "prof", "--out", tmp_path / "e2e", "--target", "e2e_s", "--rounds", 30,
                 "--no-ablation", "--json")
     assert r.exit_code == 0, r.output
-    from rtlm_cli.predictor import Predictor
+    from rtlm_cli.predict.model import Predictor
 
     p = Predictor.load(tmp_path / "e2e")
     assert p.meta["target"] == "e2e_s" and p.meta["cap"] is None

@@ -5,10 +5,15 @@ import pandas as pd
 import pytest
 
 from rtlm_cli import __version__
-from rtlm_cli.registry import Registry
 from rtlm_cli.errors import RtlmError
-from rtlm_cli.store import JOURNAL, RecordShards, atomic_write_json, read_records
-from rtlm_cli.telemetry import TelemetrySampler
+from rtlm_cli.formats.store import (
+    JOURNAL,
+    RecordShards,
+    atomic_write_json,
+    read_records,
+)
+from rtlm_cli.profile.telemetry import TelemetrySampler
+from rtlm_cli.registry import Registry
 
 
 def test_shards_journal_and_recovery(tmp_path):

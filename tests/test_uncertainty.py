@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from rtlm_cli import uncertainty as U
+from rtlm_cli.prompts import uncertainty as U
 
 
 def f(text):

@@ -1,0 +1,131 @@
+"""The run format: a directory with ``requests.parquet`` (one row per request, the same columns for
+simulated and real runs) and ``meta.json`` (written last: its presence marks a finished run), and
+its metrics, named as in vLLM's and GuideLLM's benchmarks: e2el (end-to-end latency = response
+time), ttft, tpot, queueing delay. Percentiles with numpy. No torch here. Columns: docs/formats.md.
+
+Schema 2 names what a run is with two words: ``mode`` (simulated | real) and ``engine`` (what
+generated the tokens: hf, fake, vllm, openai; none when simulated). Schema 1 used ``engine`` for
+simulator | real; such runs are read and upgraded in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats.store import (
+    artifact_dir,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_meta,
+)
+
+KIND = "run"
+SCHEMA_VERSION = 2
+REQUESTS_FILE = "requests.parquet"
+PERCENTILES = (50, 90, 95, 99)
+MODES = ("simulated", "real")
+STATUSES = ("finished", "failed", "cancelled")
+
+
+def record(r, *, start_s: float, first_token_s: float, last_token_s: float, finish_s: float, worker: str,
+           batch_id: int, batch_size: int, output_tokens: int, status: str = "finished", ended: bool | None = None,
+           error: str = "") -> dict:
+    """One row of a run for a request ``r`` (a ``Request``): what it was, what happened to it."""
+    return {
+        "rid": r.rid, "prompt_id": r.prompt_id, "arrival_s": r.arrival_s, "start_s": start_s,
+        "first_token_s": first_token_s, "last_token_s": last_token_s, "finish_s": finish_s, "worker": worker,
+        "batch_id": batch_id, "batch_size": batch_size, "prompt_tokens": r.prompt_tokens,
+        "output_tokens": output_tokens, "true_tokens": r.true_tokens if r.true_tokens is not None else -1,
+        "predicted_tokens": r.predicted_tokens, "p90_tokens": r.p90_tokens, "uncertainty": r.uncertainty,
+        "predicted_service_s": r.predicted_service_s,
+        "deadline_s": r.deadline_s if r.deadline_s is not None else float("nan"),
+        "prediction_cost_s": r.prediction_cost_s, "status": status, "ended": ended, "error": error,
+    }
+
+
+def cancelled(r, worker: str = "") -> dict:
+    """The row of a request that never ran to its end (Ctrl-C)."""
+    nan = float("nan")
+    return record(r, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker=worker, batch_id=-1,
+                  batch_size=0, output_tokens=0, status="cancelled")
+
+
+def with_latencies(df):
+    """Per-request e2el_s, ttft_s, tpot_s, queue_s and deadline_missed from the run's timestamps."""
+    df = df.copy()
+    df["e2el_s"] = df["finish_s"] - df["arrival_s"]
+    df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
+    df["queue_s"] = df["start_s"] - df["arrival_s"]
+    steps = (df["output_tokens"] - 1).clip(lower=1)
+    df["tpot_s"] = (df["last_token_s"] - df["first_token_s"]) / steps
+    df["deadline_missed"] = df["finish_s"] > df["deadline_s"]  # NaN deadline compares False
+    return df
+
+
+def _dist(values) -> dict[str, float]:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"mean": float("nan"), **{f"p{p}": float("nan") for p in PERCENTILES}}
+    return {"mean": float(v.mean()), **{f"p{p}": float(x) for p, x in zip(PERCENTILES, np.percentile(v, PERCENTILES))}}
+
+
+def summarize(df) -> dict:
+    if df.empty:
+        raise RtlmError("the run holds no requests")
+    done = with_latencies(df[df["status"] == "finished"])
+    makespan = float(done["finish_s"].max() - df["arrival_s"].min()) if len(done) else float("nan")
+    has_slo = bool(np.isfinite(df["deadline_s"]).any())
+    out = {
+        "requests": int(len(df)), "completed": int(len(done)), "failed": int((df["status"] == "failed").sum()),
+        "cancelled": int((df["status"] == "cancelled").sum()),
+        "e2el_s": _dist(done["e2el_s"]), "ttft_s": _dist(done["ttft_s"]), "tpot_s": _dist(done["tpot_s"]),
+        "queue_s": _dist(done["queue_s"]),
+        "makespan_s": makespan,
+        "throughput_rps": len(done) / makespan if makespan > 0 else float("nan"),
+        "throughput_tps": float(done["output_tokens"].sum()) / makespan if makespan > 0 else float("nan"),
+        "mean_batch_size": float(done["batch_size"].mean()) if len(done) else float("nan"),
+        "prediction_cost_s_mean": float(df["prediction_cost_s"].mean()),
+    }
+    if has_slo:
+        missed = int(done["deadline_missed"].sum()) + out["failed"] + out["cancelled"]
+        out["deadline_miss_rate"] = missed / len(df)
+        out["goodput_rps"] = (len(done) - int(done["deadline_missed"].sum())) / makespan if makespan > 0 else float("nan")
+    return out
+
+
+def write_run(out: Path, records: list[dict], meta: dict) -> dict:
+    """Write a run directory atomically (a failed write leaves an old run at ``out`` intact)."""
+    import pandas as pd
+
+    if meta.get("mode") not in MODES:
+        raise ValueError(f"a run's mode is one of {MODES}, got {meta.get('mode')!r}")
+    df = pd.DataFrame(records)
+    meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **meta, "summary": summarize(df)}
+    with artifact_dir(out) as tmp:
+        atomic_write_parquet(df, tmp / REQUESTS_FILE)
+        atomic_write_json(tmp / "meta.json", meta)  # written last: its presence marks a complete run
+    return meta
+
+
+def upgrade_meta(meta: dict) -> dict:
+    """A run's meta in the current schema (schema 1: ``engine`` was simulator | real, always hf)."""
+    if meta.get("schema_version", 1) == 1:
+        simulated = meta.get("engine") == "simulator"
+        meta = {**meta, "schema_version": SCHEMA_VERSION, "mode": "simulated" if simulated else "real",
+                "engine": None if simulated else "hf", "batching": "static", "upgraded_from": 1}
+    return meta
+
+
+def load_run(path: str | Path):
+    path = Path(path)
+    meta = read_meta(path, KIND)
+    if meta.get("schema_version", 1) > SCHEMA_VERSION:
+        raise RtlmError(f"run {path} has schema version {meta.get('schema_version')}, this rtlm reads up to "
+                        f"{SCHEMA_VERSION}: upgrade rtlm")
+    import pandas as pd
+
+    return upgrade_meta(meta), pd.read_parquet(path / REQUESTS_FILE)

@@ -1,0 +1,36 @@
+"""The device's timing table: prefill and per-step decode seconds by (batch, context).
+
+Written by ``rtlm profile --calibrate`` as ``timing.parquet`` in a profile; a ``.jsonl`` or
+``.parquet`` file with the columns batch, context, prefill_s, decode_step_s is read too (e.g. the
+shipped H200 table, named ``h200``). No torch here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats.profile import TIMING_FILE
+from rtlm_cli.paths import source_path
+
+COLUMNS = ("batch", "context", "prefill_s", "decode_step_s")
+
+
+def load_timing_table(source: str | Path, missing_ok: bool = False):
+    import pandas as pd
+
+    path = source_path(source)
+    if path.is_dir():
+        path = path / TIMING_FILE
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise RtlmError(f"no timing table at {path}: run `rtlm profile --calibrate` or pass a timing .jsonl/.parquet file")
+    try:
+        df = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_parquet(path)
+    except Exception as e:
+        raise RtlmError(f"cannot read timing table {path}: {type(e).__name__}") from None
+    missing = [c for c in COLUMNS if c not in df]
+    if missing or df.empty:
+        raise RtlmError(f"timing table {path} lacks {', '.join(missing) or 'rows'}: it needs columns {', '.join(COLUMNS)}")
+    return df[list(COLUMNS)].sort_values(["batch", "context"]).reset_index(drop=True)

@@ -1,0 +1,224 @@
+"""``rtlm train-predictor``: fit a length predictor on profiles and evaluate it honestly.
+
+Held-out prompts (a seeded split by prompt) against baselines (constant mean, RT-LM's uncertainty
+score alone, prompt length), each method, a feature-family ablation, other prompt sources
+(``--eval``), and the out-of-fold predictions of every prompt (``crossfit.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats import predictor as predictor_format
+from rtlm_cli.formats import profile as profile_format
+from rtlm_cli.formats.store import artifact_dir, check_output, now_iso, provenance
+from rtlm_cli.paths import source_path
+from rtlm_cli.predict import crossfit, metrics
+from rtlm_cli.predict import features as F
+from rtlm_cli.predict.model import METHODS, LengthModel, latency_model
+from rtlm_cli.prompts import uncertainty
+
+TARGETS = ("output_tokens", "e2e_s")
+MIN_ROWS = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    profiles: tuple[str, ...] = field(metadata={"help": "Profile directories to train on (same model, same --max-new-tokens), or a shipped one by name: reference."})
+    out: str = field(metadata={"help": "Predictor directory to write."})
+    families: tuple[str, ...] = field(default=F.DEFAULT_FAMILIES, metadata={"help": "Feature families, comma-separated: text (uncertainty features), prompt (token count), prefill (the model's first-token entropy and hidden-state PCA; needs the model)."})
+    target: str = field(default="output_tokens", metadata={"help": "output_tokens (latency then follows from the timing table) or e2e_s (direct)."})
+    method: str = field(default="mixture", metadata={"help": "mixture (P(capped) x cap + length of ended answers), log (log1p regression) or raw (L2 regression)."})
+    test_size: float = field(default=0.2, metadata={"help": "Held-out share of prompts."})
+    seed: int = field(default=0, metadata={"help": "Seed of the split and of LightGBM."})
+    eval_profiles: tuple[str, ...] = field(default=(), metadata={"help": "Another profile (e.g. another prompt source) to evaluate on; repeatable."})
+    ablation: bool = field(default=True, metadata={"help": "Also evaluate each feature family alone and each one left out."})
+    threads: int = field(default=2, metadata={"help": "LightGBM threads (never train while a model generates on the same cores)."})
+    rounds: int = field(default=1000, metadata={"help": "Boosting rounds of each LightGBM model (learning rate 0.03, 4-leaf trees)."})
+    cross_fit: int = field(default=5, metadata={"help": "Also predict every training prompt out of fold (K folds, crossfit.parquet), so that serve-local never replays a prompt with an in-sample prediction; 0 skips it."})
+    device: str = field(default="cpu", metadata={"help": "Device for the prefill family."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing predictor directory (only once training succeeded)."})
+
+    def validate(self) -> "TrainConfig":
+        if not self.profiles:
+            raise RtlmError("no profile given: pass one or more profile directories")
+        if self.target not in TARGETS:
+            raise RtlmError(f"unknown target {self.target!r}: use {' or '.join(TARGETS)}")
+        if self.method not in METHODS:
+            raise RtlmError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        if not 0.05 <= self.test_size <= 0.5:
+            raise RtlmError(f"--test-size must be within [0.05, 0.5], got {self.test_size}")
+        if self.threads < 1 or self.rounds < 1:
+            raise RtlmError("--threads and --rounds must be >= 1")
+        if self.cross_fit == 1 or not 0 <= self.cross_fit <= 20:
+            raise RtlmError(f"--cross-fit must be 0 (none) or 2-20 folds, got {self.cross_fit}")
+        return self
+
+
+def load_training_data(paths: tuple[str, ...]):
+    """(rows, metas) of profiles that share a model and a token cap; duplicates by prompt dropped."""
+    import pandas as pd
+
+    frames, metas = [], []
+    for p in paths:
+        meta, df = profile_format.load_nonempty(p, f": run `rtlm profile --out {p}` first")
+        frames.append(df.assign(_profile=str(p)))
+        metas.append(meta)
+    base = metas[0]
+    for p, m in zip(paths[1:], metas[1:]):
+        if m["model"]["model_hash"] != base["model"]["model_hash"]:
+            raise RtlmError(f"profile {p} was made with another model than {paths[0]}: train on one model's profiles")
+        if profile_format.cap(m) != profile_format.cap(base):
+            raise RtlmError(f"profile {p} used another --max-new-tokens than {paths[0]}: lengths are not comparable")
+    df = pd.concat(frames, ignore_index=True).drop_duplicates("prompt_id").reset_index(drop=True)
+    return df, metas
+
+
+def split_by_prompt(prompt_ids, test_size: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out rows: a seeded share of the distinct prompts."""
+    ids = np.asarray(sorted(set(prompt_ids)))
+    rng = np.random.default_rng(seed)  # the split's own generator
+    held = set(rng.choice(ids, size=max(1, int(round(len(ids) * test_size))), replace=False))
+    return np.asarray([pid in held for pid in prompt_ids])
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    meta: dict
+    evaluation: list[dict]
+    importance: list[dict]
+
+
+def _eval_row(name: str, kind: str, actual, predicted, cap) -> dict:
+    # Length buckets [0,64) [64,128) [128,256) ... below the cap; the last one reaches the cap.
+    edges = tuple(e for e in metrics.DEFAULT_BUCKETS if e < cap)
+    return {"model": name, "kind": kind, **metrics.evaluate(actual, predicted, edges)}
+
+
+def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
+    """Fit, evaluate and save; ``stage(text)``, if given, hears what training is doing now."""
+    cfg.validate()
+    out = Path(cfg.out)
+    check_output(out, cfg.overwrite)
+    for fam in cfg.families:
+        F.FAMILIES.get(fam)
+    df, metas = load_training_data(cfg.profiles)
+    if len(df) < MIN_ROWS:
+        raise RtlmError(f"the profiles hold {len(df)} requests; training needs at least {MIN_ROWS}: profile more prompts")
+    base = metas[0]
+    model_id = base["model"]["model_id"]
+    cap = float(profile_format.cap(base)) if cfg.target == "output_tokens" else float("inf")
+    ctx = F.FeatureContext(model=model_id, device=cfg.device,
+                           tokenizer_file=F.tokenizer_file_for(model_id))
+    test = split_by_prompt(df["prompt_id"].tolist(), cfg.test_size, cfg.seed)
+    tr, te = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
+    y_tr, y_te = tr[cfg.target].to_numpy(float), te[cfg.target].to_numpy(float)
+    ended_tr = tr["ended"].to_numpy(bool)
+    ctx.fit_targets = F.probe_targets(y_tr, ended_tr)
+    # the baselines need the text family (uncertainty score) and the prompt family (length)
+    fams = tuple(dict.fromkeys(cfg.families + ("text", "prompt")))
+    names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
+    _, Xte, _ = F.compute(fams, te["prompt"].tolist(), ctx)
+    owner = np.asarray(owner)
+
+    def cols(families):
+        return np.flatnonzero(np.isin(owner, families)), [n for n, o in zip(names, owner) if o in families]
+
+    def fit(families, method, with_p90=False):
+        idx, sub = cols(families)
+        m = LengthModel.fit(method, Xtr[:, idx], y_tr, ended_tr, cap, sub, cfg.threads, cfg.seed, cfg.rounds, with_p90)
+        return m, idx
+
+    rows = [_eval_row("constant mean", "baseline", y_te, np.full(len(y_te), y_tr.mean()), cap)]
+    # RT-LM's signal as is: the combined uncertainty score, mapped to tokens by a line fitted on training rows.
+    score = names.index("uncertainty_score")
+    slope, icpt = np.polyfit(Xtr[:, score], y_tr, 1)
+    rows.append(_eval_row("uncertainty score only", "baseline", y_te, icpt + slope * Xte[:, score], cap))
+    m, idx = fit(("prompt",), "log")
+    rows.append(_eval_row("prompt length only", "baseline", y_te, m.predict(Xte[:, idx])["predicted"], cap))
+    main, main_idx = fit(cfg.families, cfg.method, with_p90=True)
+    main_pred = main.predict(Xte[:, main_idx])
+    label = "+".join(cfg.families)
+    rows.append(_eval_row(f"{label} ({main.method})", "chosen", y_te, main_pred["predicted"], cap))
+    for method in METHODS:
+        if method != cfg.method:
+            m, idx = fit(cfg.families, method)
+            rows.append(_eval_row(f"{label} ({method})", "method", y_te, m.predict(Xte[:, idx])["predicted"], cap))
+    if cfg.ablation and len(cfg.families) > 1:
+        for fam in cfg.families:
+            m, idx = fit((fam,), cfg.method)
+            rows.append(_eval_row(f"only {fam}", "ablation", y_te, m.predict(Xte[:, idx])["predicted"], cap))
+            rest = tuple(f for f in cfg.families if f != fam)
+            m, idx = fit(rest, cfg.method)
+            rows.append(_eval_row(f"without {fam}", "ablation", y_te, m.predict(Xte[:, idx])["predicted"], cap))
+    for p in cfg.eval_profiles:
+        edf, emetas = load_training_data((p,))
+        if emetas[0]["model"]["model_hash"] != base["model"]["model_hash"]:
+            raise RtlmError(f"evaluation profile {p} was made with another model than the training profiles")
+        _, Xe, _ = F.compute(fams, edf["prompt"].tolist(), ctx)
+        rows.append(_eval_row(f"{label} ({main.method}) on {Path(p).name}", "external",
+                              edf[cfg.target].to_numpy(float), main.predict(Xe[:, main_idx])["predicted"], cap))
+
+    sub_names = [names[i] for i in main_idx]
+    gain = main.regressor.feature_importance("gain")
+    fam_of = dict(zip(names, owner))
+    importance = sorted(({"feature": n, "family": fam_of[n], "gain": float(g)} for n, g in zip(sub_names, gain)),
+                        key=lambda r: -r["gain"])
+    costs = F.measure_cost(cfg.families, te["prompt"].tolist()[:200], ctx)
+    holdout = te[["prompt_id", cfg.target, "ended"]].rename(columns={cfg.target: "actual"}).assign(
+        predicted=main_pred["predicted"], p90=main_pred.get("p90"))
+    if "capped_prob" in main_pred:
+        holdout["capped_prob"] = main_pred["capped_prob"]
+    oof = None
+    if cfg.cross_fit:
+        def fitted(fold: int) -> None:
+            if stage:
+                stage(f"out-of-fold predictions: fold {fold}/{cfg.cross_fit} fitted")
+
+        oof = crossfit.out_of_fold(df, cfg.families, cfg.target, cfg.method, cap, ctx, cfg.cross_fit, cfg.seed,
+                                   cfg.threads, cfg.rounds, fitted)
+        rows.append(_eval_row(f"{label} ({main.method}), {cfg.cross_fit}-fold out of fold, all {len(oof)} prompts",
+                              "cross-validated", oof["actual"].to_numpy(), oof["predicted"].to_numpy(), cap))
+    meta = _save(out, cfg, main, sub_names, ctx, base, metas, rows, importance, costs, holdout, df, test, cap, oof)
+    return TrainResult(out, meta, rows, importance)
+
+
+def _profile_hash(path: str) -> str:
+    """SHA-256 over a profile's request shards (what the predictor was trained on)."""
+    h = hashlib.sha256()
+    for p in sorted((source_path(path) / profile_format.REQUESTS_DIR).glob("part-*.parquet")):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _save(out, cfg, model, names, ctx, base, metas, rows, importance, costs, holdout, df, test, cap, oof=None) -> dict:
+    meta = {
+        "created_at": now_iso(),
+        "target": cfg.target, "method": model.method, "cap": cap if np.isfinite(cap) else None,
+        "families": list(cfg.families), "feature_names": names,
+        "feature_set_version": uncertainty.FEATURE_SET_VERSION,
+        "model": {k: base["model"][k] for k in ("model_id", "model_hash", "dtype")},
+        "device": base["device"], "decoding": base["decoding"],
+        "training_profiles": [{"path": p, "sha256": _profile_hash(p), "identity_hash": m.get("identity_hash")}
+                              for p, m in zip(cfg.profiles, metas)],
+        "eval_profiles": list(cfg.eval_profiles),
+        "rows": {"train": int((~test).sum()), "test": int(test.sum()), "ended_share": float(df["ended"].mean())},
+        "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("profiles", "out", "overwrite")},
+        "latency": latency_model(cfg.profiles[0], df),
+        "feature_cost_s_per_prompt": costs,
+        "metrics": next(r for r in rows if r["kind"] == "chosen"),
+        **provenance(),
+    }
+    with artifact_dir(out) as tmp:
+        return predictor_format.write_predictor(
+            tmp, meta, {"regressor": model.regressor, "capped": model.capped, "p90": model.p90},
+            tokenizer_file=ctx.tokenizer_file if "prompt" in cfg.families else None,
+            prefill_state=ctx.prefill_state if "prefill" in cfg.families else None,
+            evaluation=rows, importance=importance, holdout=holdout, crossfit=oof)

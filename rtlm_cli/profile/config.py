@@ -1,0 +1,52 @@
+"""Settings of each job as plain dataclasses. Building one touches no disk and loads nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rtlm_cli.engines.base import GenerationSettings
+from rtlm_cli.errors import RtlmError
+
+CPU_CALIBRATION_BATCHES = (1, 2, 4, 8, 16)
+CUDA_CALIBRATION_BATCHES = (1, 8, 32, 128)
+CALIBRATION_CONTEXTS = (128, 512, 1024)
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    out: str = field(default="profiles/smollm2-sharegpt", metadata={"help": "Profile directory to write. Rerunning the same command resumes it."})
+    model: str = field(default="smollm2", metadata={"help": "'smollm2' (embedded, offline), a .gguf file, a transformers model directory, a hub name (online), or 'fake' (test double)."})
+    prompts: str = field(default="sharegpt", metadata={"help": "'sharegpt' (bundled ShareGPT V3 first user turns), a .json/.jsonl/.csv/.parquet/.txt file, or a hub dataset name (online)."})
+    text_column: str | None = field(default=None, metadata={"help": "Column holding the prompt text in a prompt file (default: prompt, text, instruction, question, input or conversations)."})
+    num_prompts: int = field(default=16, metadata={"help": "How many prompts to profile: a seeded random sample of the source (a larger -n with the same seed extends a smaller one)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the prompt sample and of sampling."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    dtype: str = field(default="auto", metadata={"help": "auto (float32), float32, float16 or bfloat16."})
+    batch_size: int = field(default=1, metadata={"help": "Requests generated together (padded batch)."})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "Skip prompts longer than this many tokens (after the chat template)."})
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    calibrate: bool = field(default=False, metadata={"help": "Also sweep batch sizes x context lengths with synthetic tokens: the device's timing table (timing.parquet)."})
+    calibration_batches: tuple[int, ...] | None = field(default=None, metadata={"help": f"Batch sizes to sweep, e.g. 1,2,4,8 (default: {','.join(map(str, CPU_CALIBRATION_BATCHES))} on CPU; {','.join(map(str, CUDA_CALIBRATION_BATCHES))} on CUDA)."})
+    calibration_contexts: tuple[int, ...] = field(default=CALIBRATION_CONTEXTS, metadata={"help": "Context lengths to sweep."})
+    calibration_steps: int = 16
+    calibration_repeats: int = 3
+    flush_every: int = 32
+
+    def validate(self) -> "ProfileConfig":
+        g = self.generation
+        checks = [
+            (self.num_prompts >= 0, f"--num-prompts must be >= 0, got {self.num_prompts}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (g.max_new_tokens >= 1, f"--max-new-tokens must be >= 1, got {g.max_new_tokens}"),
+            (self.max_prompt_tokens >= 1, f"--max-prompt-tokens must be >= 1, got {self.max_prompt_tokens}"),
+            (g.temperature >= 0, f"--temperature must be >= 0, got {g.temperature}"),
+            (0 < g.top_p <= 1, f"--top-p must be in (0, 1], got {g.top_p}"),
+            (g.repetition_penalty > 0, f"--repetition-penalty must be > 0, got {g.repetition_penalty}"),
+            (all(b >= 1 for b in self.calibration_batches or (1,)), "calibration batch sizes must be >= 1"),
+            (all(c >= 1 for c in self.calibration_contexts), "calibration contexts must be >= 1"),
+            (self.num_prompts > 0 or self.calibrate, "--num-prompts 0 profiles nothing: add --calibrate or ask for prompts"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RtlmError(message)
+        return self

@@ -1,0 +1,116 @@
+"""Rich tables of every job's result, for people (``--json`` gives programs the same data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+
+
+def profile_table(result) -> Table:
+    meta, summary = result.meta, result.meta["summary"]
+    table = Table(title=f"profile {result.out}", show_header=False)
+    table.add_row("model", f"{meta['model']['model_id']} ({meta['model']['dtype']})")
+    table.add_row("device", f"{meta['device']['device']} ({meta['device']['device_name']})")
+    table.add_row("requests", f"{summary.get('requests', 0)} ({result.new_requests} new)")
+    if summary.get("requests"):
+        table.add_row("ended before the cap", f"{summary['ended_share']:.0%}")
+        table.add_row("output tokens, mean", f"{summary['output_tokens_mean']:.1f}")
+        table.add_row("TTFT, median", f"{summary['ttft_s_median'] * 1000:.0f} ms")
+        table.add_row("TPOT, median", f"{summary['tpot_s_median'] * 1000:.1f} ms")
+        table.add_row("decode tokens/s, median", f"{summary['decode_tokens_per_s_median']:.1f}")
+    if result.calibrated:
+        table.add_row("timing table", str(result.out / "timing.parquet"))
+    return table
+
+
+def evaluation_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("model", "MAE", "RMSE", "Spearman", "Kendall tau", "pairwise acc", "bucket acc"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        style = "bold" if r["kind"] in ("chosen", "cross-validated") else ("dim" if r["kind"] == "baseline" else None)
+        table.add_row(r["model"], f"{r['mae']:.1f}", f"{r['rmse']:.1f}", f"{r['spearman']:.3f}", f"{r['kendall_tau']:.3f}",
+                      f"{r['pairwise_accuracy']:.3f}", f"{r['bucket_accuracy']:.3f}", style=style)
+    return table
+
+
+def importance_table(rows: list[dict], top: int = 12) -> Table:
+    table = Table(title=f"feature importance (gain), top {top}")
+    for col in ("feature", "family", "gain"):
+        table.add_column(col, justify="right" if col == "gain" else "left")
+    for r in rows[:top]:
+        table.add_row(r["feature"], r["family"], f"{r['gain']:.0f}")
+    return table
+
+
+def training_tables(result) -> list:
+    title = f"predictor {result.out}: held-out {result.meta['rows']['test']} prompts, target {result.meta['target']}"
+    costs = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in result.meta["feature_cost_s_per_prompt"].items())
+    return [evaluation_table(result.evaluation, title), importance_table(result.importance),
+            f"feature cost per prompt: {costs}"]
+
+
+def run_table(metas: list[dict]) -> Table:
+    modes = sorted({m["mode"] if not m.get("engine") else f"{m['mode']}, {m['engine']}" for m in metas})
+    table = Table(title="replay" + (f" ({'; '.join(modes)})" if metas else ""))
+    for col in ("run", "policy", "load", "done", "mean s", "p50 s", "p95 s", "ttft p50 s", "req/s", "tok/s", "batch", "misses"):
+        table.add_column(col, justify="left" if col in ("run", "policy") else "right")
+    for m in metas:
+        s, w = m["summary"], m["workload"]
+        miss = f"{s['deadline_miss_rate']:.1%}" if "deadline_miss_rate" in s else "-"
+        load = f"{w['offered_load']:.2f}" if w.get("offered_load") else "-"
+        table.add_row(Path(m["out"]).name, m["policy"], load, f"{s['completed']}/{s['requests']}", f"{s['e2el_s']['mean']:.2f}",
+                      f"{s['e2el_s']['p50']:.2f}", f"{s['e2el_s']['p95']:.2f}", f"{s['ttft_s']['p50']:.2f}",
+                      f"{s['throughput_rps']:.3f}", f"{s['throughput_tps']:.1f}", f"{s['mean_batch_size']:.1f}", miss)
+    return table
+
+
+def report_tables(data: dict) -> list:
+    out = []
+    if data["runs"]:
+        t = Table(title="runs: response time (e2el), TTFT, TPOT, queueing in seconds")
+        cols = ("run", "policy", "mode", "load", "done/failed", "e2el mean", "p50", "p90", "p95", "p99", "ttft p50",
+                "tpot p50", "queue p95", "req/s", "tok/s", "miss", "goodput", "pred us")
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("run", "policy", "mode") else "right")
+        for r in data["runs"]:
+            t.add_row(r["run"], r["policy"], r["mode"], _fmt(r["offered_load"]), f"{r['completed']}/{r['failed']}",
+                      _fmt(r["e2el_mean_s"]), _fmt(r["e2el_p50_s"]), _fmt(r["e2el_p90_s"]), _fmt(r["e2el_p95_s"]),
+                      _fmt(r["e2el_p99_s"]), _fmt(r["ttft_p50_s"]), _fmt(r["tpot_p50_s"], ".3f"), _fmt(r["queue_p95_s"]),
+                      _fmt(r["throughput_rps"], ".3f"), _fmt(r["throughput_tps"], ".1f"), _fmt(r["deadline_miss_rate"], ".1%"),
+                      _fmt(r["goodput_rps"], ".3f"), _fmt(r["prediction_cost_us"], ".0f"))
+        out.append(t)
+        b = Table(title="response time by predicted-length bucket")
+        for c in ("run", "predicted tokens", "requests", "e2el mean s", "e2el p95 s"):
+            b.add_column(c)
+        for r in data["run_buckets"]:
+            b.add_row(r["run"], r["predicted_tokens"], str(r["requests"]), _fmt(r["e2el_mean_s"]), _fmt(r["e2el_p95_s"]))
+        out.append(b)
+    for r in data["profiles"]:
+        t = Table(title=f"profile {r['profile']}: {r['model']} on {r['device']}, {r['requests']} requests", show_header=False)
+        t.add_row("capped at the token limit", f"{r['capped_share']:.0%}")
+        t.add_row("output tokens, mean", f"{r['output_tokens_mean']:.1f}")
+        t.add_row("e2e / ttft / tpot, median", f"{r['e2e_p50_s']:.2f} s / {r['ttft_p50_s'] * 1e3:.0f} ms / {r['tpot_p50_s'] * 1e3:.1f} ms")
+        t.add_row("peak RSS / GPU memory", f"{_fmt(r['rss_peak_bytes'] / 2**30)} GiB / {_fmt(r['gpu_mem_peak_bytes'] / 2**30)} GiB")
+        for k, v in r.items():
+            if k.startswith("spearman_tokens_vs_"):
+                t.add_row(f"Spearman(output tokens, {k.removeprefix('spearman_tokens_vs_')})", _fmt(v, ".3f"))
+        out.append(t)
+        q = Table(title="by uncertainty quartile")
+        for c in ("quartile", "requests", "score", "output tokens", "capped", "e2e s"):
+            q.add_column(c)
+        for row in data["profile_quartiles"][r["profile"]]:
+            q.add_row(row["quartile"], str(row["requests"]), f"{row['score_mean']:.3f}", f"{row['output_tokens_mean']:.1f}",
+                      f"{row['capped_share']:.0%}", f"{row['e2e_mean_s']:.2f}")
+        out.append(q)
+    by_pred: dict[str, list] = {}
+    for r in data["predictors"]:
+        by_pred.setdefault(r["predictor"], []).append(r)
+    for name, rows in by_pred.items():
+        out.append(evaluation_table(rows, f"predictor {name}"))
+    return out

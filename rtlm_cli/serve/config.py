@@ -1,0 +1,71 @@
+"""Settings of ``rtlm serve-local`` (a plain dataclass with help; building one has no side effects),
+and the expansion of a sweep (policies x rates or loads) into one config per run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats.store import check_output
+from rtlm_cli.serve.scheduling.policies import RTLM, check_needs, make_policy
+from rtlm_cli.serve.workload import WorkloadConfig
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    out: str = field(metadata={"help": "Run directory to write (a parent directory when sweeping several policies/rates/loads)."})
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    policy: str = field(default="fcfs", metadata={"help": "Scheduling policy"})
+    profile: str | None = field(default=None, metadata={"help": "Profile to draw prompts from (a directory, or a shipped one by name: reference, reference-64): true lengths known (needed by --simulate and oracle); its timing table prices the workers."})
+    prompts: str | None = field(default=None, metadata={"help": "Any prompt source instead of a profile (real runs only)."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column of a prompt file."})
+    predictor: str | None = field(default=None, metadata={"help": "Predictor directory (needed by the policies that say so)."})
+    simulate: bool = field(default=False, metadata={"help": "Discrete-event simulation on the timing table instead of the real model."})
+    model: str = field(default="smollm2", metadata={"help": "Model for real runs (as in `rtlm profile`)."})
+    workers: tuple[str, ...] = field(default=(), metadata={"help": "A worker, repeatable: DEVICE[=TIMING] for real runs (cpu, cuda:0), NAME[=TIMING] in simulation; TIMING is a profile or timing file, or h200 (default: the profile's)."})
+    timing: str | None = field(default=None, metadata={"help": "Default timing table (a profile directory, a .jsonl/.parquet file, or h200)."})
+    max_batch: int = field(default=1, metadata={"help": "Dynamic consolidation: batches of up to this many alike requests (1 = off). Near capacity a larger limit leaves more room to group; the timing table's largest measured batch is a good choice (16 on the reference table)."})
+    offload: bool = field(default=False, metadata={"help": "Strategic offloading: slower workers take long, uncertain requests when the fast ones are congested."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Token cap for real runs (default: the profile's)."})
+    size_weight: float = field(default=RTLM.SIZE_WEIGHT, metadata={"help": "rtlm policy: weight of predicted service time against arrival order (0 = FCFS; larger = lower mean response time, longer tail at high load)."})
+    uncertainty_weight: float = field(default=RTLM.UNCERTAINTY_WEIGHT, metadata={"help": "rtlm policy: how much uncertainty inflates a request's predicted service time."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory once the new run is written."})
+
+    @property
+    def policy_params(self) -> dict:
+        return {"size_weight": self.size_weight, "uncertainty_weight": self.uncertainty_weight}
+
+    def validate(self) -> "ReplayConfig":
+        self.workload.validate()
+        make_policy(self.policy, **self.policy_params)  # unknown name -> did-you-mean; bad parameters
+        check_needs(self.policy, {k for k, v in (("predictor", self.predictor), ("profile", self.profile)) if v})
+        if self.simulate and not self.profile:
+            raise RtlmError("--simulate needs --profile: the simulator replays the true output lengths recorded there")
+        if not self.profile and not self.prompts:
+            raise RtlmError("pass --profile (prompts with known lengths) or --prompts (any prompt source)")
+        if self.max_batch < 1:
+            raise RtlmError(f"--max-batch must be >= 1, got {self.max_batch}")
+        check_output(Path(self.out), self.overwrite)
+        return self
+
+
+def sweep(base: ReplayConfig, policies: list[str], rates: list[float] | None, loads: list[float] | None) -> list[ReplayConfig]:
+    """One config per (policy, rate or load) point; several points write to ``out/<policy>-<load|rate><x>``.
+    Every point is validated before the first one runs."""
+    if rates is not None and loads is not None:
+        raise RtlmError("give --rate or --load, not both")
+    points = [("rate", r) for r in rates] if rates is not None else [("load", x) for x in (loads or [None])]
+    policies = policies or [base.policy]
+    several = len(policies) * len(points) > 1
+    configs = []
+    for pol in policies:
+        for kind, value in points:
+            name = f"{pol}-{kind}{value:g}" if value is not None else pol
+            configs.append(dataclasses.replace(
+                base, policy=pol, out=str(Path(base.out) / name) if several else base.out,
+                workload=dataclasses.replace(base.workload, **{kind: value})))
+    for c in configs:
+        c.validate()
+    return configs

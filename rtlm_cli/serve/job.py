@@ -1,0 +1,105 @@
+"""``rtlm serve-local``: build a workload's requests, drive the shared scheduler with the simulator or
+the real executor, and write a run directory. Torch is imported only by the real executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rtlm_cli.defaults import MAX_NEW_TOKENS
+from rtlm_cli.engines import engine_name
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats import predictor as predictor_format
+from rtlm_cli.formats import profile as profile_format
+from rtlm_cli.formats.run import write_run
+from rtlm_cli.formats.store import now_iso, provenance
+from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.serve.config import ReplayConfig
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.requests import (
+    Pool,
+    build_requests,
+    check_predictor,
+    load_pool,
+    predict_pool,
+)
+from rtlm_cli.serve.scheduling.policies import make_policy
+from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
+
+
+def make_workers(cfg: ReplayConfig, pool: Pool) -> list[Worker]:
+    """Workers from specs ``NAME[=TIMING]`` (simulation) or ``DEVICE[=TIMING]`` (real)."""
+    specs = cfg.workers or (("cpu",) if not cfg.simulate else ("worker",))
+    default_timing = cfg.timing or cfg.profile
+    workers = []
+    for i, spec in enumerate(specs):
+        name, _, timing = spec.partition("=")
+        source = timing or default_timing
+        if not source:
+            raise RtlmError(f"worker {name} has no timing table: pass --timing FILE or NAME=TIMING")
+        table = load_timing_table(source, missing_ok=False)
+        workers.append(Worker(i, name, CostModel.from_table(table, name)))
+    return workers
+
+
+def capacity_rps(workers: list[Worker], pool: Pool, predicted: np.ndarray) -> float:
+    """Requests/s the workers sustain at batch 1 for this pool's mean request."""
+    sizes = np.where(pool.true_tokens > 0, pool.true_tokens, predicted)
+    idx = np.linspace(0, len(sizes) - 1, min(len(sizes), 500)).astype(int)
+    total = 0.0
+    for w in workers:
+        mean_s = float(np.mean([w.cost.service_s(int(pool.prompt_tokens[i]), float(sizes[i])) for i in idx]))
+        total += 1.0 / mean_s
+    return total
+
+
+def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
+    cfg.validate()
+    pmeta = predictor_format.read_predictor_meta(cfg.predictor) if cfg.predictor else None
+    pool = load_pool(cfg, pmeta)
+    check_predictor(cfg.predictor, pmeta, pool)
+    cap = float(profile_format.cap(pool.meta) if pool.meta else cfg.max_new_tokens or MAX_NEW_TOKENS)
+    workers = make_workers(cfg, pool)
+    preds = predict_pool(cfg.predictor, pool, cap, isolate=not cfg.simulate, pmeta=pmeta, console=console)
+    capacity = capacity_rps(workers, pool, preds.predicted)
+    w = cfg.workload
+    rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
+    fastest = min(workers, key=lambda x: x.cost.step(1, 256))
+    requests = build_requests(cfg, pool, preds, fastest.cost, rate)
+    pred_cap = float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None  # what a mixture's P(capped) is of
+    policy = make_policy(cfg.policy, **cfg.policy_params)
+    scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload, cap_tokens=pred_cap)
+    started = now_iso()
+    t0 = time.perf_counter()
+    interrupted = False
+    if cfg.simulate:
+        from rtlm_cli.serve.simulate import simulate
+
+        records = simulate(requests, scheduler)
+        model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.model}
+    else:
+        from rtlm_cli.serve.executor import serve
+
+        max_new = cfg.max_new_tokens or int(cap)
+        records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, console, dashboard)
+    wall = time.perf_counter() - t0
+    meta = {
+        "complete": not interrupted, "created_at": started, "mode": "simulated" if cfg.simulate else "real",
+        "engine": None if cfg.simulate else engine_name(cfg.model), "batching": "static",
+        "policy": cfg.policy, "policy_params": cfg.policy_params,
+        "max_batch": cfg.max_batch, "offload": cfg.offload,
+        "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,
+                     "offered_load": rate / capacity if rate else None},
+        "profile": cfg.profile, "prompts": cfg.prompts, "predictor": cfg.predictor,
+        "predictor_meta": {k: pmeta[k] for k in ("families", "method", "target", "metrics")} if pmeta else None,
+        "out_of_fold_predictions": preds.out_of_fold,
+        "model": model_info, "workers": [{"name": x.name, "spec": s} for x, s in zip(workers, cfg.workers or [x.name for x in workers])],
+        "seed": w.seed, "wall_s": wall, **provenance(),
+    }
+    meta = write_run(Path(cfg.out), records, meta)
+    meta["out"] = cfg.out
+    return meta

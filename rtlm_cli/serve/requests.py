@@ -1,0 +1,176 @@
+"""The requests of a replay: a pool of prompts (a profile's, with true lengths, or any prompt source),
+their predictions (out of fold where the predictor has them), and a workload's arrivals over them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rtlm_cli.defaults import TEMPLATE_TOKENS, TOKENS_PER_WORD
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats import predictor as predictor_format
+from rtlm_cli.formats import profile as profile_format
+from rtlm_cli.predict.model import Predictor
+from rtlm_cli.prompts import uncertainty
+from rtlm_cli.prompts.sources import load_prompts, prompt_id
+from rtlm_cli.serve.config import ReplayConfig
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.serve.workload import arrival_times, read_trace
+
+
+@dataclass
+class Pool:
+    """Prompts to draw requests from; ``true_tokens`` is -1 where unknown."""
+
+    prompt_id: list[str]
+    prompt: list[str]
+    prompt_tokens: np.ndarray
+    true_tokens: np.ndarray
+    meta: dict | None = None
+
+
+def load_pool(cfg: ReplayConfig, pmeta: dict | None) -> Pool:
+    if cfg.profile:
+        meta, df = profile_format.load_nonempty(cfg.profile)
+        return Pool(df["prompt_id"].tolist(), df["prompt"].tolist(), df["prompt_tokens"].to_numpy(int),
+                    df["output_tokens"].to_numpy(int), meta)
+    items = load_prompts(cfg.prompts, cfg.text_column)
+    texts = [p.text for p in items]
+    tok_file = (pmeta or {}).get("files", {}).get("tokenizer")
+    if tok_file:  # the predictor's own prompt-token count
+        from rtlm_cli.predict import features
+
+        ctx = features.FeatureContext(tokenizer_file=str(Path(cfg.predictor) / tok_file))
+        raw = features.prompt_family(texts, ctx)[1][:, 0].astype(int)
+    else:
+        raw = [int(TOKENS_PER_WORD * len(t.split())) for t in texts]
+    # + the chat template's tokens; estimates for the cost model only
+    tokens = np.asarray(raw) + TEMPLATE_TOKENS
+    return Pool([p.prompt_id for p in items], texts, tokens, np.full(len(texts), -1))
+
+
+def check_predictor(path: str | None, pm: dict | None, pool: Pool) -> None:
+    if pm is None or pool.meta is None:
+        return
+    fm = pool.meta
+    if pm["model"]["model_hash"] != fm["model"]["model_hash"]:
+        raise RtlmError(
+            f"predictor {path} was trained on {pm['model']['model_id']} profiles, but the profile was made "
+            f"with {fm['model']['model_id']} (another model hash): use a predictor trained on this model"
+        )
+    if pm.get("cap") and pm["cap"] != profile_format.cap(fm):
+        raise RtlmError(
+            f"predictor {path} predicts lengths capped at {pm['cap']:.0f} tokens but the profile used "
+            f"--max-new-tokens {profile_format.cap(fm)}: use a predictor trained at the same cap"
+        )
+
+
+def predict_texts(path: str, texts: list[str]) -> tuple[dict, float]:
+    """A predictor's output for the texts, and its cost per text (the batch's time / n)."""
+    predictor = Predictor.load(path)
+    t0 = time.perf_counter()
+    out = predictor.predict(texts)
+    measured = (time.perf_counter() - t0) / max(len(texts), 1)
+    # Prefill features come from a cache here; charge their cost as measured uncached at training.
+    uncached = sum(predictor.meta.get("feature_cost_s_per_prompt", {}).values())
+    return out, max(measured, uncached)
+
+
+@dataclass
+class Predictions:
+    """Per pool prompt: predicted tokens, p90, uncertainty score; the prediction cost per prompt, and
+    how many predictions came out of fold (the predictor's own training prompts, see crossfit.py)."""
+
+    predicted: np.ndarray
+    p90: np.ndarray
+    uncertainty: np.ndarray
+    cost_s: float
+    out_of_fold: int = 0
+    capped_prob: np.ndarray | None = None  # a mixture predictor's P(capped) and length if it ends
+    ended_tokens: np.ndarray | None = None
+
+
+def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool, pmeta: dict | None = None,
+                 console=None) -> Predictions:
+    """With ``isolate`` (real runs) the predictor runs in a separate process: a LightGBM booster in
+    the serving process (its own OpenMP runtime) slows torch's CPU decoding 1.7x, measured.
+
+    A prompt the predictor was trained on gets its out-of-fold prediction (``crossfit.parquet``):
+    an in-sample one would flatter every length-aware policy."""
+    n = len(pool.prompt)
+    unc = np.asarray([uncertainty.extract(t)["uncertainty_score"] for t in pool.prompt])
+    if path is None:
+        known = pool.true_tokens[pool.true_tokens > 0]
+        mean = float(known.mean()) if len(known) else cap_default / 2
+        return Predictions(np.full(n, mean), np.full(n, mean), unc, 0.0)
+    if isolate:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool_exec:
+            out, cost = pool_exec.submit(predict_texts, path, pool.prompt).result()
+    else:
+        out, cost = predict_texts(path, pool.prompt)
+    predicted = np.asarray(out["predicted"], dtype=float)
+    p90 = np.asarray(out.get("p90", out["predicted"]), dtype=float)
+    mixture = {c: np.asarray(out[c], dtype=float) for c in ("capped_prob", "ended_tokens") if c in out}
+    oof = predictor_format.read_crossfit(path, pmeta or {})
+    replaced = 0
+    if oof is not None:
+        at = oof.index.get_indexer(pool.prompt_id)
+        hit = at >= 0
+        for col, values in (("predicted", predicted), ("p90", p90), *mixture.items()):
+            values[hit] = oof[col].to_numpy()[at[hit]]
+        replaced = int(hit.sum())
+    elif pool.meta is not None and console is not None:
+        console.print(f"[yellow]warning:[/yellow] predictor {path} has no out-of-fold predictions (trained without "
+                      "--cross-fit): any of these prompts it was trained on is predicted in sample, which flatters "
+                      "length-aware policies; retrain it to replay its own profile")
+    return Predictions(predicted, p90, unc, cost, replaced, mixture.get("capped_prob"), mixture.get("ended_tokens"))
+
+
+def build_requests(cfg: ReplayConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None) -> list[Request]:
+    predicted, p90, unc, cost = preds.predicted, preds.p90, preds.uncertainty, preds.cost_s
+    capped, ended = preds.capped_prob, preds.ended_tokens
+    w = cfg.workload
+    rng = np.random.default_rng(w.seed)  # this workload's own generator
+    if w.arrivals == "trace":
+        trace = read_trace(w.trace)
+        where = {pid: i for i, pid in enumerate(pool.prompt_id)}
+        if "prompt_id" in trace:
+            missing = [p for p in trace["prompt_id"] if p not in where]
+            if missing:
+                raise RtlmError(f"trace prompt_id {missing[0]} is not in the profile: trace ids must come from --profile")
+            idx = [where[p] for p in trace["prompt_id"]]
+        else:
+            idx = [where.get(prompt_id(t.strip()), -1) for t in trace["prompt"]]
+            if min(idx) < 0:
+                raise RtlmError("trace prompts must be among the --profile/--prompts prompts (matched by text)")
+        times = trace["time_s"].to_numpy(float)
+    else:
+        n = w.num_requests
+        idx = rng.permutation(len(pool.prompt))[:n] if n <= len(pool.prompt) else rng.integers(0, len(pool.prompt), n)
+        times = arrival_times(w, rate, rng)
+    requests = []
+    for rid, (i, t) in enumerate(zip(idx, times)):
+        service = ref.service_s(int(pool.prompt_tokens[i]), float(predicted[i]))
+        deadline = None
+        if w.slo_s is not None:
+            deadline = float(t) + w.slo_s
+        elif w.slo_factor is not None:
+            deadline = float(t) + w.slo_factor * service
+        true = int(pool.true_tokens[i])
+        requests.append(Request(
+            rid=rid, arrival_s=float(t), prompt_id=pool.prompt_id[i], prompt=pool.prompt[i],
+            prompt_tokens=int(pool.prompt_tokens[i]), predicted_tokens=float(predicted[i]), p90_tokens=float(p90[i]),
+            uncertainty=float(unc[i]), predicted_service_s=service, deadline_s=deadline,
+            capped_prob=None if capped is None else float(capped[i]),
+            ended_tokens=None if ended is None else float(ended[i]),
+            true_tokens=true if true > 0 else None, prediction_cost_s=cost,
+            true_service_s=ref.service_s(int(pool.prompt_tokens[i]), float(true)) if true > 0 else None,
+        ))
+    return requests
