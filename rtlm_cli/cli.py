@@ -1,12 +1,10 @@
 """The ``rtlm`` command line: thin commands that build a config, call one job function, render.
 
-Defaults and help texts come from the config dataclasses (``option``), so each is written once.
+Defaults and help texts come from the config dataclasses (``options.option``), so each is written once.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import sys
 from typing import Optional
@@ -16,7 +14,7 @@ from rich.console import Console
 
 from rtlm_cli import __version__
 from rtlm_cli.engines.base import GenerationSettings
-from rtlm_cli.errors import RtlmError
+from rtlm_cli.options import numbers, option, user_errors
 from rtlm_cli.predict.job import PredictConfig
 from rtlm_cli.predict.train import TrainConfig
 from rtlm_cli.profile.config import ProfileConfig
@@ -39,31 +37,6 @@ console = Console(stderr=True)
 out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
-def option(config, name: str, *flags: str, default=dataclasses.MISSING, help: str | None = None):
-    """A typer option whose default and help are the config field's own."""
-    f = {f.name: f for f in dataclasses.fields(config)}[name]
-    if default is dataclasses.MISSING:
-        default = f.default if f.default is not dataclasses.MISSING else ...
-    return typer.Option(default, *flags, help=help or f.metadata.get("help"))
-
-
-def user_errors(fn):
-    """Every RtlmError becomes one red line on stderr and its exit code (2; 130 on Ctrl-C), no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RtlmError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            console.print("[red]interrupted[/red]")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
 def _version(value: bool):
     if value:
         out_console.print(f"rtlm {__version__}")
@@ -75,19 +48,6 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ):
     pass
-
-
-def _numbers(text: Optional[str], option_name: str, kind=float, example: str = "0.5,0.7,0.9"):
-    if text is None:
-        return None
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        what = "whole numbers" if kind is int else "numbers"
-        raise RtlmError(f"{option_name} takes comma-separated {what}, e.g. {example}; got {text!r}") from None
-    if not values:
-        raise RtlmError(f"{option_name} is empty: give comma-separated numbers, e.g. {example}")
-    return values
 
 
 def _print_json(obj) -> None:
@@ -130,14 +90,14 @@ def profile(
     from rtlm_cli.profile.job import profile as run_profile
     from rtlm_cli.render import profile_table
 
-    batches = _numbers(calibration_batches, "--calibration-batches", int, "1,2,4,8")
+    batches = numbers(calibration_batches, "--calibration-batches", int, "1,2,4,8")
     cfg = ProfileConfig(
         out=out, model=model, prompts=prompts, text_column=text_column, num_prompts=num_prompts, seed=seed,
         device=device, dtype=dtype, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
         generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                       repetition_penalty=repetition_penalty, seed=seed),
         calibrate=calibrate, calibration_batches=tuple(batches) if batches else None,
-        calibration_contexts=tuple(_numbers(calibration_contexts, "--calibration-contexts", int, "128,512")),
+        calibration_contexts=tuple(numbers(calibration_contexts, "--calibration-contexts", int, "128,512")),
     )
     result = run_profile(cfg, console=console)
     if as_json:
@@ -272,7 +232,7 @@ def serve_local(
                                 slo_s=slo, slo_factor=slo_factor),
     )
     policies = [p.strip() for p in policy.split(",") if p.strip()]
-    configs = sweep(base, policies, _numbers(rate, "--rate"), _numbers(load, "--load"))
+    configs = sweep(base, policies, numbers(rate, "--rate"), numbers(load, "--load"))
     metas = [replay(c, console=console, dashboard=not no_dashboard) for c in configs]
     if as_json:
         rows = [{"out": m["out"], "policy": m["policy"], "mode": m["mode"], "engine": m["engine"],

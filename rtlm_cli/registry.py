@@ -24,6 +24,11 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove a name (a test's own registration, say); unknown names are an error."""
+        self.get(name)
+        del self._items[name]
+
     def get(self, name: str) -> T:
         if name in self._items:
             return self._items[name]
@@ -32,7 +37,8 @@ class Registry(Generic[T]):
         raise RtlmError(f"unknown {self.kind} {name!r}: {hint}available: {', '.join(sorted(self._items))}")
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        """In the order they were registered (e.g. a baseline first)."""
+        return list(self._items)
 
     def __contains__(self, name: str) -> bool:
         return name in self._items

@@ -11,7 +11,7 @@ Prints, in one run:
 5. with --splits K, the full predictor's held-out Kendall tau on K other seeded splits (how much
    one 200-prompt split moves the figure).
 
-Usage: .venv/bin/python scripts/bench_predictor.py [--profile profiles/reference-smollm2-sharegpt]
+Usage: .venv/bin/python scripts/bench_predictor.py [--profile reference]
 The prefill family runs SmolLM2 once per prompt (cached in $RTLM_HOME/prefill after the first run).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from rtlm_cli.cli import evaluation_table
+from rtlm_cli.render import evaluation_table
 from rtlm_cli.predict.model import Predictor
 from rtlm_cli.predict.train import TrainConfig, train
 from rtlm_cli.prompts.sources import load_prompts, sample_prompts

@@ -34,10 +34,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rtlm_cli.serve.job import ReplayConfig, replay
+from rtlm_cli.serve.config import ReplayConfig
+from rtlm_cli.serve.job import replay
+from rtlm_cli.serve.scheduling.policies import POLICIES as POLICY_REGISTRY
 from rtlm_cli.serve.workload import WorkloadConfig
 
-POLICIES = ("fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle")
+POLICIES = tuple(POLICY_REGISTRY.names())  # every registered policy, the baseline (fcfs) first
 
 
 def run(out: Path, profile: str, predictor: str, policy: str, load: float, n: int, max_batch: int, simulate: bool,
@@ -234,7 +236,7 @@ def batch_accuracy(run_dirs: list[Path], profile: str) -> list[dict]:
 def _calibrate(model: str, batches: list[int], contexts: list[int]):
     from rtlm_cli.engines import load_engine
     from rtlm_cli.profile.config import ProfileConfig
-    from rtlm_cli.profile.job import calibrate
+    from rtlm_cli.profile.calibrate import calibrate
 
     cfg = ProfileConfig(out="-", model=model, calibrate=True, calibration_batches=tuple(batches),
                         calibration_contexts=tuple(contexts))

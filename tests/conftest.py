@@ -7,6 +7,18 @@ from typer.testing import CliRunner
 from rtlm_cli.cli import app
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device: they skip cleanly where torch sees none."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch sees none)"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_home(tmp_path_factory):
     """One RTLM_HOME per test session (the embedded model converts once), and no hub access."""

@@ -97,3 +97,18 @@ def test_real_replay_of_four_requests(run_cli, tmp_path):
     # greedy, same cap: a request alone in its batch reproduces the profile's length
     alone = df[df["batch_size"] == 1]
     assert (alone["output_tokens"] == alone["true_tokens"]).all()
+
+
+@pytest.mark.gpu
+def test_cuda_profile_with_gpu_telemetry(run_cli, tmp_path):
+    """On a CUDA machine: the real model profiles on the GPU, its timing table is measured there and
+    pynvml telemetry is present (skipped where torch sees no CUDA device)."""
+    out = tmp_path / "cuda"
+    r = run_cli("profile", "-n", 4, "--max-new-tokens", 8, "-b", 2, "--device", "cuda", "--calibrate",
+                "--calibration-batches", "1,2", "--calibration-contexts", "64", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["device"]["device"].startswith("cuda") and meta["telemetry"]["gpu"]
+    df = pd.read_parquet(out / "requests")
+    assert (df["gpu_mem_bytes"] > 0).all() and (df["output_tokens"] <= 8).all()
+    assert len(pd.read_parquet(out / "timing.parquet")) == 2

@@ -130,6 +130,37 @@ def test_predict_command_writes_each_format(trained, run_cli, tmp_path, prompt_f
         df = read(dest)
         assert len(df) == 6 and {"prompt_id", "predicted_tokens", "p90_tokens", "predicted_e2e_s", "uncertainty_score"} <= set(df.columns)
     assert "unknown type" in one_line_error(run_cli("predict", "--predictor", out, "--prompts", prompt_file, "--out", tmp_path / "x.xlsx"))
+    # an existing output is kept unless --overwrite
+    before = (tmp_path / "preds.csv").read_bytes()
+    assert "--overwrite" in one_line_error(run_cli("predict", "--predictor", out, "--prompts", prompt_file, "--out", tmp_path / "preds.csv"))
+    assert (tmp_path / "preds.csv").read_bytes() == before
+    assert run_cli("predict", "--predictor", out, "--prompts", prompt_file, "--out", tmp_path / "preds.csv", "--overwrite").exit_code == 0
+
+
+def test_predict_keeps_every_input_row_in_order_with_its_id(trained, run_cli, tmp_path):
+    out, _ = trained
+    rng = np.random.default_rng(0)
+    base = [f"Question {i}: why is {w} important? Explain." for i, w in enumerate(rng.choice(["water", "sleep", "code"], 160))]
+    texts = base + [base[i] for i in rng.integers(0, 160, 40)] + [""]  # 40 exact duplicates, one empty row
+    order = rng.permutation(len(texts))
+    src = pd.DataFrame({"id": [f"row-{i}" for i in range(len(texts))], "question": [texts[i] for i in order]})
+    src.to_csv(tmp_path / "in.csv", index=False)
+    r = run_cli("predict", "--predictor", out, "--prompts", tmp_path / "in.csv", "--out", tmp_path / "p.parquet")
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(tmp_path / "p.parquet")
+    assert len(df) == len(src) == 201 and df["id"].tolist() == src["id"].tolist()  # one row per input row, in order
+    assert df["prompt"].tolist() == src["question"].fillna("").tolist()
+    dup = df[df.duplicated("prompt", keep=False) & (df["prompt"] != "")]
+    assert len(dup) >= 40 and dup.groupby("prompt")["predicted_tokens"].nunique().eq(1).all()
+    assert df.loc[df["prompt"] == "", "predicted_tokens"].isna().all() and df["predicted_tokens"].notna().sum() == 200
+    assert "without a prompt text" in " ".join(r.output.split())
+    # a named id column must exist; a sample keeps input order
+    assert "no id column 'key'" in one_line_error(run_cli("predict", "--predictor", out, "--prompts", tmp_path / "in.csv",
+                                                          "--id-column", "key", "--out", tmp_path / "q.csv"))
+    r = run_cli("predict", "--predictor", out, "--prompts", tmp_path / "in.csv", "-n", 50, "--out", tmp_path / "s.parquet")
+    sample = pd.read_parquet(tmp_path / "s.parquet")
+    assert r.exit_code == 0 and len(sample) == 50
+    assert sample["id"].map(src["id"].tolist().index).is_monotonic_increasing
 
 
 def test_feature_set_mismatch_is_a_clear_error(trained, tmp_path, run_cli, prompt_file):

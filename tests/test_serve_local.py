@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from rtlm_cli.cli import app
 from rtlm_cli.engines.fake import FakeEngine
+from rtlm_cli.formats.profile import load_profile
 from rtlm_cli.formats.run import load_run
 
 
@@ -69,28 +70,37 @@ def test_sweep_writes_one_run_per_point(setup, run_cli, tmp_path):
     assert means["fcfs-load0.5"] < means["fcfs-load0.9"]
 
 
-def test_real_executor_on_the_fake_backend_records_failures_and_goes_on(setup, run_cli, tmp_path, monkeypatch):
+def test_real_executor_on_the_fake_engine_records_failures_and_goes_on(setup, run_cli, tmp_path, monkeypatch):
+    # The same workload simulated first names its requests; three of them are made to fail for real.
+    common = ("--profile", setup / "prof", "--predictor", setup / "pred", "--policy", "sjf-pred", "--arrivals", "burst",
+              "-n", 40, "--max-batch", 4)
+    assert run_cli("serve-local", "--simulate", *common, "--out", tmp_path / "sim").exit_code == 0
+    doomed = set(load_run(tmp_path / "sim")[1]["prompt_id"][[0, 17, 33]])
+    prompt_of = {pid: text for pid, text in zip(*(load_profile(setup / "prof")[1][c] for c in ("prompt_id", "prompt")))}
+    doomed_text = {prompt_of[pid] for pid in doomed}
     real = FakeEngine.generate
 
-    def sometimes_fails(self, prompts, settings):
-        if any("error" in p.lower() for p in prompts):
+    def fails_on_doomed(self, prompts, settings):
+        if doomed_text & set(prompts):
             raise RuntimeError("boom")
         return real(self, prompts, settings)
 
-    monkeypatch.setattr(FakeEngine, "generate", sometimes_fails)
+    monkeypatch.setattr(FakeEngine, "generate", fails_on_doomed)
     out = tmp_path / "real"
-    r = run_cli("serve-local", "--profile", setup / "prof", "--predictor", setup / "pred", "--model", "fake:ms_per_token=0.2",
-                "--policy", "sjf-pred", "--arrivals", "burst", "-n", 40, "--max-batch", 4, "--no-dashboard", "--out", out)
+    r = run_cli("serve-local", *common, "--model", "fake:ms_per_token=0.2", "--no-dashboard", "--out", out)
     assert r.exit_code == 0, r.output
     meta, df = load_run(out)
     assert meta["mode"] == "real" and meta["engine"] == "fake" and len(df) == 40
     failed = df[df["status"] == "failed"]
-    assert (df["status"].isin(["finished", "failed"])).all()
-    assert failed["error"].str.contains("boom").all()
+    assert doomed <= set(failed["prompt_id"]) and (failed["error"] == "RuntimeError: boom").all()
+    # a batch fails whole, and only a batch that holds a doomed prompt fails
+    doomed_batches = set(df[df["prompt_id"].isin(doomed)]["batch_id"])
+    assert set(failed["batch_id"]) == doomed_batches
     done = df[df["status"] == "finished"]
+    assert len(done) == 40 - len(failed) > 0
     assert (done["start_s"] >= done["arrival_s"]).all() and (done["finish_s"] >= done["first_token_s"]).all()
     assert (done["prediction_cost_s"] > 0).all()  # paid on arrival, on the clock
-    assert "completed" in r.output or "done" in r.output
+    assert f"{len(done)}/40" in r.output  # the summary table's done column
 
 
 def test_ctrl_c_keeps_finished_records(setup, run_cli, tmp_path, monkeypatch):
@@ -161,8 +171,6 @@ def test_arrival_processes_are_seeded_and_shaped():
 
 
 def test_trace_replay_and_offloading_to_a_slow_worker(setup, run_cli, tmp_path):
-    from rtlm_cli.formats.profile import load_profile
-
     _, prof = load_profile(setup / "prof")
     trace = tmp_path / "trace.csv"
     pd.DataFrame({"time_s": [0.0, 0.0, 0.01, 0.5] * 10, "prompt_id": prof["prompt_id"][:40]}).to_csv(trace, index=False)

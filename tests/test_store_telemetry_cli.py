@@ -41,7 +41,7 @@ def test_atomic_json_is_strict(tmp_path):
 
 
 def test_telemetry_without_gpu_is_absent_not_a_crash():
-    with TelemetrySampler("cuda:0", interval_s=0.01) as t:
+    with TelemetrySampler("cuda:99", interval_s=0.01) as t:  # no such GPU here, with or without CUDA
         pass
     assert not t.has_gpu
     w = t.window(0, 1e12)
@@ -62,3 +62,19 @@ def test_version_and_help(run_cli):
     assert r.exit_code == 0 and __version__ in r.output
     r = run_cli("profile", "--help")
     assert r.exit_code == 0 and "--max-new-tokens" in r.output and "--calibrate" in r.output
+
+
+def test_artifact_dir_replaces_only_once_the_new_one_is_written(tmp_path):
+    from rtlm_cli.formats.store import artifact_dir
+
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with artifact_dir(out) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("the job failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["art"] and (out / "old.txt").read_text() == "old"
+    with artifact_dir(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["art"] and [p.name for p in out.iterdir()] == ["new.txt"]

@@ -123,3 +123,23 @@ def ensure_converted(model: ResolvedModel) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def tokenizer_file(model: str) -> str | None:
+    """The tokenizer.json of a model spec, for the prompt family; None for the fake model."""
+    if model.startswith("fake"):
+        return None
+    resolved = resolve(model)
+    if resolved.kind in ("embedded", "gguf"):
+        path = ensure_converted(resolved) / "tokenizer.json"
+    elif resolved.kind == "dir":
+        path = Path(resolved.source) / "tokenizer.json"
+    else:  # a hub model (online): keep its fast tokenizer's file in the cache
+        from transformers import AutoTokenizer
+
+        path = rtlm_home() / "tokenizers" / (resolved.source.replace("/", "--") + ".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        AutoTokenizer.from_pretrained(resolved.source).backend_tokenizer.save(str(path))
+    if not path.is_file():
+        raise RtlmError(f"model {model} has no tokenizer.json: train without the 'prompt' feature family")
+    return str(path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -220,27 +219,3 @@ def measure_cost(families: tuple[str, ...], texts: list[str], ctx: FeatureContex
     finally:
         ctx.prefill_cache = saved
     return out
-
-
-def tokenizer_file_for(model: str) -> str | None:
-    """The tokenizer.json of a model spec, for the prompt family; None for the fake model."""
-    if model.startswith("fake"):
-        return None
-    from rtlm_cli.engines.resolve import ensure_converted, resolve
-
-    resolved = resolve(model)
-    if resolved.kind in ("embedded", "gguf"):
-        path = ensure_converted(resolved) / "tokenizer.json"
-    elif resolved.kind == "dir":
-        path = Path(resolved.source) / "tokenizer.json"
-    else:  # a hub model (online): keep its fast tokenizer's file in the cache
-        from transformers import AutoTokenizer
-
-        from rtlm_cli.paths import rtlm_home
-
-        path = rtlm_home() / "tokenizers" / (resolved.source.replace("/", "--") + ".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        AutoTokenizer.from_pretrained(resolved.source).backend_tokenizer.save(str(path))
-    if not path.is_file():
-        raise RtlmError(f"model {model} has no tokenizer.json: train without the 'prompt' feature family")
-    return str(path)

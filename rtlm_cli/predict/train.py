@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtlm_cli.engines.resolve import tokenizer_file
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats import predictor as predictor_format
 from rtlm_cli.formats import profile as profile_format
@@ -116,7 +117,7 @@ def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
     model_id = base["model"]["model_id"]
     cap = float(profile_format.cap(base)) if cfg.target == "output_tokens" else float("inf")
     ctx = F.FeatureContext(model=model_id, device=cfg.device,
-                           tokenizer_file=F.tokenizer_file_for(model_id))
+                           tokenizer_file=tokenizer_file(model_id))
     test = split_by_prompt(df["prompt_id"].tolist(), cfg.test_size, cfg.seed)
     tr, te = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
     y_tr, y_te = tr[cfg.target].to_numpy(float), te[cfg.target].to_numpy(float)

@@ -1,0 +1,125 @@
+"""The layout's rules, checked from the source: no import cycles (imports inside functions count),
+jobs never import each other, formats and engines import no stage, heavy libraries stay where a
+model runs, no module grows past ~300 lines; and adding a policy takes one class."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from rtlm_cli.formats.run import load_run
+from rtlm_cli.serve.scheduling.policies import POLICIES, Policy, policy_help, register
+
+PACKAGE = Path(__file__).parent.parent / "rtlm_cli"
+# The job of each stage: the function a command calls. Stages share libraries, never jobs.
+JOBS = {"rtlm_cli.profile.job", "rtlm_cli.predict.train", "rtlm_cli.predict.job", "rtlm_cli.serve.job",
+        "rtlm_cli.report.job"}
+STAGES = ("profile", "predict", "serve", "report")
+HEAVY = ("torch", "transformers", "vllm")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (inside functions too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}  # `from pkg import module`
+    return out
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+GRAPH = {m: {i for i in imports_of(p) if i in MODULES and i != m} for m, p in MODULES.items()}
+
+
+def test_no_import_cycles():
+    seen, on_path, cycles = set(), [], []
+
+    def visit(m):
+        if m in on_path:
+            cycles.append(on_path[on_path.index(m):] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        on_path.append(m)
+        for n in sorted(GRAPH[m]):
+            # a package's __init__ is imported with any of its modules; only real edges count
+            if not m.startswith(n + "."):
+                visit(n)
+        on_path.pop()
+
+    for m in sorted(GRAPH):
+        visit(m)
+    assert not cycles, cycles
+
+
+def test_jobs_never_import_each_other_and_formats_and_engines_import_no_stage():
+    def stage(module: str) -> str:
+        return (module.split(".") + [""])[1]
+
+    for m, deps in GRAPH.items():
+        for d in deps:
+            if d in JOBS and stage(d) != stage(m) and m != "rtlm_cli.cli":
+                pytest.fail(f"{m} imports another stage's job {d}")
+            if stage(m) in ("formats", "engines", "prompts") and stage(d) in STAGES:
+                pytest.fail(f"{m} ({stage(m)}) imports the stage module {d}")
+
+
+def test_heavy_libraries_are_imported_only_where_a_model_runs():
+    for m, path in MODULES.items():
+        heavy = {i.split(".")[0] for i in imports_of(path)} & set(HEAVY)
+        if heavy and not m.startswith("rtlm_cli.engines."):
+            pytest.fail(f"{m} imports {sorted(heavy)}: keep them in rtlm_cli/engines/")
+
+
+def test_no_module_over_300_lines():
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 320}
+    assert not long, long
+
+
+def test_the_cli_help_lists_every_policy(run_cli):
+    text = " ".join(run_cli("serve-local", "--help").output.split())
+    for name in POLICIES.names():
+        assert f"{name}:" in text
+
+
+class LongestPromptFirst(Policy):
+    """A toy: the longest prompt first. Everything rtlm needs to know about it is on this class."""
+
+    name = "toy-longest-prompt"
+    help = "longest prompt first (a test's toy)"
+
+    def key(self, r):
+        return -r.prompt_tokens
+
+
+@pytest.fixture
+def toy_policy():
+    register(LongestPromptFirst)
+    yield LongestPromptFirst.name
+    POLICIES.unregister(LongestPromptFirst.name)
+
+
+def test_adding_a_policy_is_one_class(toy_policy, run_cli, tmp_path, prompt_file):
+    prof = tmp_path / "prof"
+    r = run_cli("profile", "--model", "fake", "--prompts", prompt_file, "-n", 6, "--max-new-tokens", 64,
+                "--calibrate", "--calibration-batches", "1", "--calibration-contexts", "64", "--out", prof)
+    assert r.exit_code == 0, r.output
+    assert f"{toy_policy}: longest prompt first" in policy_help()  # what the CLI help is made of
+    for mode, extra in (("simulated", ("--simulate",)), ("real", ("--model", "fake", "--no-dashboard"))):
+        out = tmp_path / mode
+        r = run_cli("serve-local", *extra, "--profile", prof, "--policy", toy_policy, "--arrivals", "burst", "-n", 6,
+                    "--out", out)
+        assert r.exit_code == 0, r.output
+        meta, df = load_run(out)
+        assert meta["mode"] == mode and meta["policy"] == toy_policy
+        served = df.sort_values("start_s")["prompt_tokens"].tolist()
+        assert served == sorted(served, reverse=True)  # a burst served longest prompt first
