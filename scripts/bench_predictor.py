@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from rtlm_cli.render import evaluation_table
 from rtlm_cli.predict.model import Predictor
 from rtlm_cli.predict.train import TrainConfig, train
 from rtlm_cli.prompts.sources import load_prompts, sample_prompts
+from rtlm_cli.render import evaluation_table
 
 
 def cross_validated(pred_dir: Path, console, label: str) -> dict:

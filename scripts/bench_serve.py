@@ -235,8 +235,8 @@ def batch_accuracy(run_dirs: list[Path], profile: str) -> list[dict]:
 
 def _calibrate(model: str, batches: list[int], contexts: list[int]):
     from rtlm_cli.engines import load_engine
-    from rtlm_cli.profile.config import ProfileConfig
     from rtlm_cli.profile.calibrate import calibrate
+    from rtlm_cli.profile.config import ProfileConfig
 
     cfg = ProfileConfig(out="-", model=model, calibrate=True, calibration_batches=tuple(batches),
                         calibration_contexts=tuple(contexts))

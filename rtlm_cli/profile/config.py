@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rtlm_cli.engines import EngineConfig
 from rtlm_cli.engines.base import GenerationSettings
 from rtlm_cli.errors import RtlmError
 
@@ -28,6 +29,8 @@ class ProfileConfig:
     calibrate: bool = field(default=False, metadata={"help": "Also sweep batch sizes x context lengths with synthetic tokens: the device's timing table (timing.parquet)."})
     calibration_batches: tuple[int, ...] | None = field(default=None, metadata={"help": f"Batch sizes to sweep, e.g. 1,2,4,8 (default: {','.join(map(str, CPU_CALIBRATION_BATCHES))} on CPU; {','.join(map(str, CUDA_CALIBRATION_BATCHES))} on CUDA)."})
     calibration_contexts: tuple[int, ...] = field(default=CALIBRATION_CONTEXTS, metadata={"help": "Context lengths to sweep."})
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    max_concurrency: int = field(default=64, metadata={"help": "vllm/openai engines: requests in flight at once while profiling (the server batches them continuously; more than it runs at once keeps it full)."})
     calibration_steps: int = 16
     calibration_repeats: int = 3
     flush_every: int = 32
@@ -45,8 +48,11 @@ class ProfileConfig:
             (all(b >= 1 for b in self.calibration_batches or (1,)), "calibration batch sizes must be >= 1"),
             (all(c >= 1 for c in self.calibration_contexts), "calibration contexts must be >= 1"),
             (self.num_prompts > 0 or self.calibrate, "--num-prompts 0 profiles nothing: add --calibrate or ask for prompts"),
+            (self.max_concurrency >= 1, f"--max-concurrency must be >= 1, got {self.max_concurrency}"),
+            (not self.engine.is_server or self.batch_size == 1, "--batch-size is for the hf engine: a server batches by itself (use --max-concurrency)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise RtlmError(message)
+        self.engine.validate()
         return self

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtlm_cli.engines import load_engine
+from rtlm_cli.engines import open_engine
 from rtlm_cli.engines.base import GenerationSettings
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats import profile as fmt
@@ -30,6 +30,7 @@ from rtlm_cli.formats.store import (
 )
 from rtlm_cli.profile.calibrate import calibrate
 from rtlm_cli.profile.config import ProfileConfig
+from rtlm_cli.profile.streaming import run_streaming
 from rtlm_cli.profile.telemetry import TelemetrySampler
 from rtlm_cli.progress import progress
 from rtlm_cli.prompts import uncertainty
@@ -51,7 +52,8 @@ class ProfileResult:
 
 def identity(cfg: ProfileConfig, info) -> dict:
     """What makes two runs the same profile (so one may resume the other); -n is not part of it."""
-    return {
+    engine = {"engine": cfg.engine.name} if cfg.engine.is_server else {}  # hf profiles keep their old identity
+    return {**engine,
         "model_hash": info.model_hash,
         "device_name": info.device_name,
         "dtype": info.dtype,
@@ -114,7 +116,8 @@ def _select(engine, cfg: ProfileConfig, pool: list[Prompt]) -> tuple[list[Prompt
 
 
 def _records(batch: list[Prompt], index: dict[str, int], result, batch_id: int, started: float,
-             settings: GenerationSettings, telemetry: dict, features: dict[str, list[float]]) -> list[dict]:
+             settings: GenerationSettings, telemetry: dict, features: dict[str, list[float]],
+             batch_size: int | None = None) -> list[dict]:
     rows = []
     for p, g in zip(batch, result.generations):
         decode_s = g.e2e_s - g.ttft_s
@@ -127,7 +130,8 @@ def _records(batch: list[Prompt], index: dict[str, int], result, batch_id: int, 
             "ttft_s": g.ttft_s, "e2e_s": g.e2e_s,
             "tpot_s": decode_s / steps if steps > 0 else float("nan"),
             "decode_tokens_per_s": steps / decode_s if steps > 0 and decode_s > 0 else float("nan"),
-            "service_s": result.wall_s, "batch_size": len(batch), "batch_id": batch_id, "started_at": started,
+            "service_s": result.wall_s, "batch_size": batch_size or len(batch), "batch_id": batch_id,
+            "started_at": started,
         }
         row.update(telemetry)
         row.update(zip(uncertainty.ALL_COLUMNS, features[p.prompt_id]))
@@ -150,13 +154,24 @@ def _sigterm_as_interrupt():
 
 
 def profile(cfg: ProfileConfig, console=None, engine=None) -> ProfileResult:
-    """Run the profile job; ``engine`` reuses a loaded model (it must match ``cfg.model``)."""
+    """Run the profile job; ``engine`` reuses an open engine (it must match ``cfg.model``)."""
     cfg.validate()
-    out = Path(cfg.out)
     pool = load_prompts(cfg.prompts, cfg.text_column) if cfg.num_prompts else []  # bad prompts fail fast
-    if engine is None:
-        with _status(console, f"loading model {cfg.model} (the first use of a GGUF converts it once, ~15 s)"):
-            engine = load_engine(cfg.model, cfg.device, cfg.dtype)
+    if engine is not None:
+        return _profile(cfg, pool, engine, console)
+    with contextlib.ExitStack() as stack:
+        opened = open_engine(cfg.engine, cfg.model, cfg.device, cfg.dtype, console=console,
+                             max_in_flight=cfg.max_concurrency if cfg.engine.is_server else 0)
+        if cfg.engine.is_server:  # the server's start shows its own status
+            engine = stack.enter_context(opened)
+        else:
+            with _status(console, f"loading model {cfg.model} (the first use of a GGUF converts it once, ~15 s)"):
+                engine = stack.enter_context(opened)
+        return _profile(cfg, pool, engine, console)
+
+
+def _profile(cfg: ProfileConfig, pool: list[Prompt], engine, console) -> ProfileResult:
+    out = Path(cfg.out)
     info = engine.info
     ident = identity(cfg, info)
     old_meta = _check_existing(out, ident)
@@ -179,6 +194,8 @@ def profile(cfg: ProfileConfig, console=None, engine=None) -> ProfileResult:
                     "num_prompts": cfg.num_prompts, "max_prompt_tokens": cfg.max_prompt_tokens,
                     "skipped_too_long": skipped},
         "batch_size": cfg.batch_size,
+        "engine": {"name": cfg.engine.name, **({"max_concurrency": cfg.max_concurrency, "server": engine.server}
+                                              if cfg.engine.is_server else {})},
         "feature_set_version": uncertainty.FEATURE_SET_VERSION,
         "features": list(uncertainty.FEATURE_NAMES),
         "family_scores": list(uncertainty.FAMILY_SCORE_NAMES),
@@ -205,11 +222,23 @@ def profile(cfg: ProfileConfig, console=None, engine=None) -> ProfileResult:
                 warm = GenerationSettings(max_new_tokens=min(8, cfg.generation.max_new_tokens))
                 engine.generate([p.text for p in todo[: cfg.batch_size]], warm)
                 first_batch = int(done_df["batch_id"].max()) + 1 if done else 0
-                new = _run(engine, cfg, todo, index, features, shards, telemetry, console, first_batch)
+                if getattr(engine, "client", None) is not None:  # a server: many requests in flight
+                    def rows(batch, result, batch_id, started, size):
+                        return _records(batch, index, result, batch_id, started, cfg.generation,
+                                        telemetry.window(started, time.time()), features, size)
+
+                    new, errors = run_streaming(engine, cfg, todo, rows, shards, console)
+                    meta["failed_requests"] = {"count": len(errors), "first_error": errors[0] if errors else None}
+                    if errors and console:
+                        console.print(f"[yellow]warning:[/yellow] {len(errors)} request(s) failed ({errors[0]}); "
+                                      "rerun the same command to retry them")
+                else:
+                    new = _run(engine, cfg, todo, index, features, shards, telemetry, console, first_batch)
             if cfg.calibrate:
                 table = calibrate(engine, cfg, console)
                 atomic_write_parquet(table, out / fmt.TIMING_FILE)
-                meta["calibration"] = {"file": fmt.TIMING_FILE, "batches": sorted(set(table["batch"])),
+                meta["calibration"] = {"file": fmt.TIMING_FILE, "engine": cfg.engine.name,
+                                       "batches": sorted(set(table["batch"])),
                                        "contexts": sorted(set(table["context"])), "updated_at": now_iso()}
     except KeyboardInterrupt:
         shards.close()

@@ -7,10 +7,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtlm_cli.engines import EngineConfig
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.store import check_output
 from rtlm_cli.serve.scheduling.policies import RTLM, check_needs, make_policy
 from rtlm_cli.serve.workload import WorkloadConfig
+
+DISPATCH = ("direct",)
+PRIORITY_ORDERS = ("lower-first", "higher-first")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,14 @@ class ReplayConfig:
     size_weight: float = field(default=RTLM.SIZE_WEIGHT, metadata={"help": "rtlm policy: weight of predicted service time against arrival order (0 = FCFS; larger = lower mean response time, longer tail at high load)."})
     uncertainty_weight: float = field(default=RTLM.UNCERTAINTY_WEIGHT, metadata={"help": "rtlm policy: how much uncertainty inflates a request's predicted service time."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory once the new run is written."})
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    dispatch: str = field(default="direct", metadata={"help": "With a serving engine: direct (each request sent when it arrives, its policy key as the request's priority; the engine orders its own queue)."})
+    priority_order: str = field(default="lower-first", metadata={"help": "Which engine priority runs first: lower-first (vLLM) or higher-first (SGLang's default)."})
+    local_prefill: bool = field(default=False, metadata={"help": "With a serving engine and a predictor that uses the prefill family: compute it on a local copy of the model (its cost counts in each request's latency)."})
+
+    @property
+    def priority_sign(self) -> int:
+        return 1 if self.priority_order == "lower-first" else -1
 
     @property
     def policy_params(self) -> dict:
@@ -47,6 +59,19 @@ class ReplayConfig:
             raise RtlmError("pass --profile (prompts with known lengths) or --prompts (any prompt source)")
         if self.max_batch < 1:
             raise RtlmError(f"--max-batch must be >= 1, got {self.max_batch}")
+        self.engine.validate()
+        if self.engine.is_server:
+            if self.simulate:
+                raise RtlmError(f"--simulate runs no engine: drop --engine {self.engine.name} (or --simulate)")
+            if self.dispatch not in DISPATCH:
+                raise RtlmError(f"unknown --dispatch {self.dispatch!r}: use {' or '.join(DISPATCH)}")
+            if self.max_batch != 1 or self.workers or self.offload:
+                raise RtlmError(f"--max-batch, --worker and --offload are for the hf engine's static batches; "
+                                f"--engine {self.engine.name} batches by itself")
+            if len(self.engine.client.urls) > 1:
+                raise RtlmError("--dispatch direct sends to one server: give one --url (profiling spreads over several)")
+            if self.priority_order not in PRIORITY_ORDERS:
+                raise RtlmError(f"--priority-order is one of {', '.join(PRIORITY_ORDERS)}, got {self.priority_order!r}")
         check_output(Path(self.out), self.overwrite)
         return self
 

@@ -1,10 +1,20 @@
-"""The live view of a real replay: a rich Live panel on a terminal, a plain line every 5 s elsewhere."""
+"""The live view of a real replay: a rich Live panel on a terminal, a plain line every 5 s elsewhere.
+
+The same view for every executor: arrived, queued (rtlm's queue, or the server's own when it
+reports one), running per worker or server, finished and failed, TTFT and inter-token percentiles
+as answers arrive, throughput and response times.
+"""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+
+
+def _pct(values, q) -> float:
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    return float(np.percentile(v, q)) if len(v) else float("nan")
 
 
 class Dashboard:
@@ -34,17 +44,20 @@ class Dashboard:
         elif self.state:
             self.console.print(self._line(), highlight=False)
 
-    def update(self, now: float, arrived: int, queued: int, running: dict[str, int], records: list[dict]) -> None:
+    def update(self, now: float, arrived: int, queued: int, running: dict[str, int], records: list[dict],
+               server: dict | None = None) -> None:
         done = [r for r in records if r["status"] == "finished"]
-        e2e = np.asarray([r["finish_s"] - r["arrival_s"] for r in done])
-        missed = sum(1 for r in done if r["finish_s"] > r["deadline_s"])
+        e2e = [r["finish_s"] - r["arrival_s"] for r in done]
+        ttft = [r["first_token_s"] - r["arrival_s"] for r in done]
+        itl = [r.get("itl_mean_s", (r["last_token_s"] - r["first_token_s"]) / max(r["output_tokens"] - 1, 1)) for r in done]
         self.state = {
-            "elapsed": now, "arrived": arrived, "queued": queued, "running": running,
+            "elapsed": now, "arrived": arrived, "queued": queued, "running": running, "server": server or {},
             "completed": len(done), "failed": sum(1 for r in records if r["status"] == "failed"),
             "rps": len(done) / now if now > 0 else 0.0,
             "tps": sum(r["output_tokens"] for r in done) / now if now > 0 else 0.0,
-            "mean": float(e2e.mean()) if len(e2e) else float("nan"),
-            "p95": float(np.percentile(e2e, 95)) if len(e2e) else float("nan"), "missed": missed,
+            "mean": float(np.mean(e2e)) if e2e else float("nan"), "p95": _pct(e2e, 95),
+            "ttft50": _pct(ttft, 50), "ttft95": _pct(ttft, 95), "itl50": _pct(itl, 50), "itl95": _pct(itl, 95),
+            "missed": sum(1 for r in done if r["finish_s"] > r["deadline_s"]),
         }
         if self.live is not None:
             self.live.update(self._render())
@@ -55,9 +68,11 @@ class Dashboard:
     def _line(self) -> str:
         s = self.state
         run = " ".join(f"{w}:{s['running'].get(w, 0)}" for w in self.workers)
-        return (f"[{s['elapsed']:6.1f}s] {self.policy}: arrived {s['arrived']}/{self.total} queued {s['queued']} "
+        server = "".join(f" server {k.removeprefix('num_requests_')} {v:.0f}" for k, v in s["server"].items())
+        return (f"[{s['elapsed']:6.1f}s] {self.policy}: arrived {s['arrived']}/{self.total} queued {s['queued']}{server} "
                 f"running {run} done {s['completed']} failed {s['failed']} | {s['rps']:.2f} req/s {s['tps']:.1f} tok/s | "
-                f"response mean {s['mean']:.2f}s p95 {s['p95']:.2f}s | deadline misses {s['missed']}")
+                f"response mean {s['mean']:.2f}s p95 {s['p95']:.2f}s | ttft p50 {s['ttft50']:.2f}s p95 {s['ttft95']:.2f}s "
+                f"| itl p50 {s['itl50'] * 1e3:.0f}ms p95 {s['itl95'] * 1e3:.0f}ms | deadline misses {s['missed']}")
 
     def _render(self):
         from rich.table import Table
@@ -70,11 +85,15 @@ class Dashboard:
         t.add_row("elapsed", f"{s['elapsed']:.1f} s")
         t.add_row("arrived", f"{s['arrived']} / {self.total}")
         t.add_row("queue length", str(s["queued"]))
+        for k, v in s["server"].items():
+            t.add_row(f"server: {k.removeprefix('num_requests_')}", f"{v:.0f}")
         for w in self.workers:
             b = s["running"].get(w, 0)
-            t.add_row(f"worker {w}", f"batch of {b}" if b else "idle")
+            t.add_row(f"worker {w}", f"{b} running" if b else "idle")
         t.add_row("completed / failed", f"{s['completed']} / {s['failed']}")
         t.add_row("throughput", f"{s['rps']:.2f} req/s, {s['tps']:.1f} tok/s")
         t.add_row("response time", f"mean {s['mean']:.2f} s, p95 {s['p95']:.2f} s")
+        t.add_row("TTFT", f"p50 {s['ttft50']:.2f} s, p95 {s['ttft95']:.2f} s")
+        t.add_row("inter-token", f"p50 {s['itl50'] * 1e3:.0f} ms, p95 {s['itl95'] * 1e3:.0f} ms")
         t.add_row("deadline misses", str(s["missed"]))
         return t

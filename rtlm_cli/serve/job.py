@@ -32,8 +32,9 @@ from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
 
 
 def make_workers(cfg: ReplayConfig, pool: Pool) -> list[Worker]:
-    """Workers from specs ``NAME[=TIMING]`` (simulation) or ``DEVICE[=TIMING]`` (real)."""
-    specs = cfg.workers or (("cpu",) if not cfg.simulate else ("worker",))
+    """Workers from specs ``NAME[=TIMING]`` (simulation) or ``DEVICE[=TIMING]`` (real); a serving
+    engine is one worker, priced by the profile's (or ``--timing``'s) table."""
+    specs = cfg.workers or ((cfg.engine.name,) if cfg.engine.is_server else ("cpu",) if not cfg.simulate else ("worker",))
     default_timing = cfg.timing or cfg.profile
     workers = []
     for i, spec in enumerate(specs):
@@ -57,14 +58,16 @@ def capacity_rps(workers: list[Worker], pool: Pool, predicted: np.ndarray) -> fl
     return total
 
 
-def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
+def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None) -> dict:
+    """Run one replay and write its run directory; ``engine``: an open serving engine to reuse."""
     cfg.validate()
     pmeta = predictor_format.read_predictor_meta(cfg.predictor) if cfg.predictor else None
     pool = load_pool(cfg, pmeta)
     check_predictor(cfg.predictor, pmeta, pool)
     cap = float(profile_format.cap(pool.meta) if pool.meta else cfg.max_new_tokens or MAX_NEW_TOKENS)
     workers = make_workers(cfg, pool)
-    preds = predict_pool(cfg.predictor, pool, cap, isolate=not cfg.simulate, pmeta=pmeta, console=console)
+    isolate = not cfg.simulate and not cfg.engine.is_server  # torch and LightGBM in one process: slow
+    preds = predict_pool(cfg.predictor, pool, cap, isolate=isolate, pmeta=pmeta, console=console)
     capacity = capacity_rps(workers, pool, preds.predicted)
     w = cfg.workload
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
@@ -75,21 +78,27 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True) -> dict:
     scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload, cap_tokens=pred_cap)
     started = now_iso()
     t0 = time.perf_counter()
-    interrupted = False
+    interrupted, about_engine = False, None
+    max_new = cfg.max_new_tokens or int(cap)
     if cfg.simulate:
         from rtlm_cli.serve.simulate import simulate
 
         records = simulate(requests, scheduler)
         model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.model}
+    elif cfg.engine.is_server:
+        from rtlm_cli.serve.engine_run import serve_engine
+
+        records, model_info, interrupted, about_engine = serve_engine(requests, policy, cfg, max_new, console,
+                                                                      dashboard, engine)
     else:
         from rtlm_cli.serve.executor import serve
 
-        max_new = cfg.max_new_tokens or int(cap)
         records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, console, dashboard)
     wall = time.perf_counter() - t0
     meta = {
         "complete": not interrupted, "created_at": started, "mode": "simulated" if cfg.simulate else "real",
-        "engine": None if cfg.simulate else engine_name(cfg.model), "batching": "static",
+        "engine": None if cfg.simulate else engine_name(cfg.model, cfg.engine.name),
+        "batching": "continuous" if cfg.engine.is_server else "static", "engine_settings": about_engine,
         "policy": cfg.policy, "policy_params": cfg.policy_params,
         "max_batch": cfg.max_batch, "offload": cfg.offload,
         "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,

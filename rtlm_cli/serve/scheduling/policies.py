@@ -32,6 +32,7 @@ class Policy:
     help: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset()
     groups_alike: ClassVar[bool] = False  # consolidation groups requests of alike size (else: next in order)
+    reorders: ClassVar[bool] = True  # False: serves in arrival order, so an engine needs no priorities for it
 
     def __init__(self, **params):
         """Policies take the parameters they know and ignore the rest (the CLI passes every one)."""
@@ -61,6 +62,7 @@ def register(cls: type[Policy]) -> type[Policy]:
 class FCFS(Policy):
     name = "fcfs"
     help = "first come, first served"
+    reorders = False
 
     def key(self, r: Request) -> float:
         return r.arrival_s

@@ -1,0 +1,3 @@
+from rtlm_cli.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""A small OpenAI-compatible server for tests (aiohttp.web, 127.0.0.1, a free port, its own thread).
+
+It streams a deterministic answer per prompt (``tokens_for``) at a fixed time per token, runs at
+most ``max_running`` requests at once (the rest wait in a queue ordered by priority, lower first,
+when ``priorities == "honour"``; in arrival order when "ignore"; a priority is a 400 when
+"refuse"), reports its queue on /metrics as vLLM does, counts the streams it holds open and their
+peak, and injects faults on request: a prompt containing FAIL500 gets a 500, FAIL503ONCE a 503 the
+first time, CUT a stream cut after two tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import itertools
+import json
+import threading
+
+from aiohttp import web
+
+
+def tokens_for(prompt: str, max_tokens: int) -> tuple[int, str]:
+    """(answer tokens, finish reason): 3-40 tokens from the prompt's hash, capped at max_tokens."""
+    n = 3 + int(hashlib.sha256(prompt.encode()).hexdigest()[:4], 16) % 38
+    return (n, "stop") if n < max_tokens else (max_tokens, "length")
+
+
+class FakeOpenAI:
+    def __init__(self, model: str = "smollm2", ms_per_token: float = 5.0, max_running: int = 1_000_000,
+                 priorities: str = "honour", api_key: str | None = None):
+        self.model, self.step_s, self.max_running = model, ms_per_token / 1000.0, max_running
+        self.priorities, self.api_key = priorities, api_key
+        self.open_streams = self.peak_streams = self.running = 0
+        self.started: list[str] = []  # prompts in the order they started running
+        self.seen_headers: list[dict] = []
+        self.bodies: list[dict] = []
+        self.transports: set = set()
+        self._waiting: list = []
+        self._seq = itertools.count()
+        self._once: set[str] = set()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_post("/v1/chat/completions", self.complete)
+        app.router.add_post("/v1/completions", self.complete)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready.set()
+        self.loop.run_forever()
+
+    def close(self) -> None:
+        """Stop serving at once, as a server that dies: open connections are dropped, none answers."""
+        if not self.loop.is_running():
+            return
+
+        async def die():
+            for transport in list(self.transports):
+                transport.abort()
+            await self.runner.shutdown()
+            await self.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(die(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    # -- endpoints --------------------------------------------------------------------------------
+    async def models(self, request):
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "bad api key"}}, status=401)
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "root": None}]})
+
+    async def health(self, request):
+        return web.Response(text="ok")
+
+    async def metrics(self, request):
+        return web.Response(text=f'vllm:num_requests_waiting{{model_name="{self.model}"}} {len(self._waiting)}.0\n'
+                                 f'vllm:num_requests_running{{model_name="{self.model}"}} {self.running}.0\n')
+
+    async def tokenize(self, request):
+        body = await request.json()
+        text = body["messages"][0]["content"] if "messages" in body else body["prompt"]
+        return web.json_response({"count": 30 + len(text.split())})
+
+    async def _slot(self, priority: int) -> None:
+        if self.running < self.max_running and not self._waiting:
+            self.running += 1
+            return
+        ready = asyncio.get_running_loop().create_future()
+        order = priority if self.priorities == "honour" else 0
+        heapq.heappush(self._waiting, (order, next(self._seq), ready))
+        await ready
+
+    def _release(self) -> None:
+        self.running -= 1
+        while self._waiting and self.running < self.max_running:
+            _, _, ready = heapq.heappop(self._waiting)
+            if not ready.done():
+                self.running += 1
+                ready.set_result(None)
+
+    async def complete(self, request):
+        self.transports.add(request.transport)
+        self.seen_headers.append(dict(request.headers))
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "bad api key"}}, status=401)
+        body = await request.json()
+        self.bodies.append(body)
+        prompt = body["messages"][0]["content"] if "messages" in body else json.dumps(body["prompt"])
+        if "priority" in body and self.priorities == "refuse":
+            return web.json_response({"error": {"message": "priority is not enabled on this server"}}, status=400)
+        if "FAIL500" in prompt:
+            return web.json_response({"error": {"message": "internal failure"}}, status=500)
+        if "FAIL503ONCE" in prompt and prompt not in self._once:
+            self._once.add(prompt)
+            return web.json_response({"error": {"message": "overloaded"}}, status=503)
+        n, reason = tokens_for(prompt, int(body.get("max_tokens", 16)))
+        if body.get("ignore_eos"):
+            n, reason = int(body["max_tokens"]), "length"
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        self.open_streams += 1
+        self.peak_streams = max(self.peak_streams, self.open_streams)
+        try:
+            await self._slot(int(body.get("priority", 0)))
+            self.started.append(prompt)
+            try:
+                await resp.prepare(request)
+                for i in range(n):
+                    await asyncio.sleep(self.step_s)
+                    if "CUT" in prompt and i == 2:
+                        request.transport.close()  # the connection drops mid-answer
+                        return resp
+                    await resp.write(_event({"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}))
+                await resp.write(_event({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}))
+                await resp.write(_event({"choices": [], "usage": {"prompt_tokens": 30 + len(prompt.split()),
+                                                                  "completion_tokens": n}}))
+                await resp.write(b"data: [DONE]\n\n")
+            finally:
+                self._release()
+        finally:
+            self.open_streams -= 1
+        return resp
+
+
+def _event(obj) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()

@@ -1,0 +1,175 @@
+"""Engines over HTTP against a fake OpenAI-compatible server (fast; the real vLLM is in test_vllm.py):
+profiling with requests in flight, direct dispatch with priorities, the preflight, faults, limits."""
+
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+from conftest import one_line_error
+from fake_openai import FakeOpenAI, tokens_for
+
+from rtlm_cli.formats.profile import MEASURED_COLUMNS, load_profile
+from rtlm_cli.formats.run import load_run
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def start(**kw):
+        servers.append(FakeOpenAI(**kw))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from rtlm_cli.cli import app
+
+    out = tmp_path_factory.mktemp("pred") / "p"
+    r = CliRunner().invoke(app, ["train-predictor", "reference-64", "--out", str(out), "--features", "text",
+                                 "--no-ablation", "--rounds", "50", "--cross-fit", "2"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def serve(run_cli, url, out, *extra, policy="fcfs", n=8):
+    return run_cli("serve-local", "--engine", "openai", "--url", url, "--profile", "reference-64", "--policy", policy,
+                   "--arrivals", "burst", "-n", n, "--no-dashboard", "--out", out, *extra)
+
+
+def test_profile_through_a_server_with_requests_in_flight(fake, run_cli, tmp_path, prompt_file):
+    a, b = fake(max_running=2), fake(max_running=2)
+    out = tmp_path / "prof"
+    r = run_cli("profile", "--engine", "openai", "--url", a.url, "--url", b.url, "--prompts", prompt_file, "-n", 6,
+                "--max-new-tokens", 16, "--max-concurrency", 3, "--calibrate", "--calibration-batches", "1,2",
+                "--calibration-contexts", 16, "--out", out)
+    assert r.exit_code == 0, r.output
+    meta, df = load_profile(out)
+    assert len(df) == 6 and set(MEASURED_COLUMNS) <= set(df.columns)
+    for _, row in df.iterrows():
+        n, reason = tokens_for(row["prompt"], 16)
+        assert (row["output_tokens"], row["finish_reason"], row["ended"]) == (n, reason, reason == "stop")
+    assert (df["batch_id"] == -1).all() and df["batch_size"].between(1, 3).all()
+    assert (df["ttft_s"] > 0).all() and (df["e2e_s"] >= df["ttft_s"]).all() and (df["service_s"] == df["e2e_s"]).all()
+    assert max(a.peak_streams, b.peak_streams) <= 3 and len(a.started) >= 3 and len(b.started) >= 3  # shared in turn
+    assert meta["engine"]["name"] == "openai" and meta["engine"]["max_concurrency"] == 3
+    assert meta["calibration"]["engine"] == "openai" and len(pd.read_parquet(out / "timing.parquet")) == 2
+
+
+def test_every_url_must_serve_the_same_model(fake, run_cli, tmp_path, prompt_file):
+    a, b = fake(), fake(model="another")
+    r = run_cli("profile", "--engine", "openai", "--url", a.url, "--url", b.url, "--prompts", prompt_file, "-n", 2,
+                "--out", tmp_path / "p")
+    assert r.exit_code == 2 and "every URL must serve the same model" in one_line_error(r)
+    assert not (tmp_path / "p").exists()
+
+
+def test_unreachable_url_is_a_one_line_error(run_cli, tmp_path):
+    r = serve(run_cli, "http://127.0.0.1:9", tmp_path / "run")
+    assert r.exit_code == 2 and "cannot reach http://127.0.0.1:9" in one_line_error(r)
+    assert "needs --url" in one_line_error(run_cli("serve-local", "--engine", "openai", "--profile", "reference-64",
+                                                   "--arrivals", "burst", "--out", tmp_path / "x"))
+
+
+def test_direct_dispatch_passes_the_policy_key_as_priority(fake, run_cli, tmp_path, predictor):
+    server = fake(max_running=1, ms_per_token=10)
+    r = serve(run_cli, server.url, tmp_path / "sjf", "--predictor", predictor, policy="sjf-pred", n=10)
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(tmp_path / "sjf")
+    assert meta["mode"] == "real" and meta["engine"] == "openai" and meta["batching"] == "continuous"
+    assert (df["status"] == "finished").all() and df["priority"].notna().all()
+    # one runs at a time: after the first, the server starts them in priority order, i.e. by predicted length
+    order = df.sort_values("first_token_s")
+    assert order["predicted_tokens"].iloc[1:].is_monotonic_increasing
+    assert order["priority"].iloc[1:].is_monotonic_increasing
+    assert (df["prediction_cost_s"] > 0).all() and (df["start_s"] >= df["arrival_s"]).all()
+    # FCFS sends no priority: the engine's own order
+    sent = len(server.bodies)
+    r = serve(run_cli, server.url, tmp_path / "fcfs", policy="fcfs", n=6)
+    assert r.exit_code == 0, r.output
+    assert all("priority" not in b for b in server.bodies[sent:])
+    assert load_run(tmp_path / "fcfs")[1]["priority"].isna().all()
+
+
+@pytest.mark.parametrize("behaviour,message", [("refuse", "refused a request with a priority"),
+                                               ("ignore", "serves in arrival order")])
+def test_the_preflight_refuses_a_server_without_priorities(fake, run_cli, tmp_path, predictor, behaviour, message):
+    server = fake(max_running=1, ms_per_token=5, priorities=behaviour)
+    r = serve(run_cli, server.url, tmp_path / "run", "--predictor", predictor, policy="rtlm")
+    text = one_line_error(r)
+    assert r.exit_code == 2 and message in text and "--scheduling-policy priority" in text
+    assert not (tmp_path / "run").exists()
+    assert serve(run_cli, server.url, tmp_path / "fcfs", policy="fcfs", n=3).exit_code == 0  # FCFS needs none
+
+
+def test_a_server_dying_mid_run_leaves_failed_records_and_a_complete_run(fake, run_cli, tmp_path):
+    server = fake(max_running=2, ms_per_token=30)
+    killer = threading.Timer(1.5, server.close)
+    killer.start()
+    r = serve(run_cli, server.url, tmp_path / "run", n=20)
+    killer.join()
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(tmp_path / "run")
+    assert meta["complete"] and len(df) == 20
+    done, failed = df[df["status"] == "finished"], df[df["status"] == "failed"]
+    assert len(done) >= 1 and len(failed) >= 10 and len(done) + len(failed) == 20
+    assert failed["error"].str.len().gt(0).all()
+    assert (done["finish_reason"].isin(["stop", "length"])).all()
+
+
+def test_5xx_cut_streams_and_recorded_retries(fake, run_cli, tmp_path):
+    server = fake(max_running=4, ms_per_token=5)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Please FAIL500 now.\nAnswer, then CUT the line.\nFAIL503ONCE if you must.\nSay hello.\n")
+    common = ("serve-local", "--engine", "openai", "--url", server.url, "--prompts", prompts, "--timing", "reference-64",
+              "--arrivals", "burst", "-n", 4, "--seed", 1, "--no-dashboard")
+    r = run_cli(*common, "--retries", 1, "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    rows = load_run(tmp_path / "run")[1]
+    assert (rows["status"] == "failed").sum() == 2 and (rows["status"] == "finished").sum() == 2
+    assert (rows["error"] == "HTTP 500: internal failure").sum() == 1
+    cut = rows[(rows["status"] == "failed") & (rows["error"] != "HTTP 500: internal failure")]
+    assert len(cut) == 1 and cut["output_tokens"].iloc[0] == 0  # a cut stream is never recorded finished
+    retried = rows[rows["retries"] == 1]
+    assert len(retried) == 1 and retried["status"].iloc[0] == "finished"  # FAIL503ONCE, sent again
+    r = run_cli(*common, "--out", tmp_path / "noretry")
+    assert (load_run(tmp_path / "noretry")[1]["retries"] == 0).all()
+
+
+def test_api_key_and_headers(fake, run_cli, tmp_path, monkeypatch):
+    server = fake(api_key="s3cret")
+    r = serve(run_cli, server.url, tmp_path / "no", n=2)
+    assert r.exit_code == 2 and "HTTP 401" in one_line_error(r)
+    monkeypatch.setenv("RTLM_API_KEY", "s3cret")
+    r = serve(run_cli, server.url, tmp_path / "yes", "--header", "X-Team: rtlm", n=2)
+    assert r.exit_code == 0, r.output
+    assert all(h.get("X-Team") == "rtlm" for h in server.seen_headers)
+    assert "is not 'Name: value'" in one_line_error(serve(run_cli, server.url, tmp_path / "bad", "--header", "no-colon", n=2))
+
+
+def test_the_connection_pool_is_never_smaller_than_the_burst(fake, run_cli, tmp_path):
+    server = fake(ms_per_token=40)  # runs everything at once: every stream stays open ~1 s
+    r = serve(run_cli, server.url, tmp_path / "run", n=150)
+    assert r.exit_code == 0, r.output
+    assert server.peak_streams == 150  # aiohttp's default pool (100) would have queued 50 on the client
+
+
+def test_ctrl_c_cancels_open_streams_and_keeps_the_finished(fake, run_cli, tmp_path):
+    server = fake(max_running=1, ms_per_token=20)
+    threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    r = serve(run_cli, server.url, tmp_path / "run", n=30)
+    assert r.exit_code == 130 and time.monotonic() - t0 < 20
+    meta, df = load_run(tmp_path / "run")
+    assert not meta["complete"]
+    assert (df["status"] == "finished").sum() >= 1 and (df["status"] == "cancelled").sum() >= 10
+    assert set(df["status"]) <= {"finished", "cancelled"}

