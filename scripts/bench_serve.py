@@ -34,6 +34,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rtlm_cli.paths import source_path
 from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 from rtlm_cli.serve.scheduling.policies import POLICIES as POLICY_REGISTRY
@@ -103,8 +104,8 @@ def mixes(profile: str, tmp: Path) -> dict[str, str]:
         _, df = load_profile(profile)
         (out / "requests").mkdir(parents=True)
         df[df["size_words"] <= 40].to_parquet(out / "requests" / "part-00000.parquet")
-        shutil.copy(Path(profile) / "meta.json", out / "meta.json")
-        shutil.copy(Path(profile) / "timing.parquet", out / "timing.parquet")
+        shutil.copy(source_path(profile) / "meta.json", out / "meta.json")
+        shutil.copy(source_path(profile) / "timing.parquet", out / "timing.parquet")
     return {"sharegpt": profile, "short<=40w": str(out)}
 
 
@@ -254,11 +255,11 @@ def recalibrate(profile: str, tmp: Path, console) -> str:
     from rtlm_cli.formats.timing import load_timing_table
 
     old = load_timing_table(profile)
-    meta = json.loads((Path(profile) / "meta.json").read_text())
+    meta = json.loads((source_path(profile) / "meta.json").read_text())
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
         new = ex.submit(_calibrate, meta["model"]["model_id"], sorted(set(old["batch"])), sorted(set(old["context"]))).result()
     copy = tmp / "recalibrated"
-    shutil.copytree(profile, copy)
+    shutil.copytree(source_path(profile), copy)
     atomic_write_parquet(new, copy / "timing.parquet")
     both = old.merge(new, on=["batch", "context"], suffixes=("_stored", "_now"))
     t = Table(title="timing table now vs stored (this machine's speed drift)")
