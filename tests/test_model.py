@@ -1,6 +1,7 @@
 """The embedded SmolLM2 on the CPU, with tiny token budgets (a few seconds each)."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -104,7 +105,8 @@ def test_cuda_profile_with_gpu_telemetry(run_cli, tmp_path):
     """On a CUDA machine: the real model profiles on the GPU, its timing table is measured there and
     pynvml telemetry is present (skipped where torch sees no CUDA device)."""
     out = tmp_path / "cuda"
-    r = run_cli("profile", "-n", 4, "--max-new-tokens", 8, "-b", 2, "--device", "cuda", "--calibrate",
+    model = os.environ.get("RTLM_TEST_MODEL", "smollm2")  # scripts/gpu_check.sh passes the model it carried
+    r = run_cli("profile", "--model", model, "-n", 4, "--max-new-tokens", 8, "-b", 2, "--device", "cuda", "--calibrate",
                 "--calibration-batches", "1,2", "--calibration-contexts", "64", "--out", out, "--json")
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "meta.json").read_text())

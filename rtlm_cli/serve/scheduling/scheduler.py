@@ -127,8 +127,7 @@ class Scheduler:
         """Among the batches led by each of the first ``HEADS`` requests in priority order (each
         filled by ``_alike``), the one with the least expected price per member; the first on ties.
         Near capacity the worker is never idle, so a cheaper batch per member is throughput, and a
-        short queue is what keeps response times low (in the simulator, 4 heads take ~90% of the
-        gain of 16 at a third of the cost; by how much it moves the mean: README, Benchmarks).
+        short queue is what keeps response times low (what it buys: docs/benchmarks.md).
         Priority still rules: only the first few may lead, and the first leads unless another's
         batch is strictly cheaper per member."""
         best: tuple[float, list[Request]] | None = None
