@@ -10,10 +10,11 @@ from rtlm_cli.cli.app import app, console, out_console, print_json
 from rtlm_cli.cli.options import engine_options, numbers, option, user_errors
 from rtlm_cli.engines import EngineConfig
 from rtlm_cli.serve.config import ReplayConfig
+from rtlm_cli.serve.continuous import EngineModel
 from rtlm_cli.serve.scheduling.policies import policy_help
 from rtlm_cli.serve.workload import WorkloadConfig
 
-W, R = WorkloadConfig, ReplayConfig
+W, R, M = WorkloadConfig, ReplayConfig, EngineModel
 
 
 @app.command("serve-local")
@@ -46,6 +47,12 @@ def serve_local(
     uncertainty_weight: float = option(R, "uncertainty_weight", "--uncertainty-weight"),
     overwrite: bool = option(R, "overwrite", "--overwrite"),
     dispatch: str = option(R, "dispatch", "--dispatch"),
+    batching: str = option(R, "batching", "--batching"),
+    max_num_batched_tokens: int = option(M, "max_num_batched_tokens", "--max-num-batched-tokens"),
+    kv_cache_tokens: int = option(M, "kv_cache_tokens", "--kv-cache-tokens"),
+    block_size: int = option(M, "block_size", "--block-size"),
+    allow_static_timing: bool = option(R, "allow_static_timing", "--allow-static-timing"),
+    goodput: Optional[str] = option(R, "goodput", "--goodput", default=None),
     priority_order: str = option(R, "priority_order", "--priority-order"),
     local_prefill: bool = option(R, "local_prefill", "--local-prefill"),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain progress lines instead of the live dashboard."),
@@ -58,6 +65,7 @@ def serve_local(
     scheduler in a discrete-event simulator on the timing table. With a serving engine
     (--engine vllm, or openai --url URL) each request is sent when it arrives with its policy's
     key as its priority, and the engine orders its own queue (--dispatch direct).
+    --simulate --batching continuous simulates such an engine (running set, token budget, KV cache).
 
     Example: [bold]rtlm serve-local --engine vllm --profile reference-64 --predictor P --policy fcfs,rtlm --arrivals burst -n 32 --out runs/vllm[/bold]
     Example: [bold]rtlm serve-local --simulate --profile reference --predictor predictors/smollm2 --policy fcfs,rtlm --loads 0.5,0.9 -n 10000 --out runs/sweep[/bold]
@@ -71,7 +79,10 @@ def serve_local(
         out=out, profile=profile, prompts=prompts, text_column=text_column, predictor=predictor, simulate=simulate,
         model=model, workers=tuple(worker), timing=timing, max_batch=max_batch, offload=offload,
         max_new_tokens=max_new_tokens, size_weight=size_weight, uncertainty_weight=uncertainty_weight,
-        overwrite=overwrite, engine=engine, dispatch=dispatch, priority_order=priority_order, local_prefill=local_prefill,
+        overwrite=overwrite, engine=engine, dispatch=dispatch, batching=batching, allow_static_timing=allow_static_timing,
+        goodput=tuple((goodput or "").replace(",", " ").split()),
+        engine_model=EngineModel(max_num_seqs=engine.vllm.max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                                 kv_cache_tokens=kv_cache_tokens, block_size=block_size), priority_order=priority_order, local_prefill=local_prefill,
         workload=WorkloadConfig(arrivals=arrivals, cv=cv, num_requests=num_requests, seed=seed, trace=trace,
                                 slo_s=slo, slo_factor=slo_factor),
     )

@@ -73,7 +73,9 @@ def _dist(values) -> dict[str, float]:
     return {"mean": float(v.mean()), **{f"p{p}": float(x) for p, x in zip(PERCENTILES, np.percentile(v, PERCENTILES))}}
 
 
-def summarize(df) -> dict:
+def summarize(df, goodput: dict | None = None) -> dict:
+    """The run's metrics; ``goodput`` ({"ttft_s": 2.0, "tpot_s": 0.1, "e2el_s": ...}): fixed SLOs, a
+    request counting as good when it finished within every one (as `vllm bench serve` counts it)."""
     if df.empty:
         raise RtlmError("the run holds no requests")
     done = with_latencies(df[df["status"] == "finished"])
@@ -90,6 +92,13 @@ def summarize(df) -> dict:
         "mean_batch_size": float(done["batch_size"].mean()) if len(done) else float("nan"),
         "prediction_cost_s_mean": float(df["prediction_cost_s"].mean()),
     }
+    if goodput:
+        good = np.ones(len(done), dtype=bool)
+        for metric, limit in goodput.items():
+            good &= (done[metric] <= limit).to_numpy()
+        out["slo_goodput"] = dict(goodput)
+        out["slo_attainment"] = float(good.sum()) / len(df)
+        out["request_goodput_rps"] = float(good.sum()) / makespan if makespan > 0 else float("nan")
     if has_slo:
         missed = int(done["deadline_missed"].sum()) + out["failed"] + out["cancelled"]
         out["deadline_miss_rate"] = missed / len(df)
@@ -104,7 +113,8 @@ def write_run(out: Path, records: list[dict], meta: dict) -> dict:
     if meta.get("mode") not in MODES:
         raise ValueError(f"a run's mode is one of {MODES}, got {meta.get('mode')!r}")
     df = pd.DataFrame(records)
-    meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **meta, "summary": summarize(df)}
+    meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **meta,
+            "summary": summarize(df, meta.get("goodput_slo"))}
     with artifact_dir(out) as tmp:
         atomic_write_parquet(df, tmp / REQUESTS_FILE)
         atomic_write_json(tmp / "meta.json", meta)  # written last: its presence marks a complete run

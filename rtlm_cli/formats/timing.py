@@ -34,3 +34,16 @@ def load_timing_table(source: str | Path, missing_ok: bool = False):
     if missing or df.empty:
         raise RtlmError(f"timing table {path} lacks {', '.join(missing) or 'rows'}: it needs columns {', '.join(COLUMNS)}")
     return df[list(COLUMNS)].sort_values(["batch", "context"]).reset_index(drop=True)
+
+
+def timing_origin(source: str | Path) -> str:
+    """What measured a timing table: ``hf`` (static batches in rtlm's process: every table made before
+    engines existed, and the shipped H200 table) or the serving engine it was measured through."""
+    import json
+
+    path = source_path(source)
+    meta = path / "meta.json" if path.is_dir() else path.with_name(path.stem + "-meta.json")
+    if not meta.is_file():
+        return "hf"
+    data = json.loads(meta.read_text())
+    return (data.get("calibration") or data).get("engine") or "hf"

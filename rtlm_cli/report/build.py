@@ -1,7 +1,7 @@
 """``rtlm report``: runs, profiles and predictors side by side, as data (dicts) for tables, JSON and CSV.
 
 Figures live in ``figures.py``, the HTML page in ``html.py``, the job in ``job.py``. Percentiles come from
-numpy (``runs.summarize``), rank statistics from scipy. No torch here.
+numpy (``formats.run.summarize``), rank statistics from scipy. No torch here.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def collect(paths: list[str]) -> Artifacts:
 def run_rows(runs) -> list[dict]:
     rows = []
     for path, meta, df in runs:
-        s = summarize(df)
+        s = summarize(df, meta.get("goodput_slo"))
         w = meta.get("workload", {})
         row = {"run": path.name, "path": str(path), "policy": meta.get("policy"), "mode": meta.get("mode"),
                "engine": meta.get("engine"),

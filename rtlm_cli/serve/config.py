@@ -10,10 +10,29 @@ from pathlib import Path
 from rtlm_cli.engines import EngineConfig
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.store import check_output
+from rtlm_cli.serve.continuous import EngineModel
 from rtlm_cli.serve.scheduling.policies import RTLM, check_needs, make_policy
 from rtlm_cli.serve.workload import WorkloadConfig
 
 DISPATCH = ("direct",)
+BATCHING = ("static", "continuous")
+GOODPUT_METRICS = ("ttft", "tpot", "e2el")
+
+
+def goodput_thresholds(specs: tuple[str, ...]) -> dict[str, float]:
+    """``("ttft:2000", "tpot:100")`` -> ``{"ttft_s": 2.0, "tpot_s": 0.1}``."""
+    out = {}
+    for spec in specs:
+        name, _, ms = spec.partition(":")
+        try:
+            value = float(ms)
+        except ValueError:
+            value = -1.0
+        if name not in GOODPUT_METRICS or value <= 0:
+            raise RtlmError(f"--goodput {spec!r} is not METRIC:MILLISECONDS with METRIC one of {', '.join(GOODPUT_METRICS)} "
+                            "(e.g. ttft:2000 tpot:100)")
+        out[f"{name}_s"] = value / 1000.0
+    return out
 PRIORITY_ORDERS = ("lower-first", "higher-first")
 
 
@@ -39,6 +58,10 @@ class ReplayConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     dispatch: str = field(default="direct", metadata={"help": "With a serving engine: direct (each request sent when it arrives, its policy key as the request's priority; the engine orders its own queue)."})
     priority_order: str = field(default="lower-first", metadata={"help": "Which engine priority runs first: lower-first (vLLM) or higher-first (SGLang's default)."})
+    batching: str = field(default="static", metadata={"help": "With --simulate: static (padded run-to-completion batches: the hf engine, RT-LM's setting) or continuous (a vLLM-like engine: a running set of --max-num-seqs, token budget, KV cache, preemption; needs a timing table measured through an engine)."})
+    engine_model: EngineModel = field(default_factory=EngineModel)
+    allow_static_timing: bool = field(default=False, metadata={"help": "Let --batching continuous price steps with a table measured with static batches (hf engine)."})
+    goodput: tuple[str, ...] = field(default=(), metadata={"help": "Fixed SLOs for goodput as `vllm bench serve` counts it, e.g. ttft:2000 tpot:100 (milliseconds; also e2el); a request is good when it meets every one."})
     local_prefill: bool = field(default=False, metadata={"help": "With a serving engine and a predictor that uses the prefill family: compute it on a local copy of the model (its cost counts in each request's latency)."})
 
     @property
@@ -60,6 +83,18 @@ class ReplayConfig:
         if self.max_batch < 1:
             raise RtlmError(f"--max-batch must be >= 1, got {self.max_batch}")
         self.engine.validate()
+        goodput_thresholds(self.goodput)
+        if self.batching not in BATCHING:
+            raise RtlmError(f"unknown --batching {self.batching!r}: use {' or '.join(BATCHING)}")
+        if self.batching == "continuous":
+            if not self.simulate:
+                raise RtlmError("--batching continuous is a simulation (--simulate); real continuous batching is --engine vllm|openai")
+            if self.max_batch != 1 or self.offload or len(self.workers) > 1:
+                raise RtlmError("--max-batch, --offload and several --worker are for static batches; a continuous engine batches itself")
+            if min(self.engine_model.max_num_seqs, self.engine_model.max_num_batched_tokens, self.engine_model.block_size) < 1 \
+                    or self.engine_model.kv_cache_tokens < self.engine_model.block_size:
+                raise RtlmError("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, and "
+                                "--kv-cache-tokens at least one block")
         if self.engine.is_server:
             if self.simulate:
                 raise RtlmError(f"--simulate runs no engine: drop --engine {self.engine.name} (or --simulate)")

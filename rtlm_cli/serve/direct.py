@@ -16,7 +16,6 @@ the requests in flight at the send, itself included) plus the stream's: ``priori
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import time
 
@@ -25,13 +24,6 @@ from rtlm_cli.formats.run import cancelled, record
 from rtlm_cli.serve.scheduling.request import Request
 
 PRIORITY_FLAGS = "start vLLM with --scheduling-policy priority (SGLang: --enable-priority-scheduling)"
-KEY_RESOLUTION = 1000  # keys become integers at 1/1000 of their unit (ms for time-valued keys): order kept
-
-
-def priority_of(key: float, sign: int) -> int:
-    """A policy key (lower first) as an engine's integer priority, its order kept; ``sign`` -1 for
-    engines where a higher value runs first (SGLang's default)."""
-    return sign * math.floor(key * KEY_RESOLUTION)
 
 
 async def check_priorities(client, url: str, sign: int, probe: bool = True) -> None:
@@ -90,7 +82,7 @@ async def run_direct(requests: list[Request], policy, client, url: str, max_new_
 
     async def one(r: Request) -> None:
         cost = predict(r) if predict is not None else 0.0
-        priority = priority_of(policy.key(r), sign) if policy.reorders else None
+        priority = policy.priority(r, sign)
         state["in_flight"] += 1
         in_flight, sent = state["in_flight"], now()
         try:

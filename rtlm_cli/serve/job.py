@@ -17,8 +17,9 @@ from rtlm_cli.formats import predictor as predictor_format
 from rtlm_cli.formats import profile as profile_format
 from rtlm_cli.formats.run import write_run
 from rtlm_cli.formats.store import now_iso, provenance
-from rtlm_cli.formats.timing import load_timing_table
-from rtlm_cli.serve.config import ReplayConfig
+from rtlm_cli.formats.timing import load_timing_table, timing_origin
+from rtlm_cli.serve.config import ReplayConfig, goodput_thresholds
+from rtlm_cli.serve.continuous import continuous_capacity, simulate_continuous
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.requests import (
     Pool,
@@ -58,6 +59,15 @@ def capacity_rps(workers: list[Worker], pool: Pool, predicted: np.ndarray) -> fl
     return total
 
 
+def check_continuous_timing(cfg: ReplayConfig) -> None:
+    """Continuous batching prices steps with a table measured through a serving engine."""
+    source = (cfg.workers[0].partition("=")[2] if cfg.workers else "") or cfg.timing or cfg.profile
+    if timing_origin(source) == "hf" and not cfg.allow_static_timing:
+        raise RtlmError(f"the timing table of {source} was measured with static batches (the hf engine): continuous "
+                        "batching needs one measured through a serving engine (`rtlm profile --engine vllm --calibrate "
+                        "-n 0`, or the shipped --timing vllm-cpu), or pass --allow-static-timing")
+
+
 def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None) -> dict:
     """Run one replay and write its run directory; ``engine``: an open serving engine to reuse."""
     cfg.validate()
@@ -68,7 +78,13 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     workers = make_workers(cfg, pool)
     isolate = not cfg.simulate and not cfg.engine.is_server  # torch and LightGBM in one process: slow
     preds = predict_pool(cfg.predictor, pool, cap, isolate=isolate, pmeta=pmeta, console=console)
-    capacity = capacity_rps(workers, pool, preds.predicted)
+    continuous = cfg.simulate and cfg.batching == "continuous"
+    if continuous:
+        check_continuous_timing(cfg)
+        sizes = np.where(pool.true_tokens > 0, pool.true_tokens, preds.predicted)
+        capacity = continuous_capacity(workers[0].cost, cfg.engine_model, pool.prompt_tokens, sizes)
+    else:
+        capacity = capacity_rps(workers, pool, preds.predicted)
     w = cfg.workload
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
     fastest = min(workers, key=lambda x: x.cost.step(1, 256))
@@ -80,7 +96,10 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     t0 = time.perf_counter()
     interrupted, about_engine = False, None
     max_new = cfg.max_new_tokens or int(cap)
-    if cfg.simulate:
+    if continuous:
+        records = simulate_continuous(requests, policy, cfg.engine_model, workers[0].cost, cfg.priority_sign)
+        model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.model}
+    elif cfg.simulate:
         from rtlm_cli.serve.simulate import simulate
 
         records = simulate(requests, scheduler)
@@ -98,7 +117,9 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     meta = {
         "complete": not interrupted, "created_at": started, "mode": "simulated" if cfg.simulate else "real",
         "engine": None if cfg.simulate else engine_name(cfg.model, cfg.engine.name),
-        "batching": "continuous" if cfg.engine.is_server else "static", "engine_settings": about_engine,
+        "batching": "continuous" if cfg.engine.is_server or continuous else "static", "engine_settings": about_engine,
+        "engine_model": dataclasses.asdict(cfg.engine_model) if continuous else None,
+        "goodput_slo": goodput_thresholds(cfg.goodput) or None,
         "policy": cfg.policy, "policy_params": cfg.policy_params,
         "max_batch": cfg.max_batch, "offload": cfg.offload,
         "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,

