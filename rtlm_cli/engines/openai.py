@@ -158,6 +158,26 @@ class Client:
             return {}
         return out
 
+    async def cache_config(self, url: str) -> dict:
+        """vLLM's KV cache geometry from ``/metrics`` (``vllm:cache_config_info``): block size and KV
+        tokens; empty where the server does not say."""
+        import re
+
+        import aiohttp
+
+        try:
+            async with self.session.get(url.rstrip("/") + "/metrics") as resp:
+                text = await resp.text() if resp.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return {}
+        line = next((x for x in text.splitlines() if x.startswith("vllm:cache_config_info{")), "")
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        out = {}
+        for key, name in (("block_size", "block_size"), ("kv_cache_size_tokens", "kv_cache_tokens")):
+            if labels.get(key, "").isdigit():
+                out[name] = int(labels[key])
+        return out
+
     async def tokenize(self, url: str, prompt: str) -> int | None:
         """Templated prompt tokens by the server's ``/tokenize`` (vLLM, SGLang); None where it has none."""
         import aiohttp

@@ -29,10 +29,11 @@ class ServerEngine:
             entry = self.run(self.client.check())
             url = settings.urls[0]
             self.version = self.run(self.client.version(url))
+            kv = self.run(self.client.cache_config(url))
         except BaseException:
             self.close()
             raise
-        self.server = {"urls": list(settings.urls), "version": self.version, **(server or {})}
+        self.server = {"urls": list(settings.urls), "version": self.version, **kv, **(server or {})}
         self.info = ModelInfo(model_id=self.client.model, resolved=str(entry.get("root") or url),
                               model_hash=model_hash or served_hash(entry), dtype="server", device=name,
                               device_name=f"{name} {self.version or '(version unknown)'}")

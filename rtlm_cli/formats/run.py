@@ -27,7 +27,7 @@ SCHEMA_VERSION = 2
 REQUESTS_FILE = "requests.parquet"
 PERCENTILES = (50, 90, 95, 99)
 MODES = ("simulated", "real")
-STATUSES = ("finished", "failed", "cancelled")
+STATUSES = ("finished", "failed", "cancelled", "shed")
 
 
 def record(r, *, start_s: float, first_token_s: float, last_token_s: float, finish_s: float, worker: str,
@@ -83,7 +83,7 @@ def summarize(df, goodput: dict | None = None) -> dict:
     has_slo = bool(np.isfinite(df["deadline_s"]).any())
     out = {
         "requests": int(len(df)), "completed": int(len(done)), "failed": int((df["status"] == "failed").sum()),
-        "cancelled": int((df["status"] == "cancelled").sum()),
+        "cancelled": int((df["status"] == "cancelled").sum()), "shed": int((df["status"] == "shed").sum()),
         "e2el_s": _dist(done["e2el_s"]), "ttft_s": _dist(done["ttft_s"]), "tpot_s": _dist(done["tpot_s"]),
         "queue_s": _dist(done["queue_s"]),
         "makespan_s": makespan,
@@ -100,7 +100,7 @@ def summarize(df, goodput: dict | None = None) -> dict:
         out["slo_attainment"] = float(good.sum()) / len(df)
         out["request_goodput_rps"] = float(good.sum()) / makespan if makespan > 0 else float("nan")
     if has_slo:
-        missed = int(done["deadline_missed"].sum()) + out["failed"] + out["cancelled"]
+        missed = int(done["deadline_missed"].sum()) + out["failed"] + out["cancelled"] + out["shed"]
         out["deadline_miss_rate"] = missed / len(df)
         out["goodput_rps"] = (len(done) - int(done["deadline_missed"].sum())) / makespan if makespan > 0 else float("nan")
     return out

@@ -14,7 +14,7 @@ from rtlm_cli.serve.continuous import EngineModel
 from rtlm_cli.serve.scheduling.policies import RTLM, check_needs, make_policy
 from rtlm_cli.serve.workload import WorkloadConfig
 
-DISPATCH = ("direct",)
+DISPATCH = ("direct", "gateway")
 BATCHING = ("static", "continuous")
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
 
@@ -56,7 +56,11 @@ class ReplayConfig:
     uncertainty_weight: float = field(default=RTLM.UNCERTAINTY_WEIGHT, metadata={"help": "rtlm policy: how much uncertainty inflates a request's predicted service time."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory once the new run is written."})
     engine: EngineConfig = field(default_factory=EngineConfig)
-    dispatch: str = field(default="direct", metadata={"help": "With a serving engine: direct (each request sent when it arrives, its policy key as the request's priority; the engine orders its own queue)."})
+    dispatch: str = field(default="direct", metadata={"help": "With a serving engine (real, or --batching continuous): direct (each request sent when it arrives, its policy key as the request's priority; the engine orders its own queue) or gateway (rtlm's own queue, at most --inflight requests in flight per backend; several backends, --offload, --shed)."})
+    inflight: int | None = field(default=None, metadata={"help": "--dispatch gateway: requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
+    shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late."})
+    placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request) or round-robin (in turn: a baseline)."})
+    retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: send a request that failed on a backend once more, to any live one (recorded in retries)."})
     priority_order: str = field(default="lower-first", metadata={"help": "Which engine priority runs first: lower-first (vLLM) or higher-first (SGLang's default)."})
     batching: str = field(default="static", metadata={"help": "With --simulate: static (padded run-to-completion batches: the hf engine, RT-LM's setting) or continuous (a vLLM-like engine: a running set of --max-num-seqs, token budget, KV cache, preemption; needs a timing table measured through an engine)."})
     engine_model: EngineModel = field(default_factory=EngineModel)
@@ -89,8 +93,10 @@ class ReplayConfig:
         if self.batching == "continuous":
             if not self.simulate:
                 raise RtlmError("--batching continuous is a simulation (--simulate); real continuous batching is --engine vllm|openai")
-            if self.max_batch != 1 or self.offload or len(self.workers) > 1:
-                raise RtlmError("--max-batch, --offload and several --worker are for static batches; a continuous engine batches itself")
+            if self.max_batch != 1:
+                raise RtlmError("--max-batch is for static batches; a continuous engine batches itself")
+            if self.dispatch == "direct" and (self.offload or len(self.workers) > 1):
+                raise RtlmError("--dispatch direct sends to one engine: several --worker and --offload need --dispatch gateway")
             if min(self.engine_model.max_num_seqs, self.engine_model.max_num_batched_tokens, self.engine_model.block_size) < 1 \
                     or self.engine_model.kv_cache_tokens < self.engine_model.block_size:
                 raise RtlmError("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, and "
@@ -98,17 +104,32 @@ class ReplayConfig:
         if self.engine.is_server:
             if self.simulate:
                 raise RtlmError(f"--simulate runs no engine: drop --engine {self.engine.name} (or --simulate)")
-            if self.dispatch not in DISPATCH:
-                raise RtlmError(f"unknown --dispatch {self.dispatch!r}: use {' or '.join(DISPATCH)}")
-            if self.max_batch != 1 or self.workers or self.offload:
-                raise RtlmError(f"--max-batch, --worker and --offload are for the hf engine's static batches; "
-                                f"--engine {self.engine.name} batches by itself")
-            if len(self.engine.client.urls) > 1:
-                raise RtlmError("--dispatch direct sends to one server: give one --url (profiling spreads over several)")
+            if self.max_batch != 1:
+                raise RtlmError(f"--max-batch is for the hf engine's static batches; --engine {self.engine.name} batches by itself")
+            if self.dispatch == "direct" and (len(self.engine.client.urls) > 1 or self.offload):
+                raise RtlmError("--dispatch direct sends to one server: several --url and --offload need --dispatch gateway")
+            if self.workers and len(self.workers) != max(len(self.engine.client.urls), 1):
+                raise RtlmError("with a serving engine, give one --worker NAME=TIMING per --url (its timing table), or none")
             if self.priority_order not in PRIORITY_ORDERS:
                 raise RtlmError(f"--priority-order is one of {', '.join(PRIORITY_ORDERS)}, got {self.priority_order!r}")
+        if self.dispatch not in DISPATCH:
+            raise RtlmError(f"unknown --dispatch {self.dispatch!r}: use {' or '.join(DISPATCH)}")
+        if self.dispatch == "gateway" and not (self.engine.is_server or self.batching == "continuous"):
+            raise RtlmError("--dispatch gateway fronts serving engines: use --engine vllm|openai, or --simulate --batching continuous")
+        if (self.inflight is not None and self.inflight < 1) or ((self.shed or self.retry_failed or self.inflight)
+                                                                  and self.dispatch != "gateway"):
+            raise RtlmError("--inflight (>= 1), --shed and --retry-failed go with --dispatch gateway")
+        if self.placement not in ("first-free", "round-robin"):
+            raise RtlmError(f"--placement is first-free or round-robin, got {self.placement!r}")
+        if self.shed and self.workload.slo_s is None and self.workload.slo_factor is None:
+            raise RtlmError("--shed drops requests past their deadline: give deadlines with --slo or --slo-factor")
         check_output(Path(self.out), self.overwrite)
         return self
+
+    @property
+    def slots(self) -> int:
+        """Requests in flight per backend under --dispatch gateway."""
+        return self.inflight or (self.engine.vllm.max_num_seqs if self.engine.is_server else self.engine_model.max_num_seqs)
 
 
 def sweep(base: ReplayConfig, policies: list[str], rates: list[float] | None, loads: list[float] | None) -> list[ReplayConfig]:

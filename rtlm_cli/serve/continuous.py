@@ -86,20 +86,25 @@ class Seq:
 class ContinuousEngine:
     """One engine's state; ``run`` simulates a workload to its end."""
 
-    def __init__(self, model: EngineModel, cost: StepCost, policy, sign: int = 1):
+    def __init__(self, model: EngineModel, cost: StepCost, policy, sign: int = 1, wid: int = 0, name: str = "engine"):
         self.m, self.cost, self.policy, self.sign = model, cost, policy, sign
+        self.wid, self.name = wid, name
         self.free = model.kv_blocks
         self.waiting: list[tuple[tuple, Seq]] = []
         self.running: list[Seq] = []
         self.records: dict[int, dict] = {}
-        self.steps = self.preemptions = self.peak_running = 0
+        self.steps = self.preemptions = self.peak_running = self.peak_held = 0
         self.min_free = self.free
+        self.now = 0.0
+        self.left: list[int] = []  # requests that left in the current step
 
     # -- queues and KV ---------------------------------------------------------------------------
-    def arrive(self, r: Request) -> None:
+    def arrive(self, r: Request, at: float | None = None) -> None:
+        """``r`` reaches the engine: at its arrival plus its prediction (direct), or ``at`` (a gateway's send)."""
         prio = self.policy.priority(r, self.sign) or 0  # FCFS sends none: all equal, arrival decides
         true = r.true_tokens if r.true_tokens is not None else max(round(r.predicted_tokens), 1)
-        s = Seq(r, (prio, r.arrival_s + r.prediction_cost_s, r.rid), max(int(true), 1), to_prefill=r.prompt_tokens)
+        reached = r.arrival_s + r.prediction_cost_s if at is None else at
+        s = Seq(r, (prio, reached, r.rid), max(int(true), 1), to_prefill=r.prompt_tokens)
         heapq.heappush(self.waiting, (s.order, s))
 
     def _blocks(self, tokens: int) -> int:
@@ -177,12 +182,13 @@ class ContinuousEngine:
                 self._leave(s, end)
 
     def _leave(self, s: Seq, end: float) -> None:
+        self.left.append(s.req.rid)
         self.running.remove(s)
         self.free += s.blocks
         r = s.req
         self.records[r.rid] = {
             **record(r, start_s=s.start_s, first_token_s=s.first_token_s, last_token_s=end, finish_s=end,
-                     worker="engine", batch_id=-1, batch_size=len(self.running) + 1, output_tokens=s.generated),
+                     worker=self.name, batch_id=-1, batch_size=len(self.running) + 1, output_tokens=s.generated),
             "priority": s.order[0], "preemptions": s.preemptions,
         }
 
@@ -209,43 +215,68 @@ class ContinuousEngine:
     def _context(self) -> float:
         return sum(s.computed for s in self.running) / len(self.running)
 
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def advance(self, until: float = math.inf) -> list[int]:
+        """One engine step, or one run of alike steps that stops where a request that arrives at
+        ``until`` could be admitted; the ids of the requests that left (finished or were rejected)
+        in it. The engine's clock, ``now``, moves to the step's end."""
+        self.left = []
+        k = self._jump_length(until)
+        if k:
+            b, ctx = len(self.running), self._context()
+            self.now += k * self.cost.decode(b, ctx + (k - 1) / 2)  # the context grows a token a step
+            self._jump(k, self.now)
+            self.steps += k
+            return self.left
+        work = self._schedule(self.now)
+        if not work:  # nothing runs, and the waiting head does not fit in the whole KV cache
+            if self.waiting and not self.running:
+                self._reject(heapq.heappop(self.waiting)[1])
+            return self.left
+        decodes = sum(1 for s, n in work if not s.to_prefill)
+        prefill = sum(n for s, n in work if s.to_prefill)
+        self.now += self.cost.step(decodes, self._context() if self.running else 0.0, prefill)
+        self._watch()
+        self._finish_step(work, self.now)
+        self.steps += 1
+        return self.left
+
+    def _jump_length(self, until: float) -> int:
+        """How many alike decode steps the next advance jumps (0: it runs one ordinary step)."""
+        steady = self.running and all(not s.to_prefill for s in self.running) and (
+            not self.waiting or len(self.running) >= self.m.max_num_seqs or self._head_blocked())
+        return self._steady_steps(until, self.now) if steady else 0
+
+    def next_event(self, until: float = math.inf) -> float:
+        """When the next ``advance`` ends if it is a run of alike steps (it changes nothing); the clock
+        when it is one ordinary step, whose end is at most a step away."""
+        k = self._jump_length(until)
+        if not k:
+            return self.now
+        return self.now + k * self.cost.decode(len(self.running), self._context() + (k - 1) / 2)
+
     def run(self, requests: list[Request]) -> list[dict]:
+        """Every request sent to this engine at its arrival (``--dispatch direct``), run to the end."""
         arrivals = sorted(requests, key=lambda r: (r.arrival_s + r.prediction_cost_s, r.rid))
-        i, now = 0, 0.0
-        while i < len(arrivals) or self.waiting or self.running:
-            while i < len(arrivals) and arrivals[i].arrival_s + arrivals[i].prediction_cost_s <= now:
+        i = 0
+        while i < len(arrivals) or self.busy():
+            while i < len(arrivals) and arrivals[i].arrival_s + arrivals[i].prediction_cost_s <= self.now:
                 self.arrive(arrivals[i])
                 i += 1
             next_arrival = arrivals[i].arrival_s + arrivals[i].prediction_cost_s if i < len(arrivals) else math.inf
-            if not self.running and not self.waiting:
-                now = next_arrival
+            if not self.busy():
+                self.now = next_arrival
                 continue
-            steady = self.running and all(not s.to_prefill for s in self.running) and (
-                not self.waiting or len(self.running) >= self.m.max_num_seqs or self._head_blocked())
-            k = self._steady_steps(next_arrival, now) if steady else 0
-            if k:
-                b, ctx = len(self.running), self._context()
-                now += k * self.cost.decode(b, ctx + (k - 1) / 2)  # the context grows a token a step
-                self._jump(k, now)
-                self.steps += k
-                continue
-            work = self._schedule(now)
-            if not work:  # nothing runs, and the waiting head does not fit in the whole KV cache
-                if self.waiting and not self.running:
-                    self._reject(heapq.heappop(self.waiting)[1])
-                continue
-            decodes = sum(1 for s, n in work if not s.to_prefill)
-            prefill = sum(n for s, n in work if s.to_prefill)
-            now += self.cost.step(decodes, self._context() if self.running else 0.0, prefill)
-            self._watch()
-            self._finish_step(work, now)
-            self.steps += 1
+            self.advance(next_arrival)
         return [self.records[r.rid] for r in requests]
 
     def _reject(self, s: Seq, what: str = "") -> None:
+        self.left.append(s.req.rid)
         nan = float("nan")
         self.records[s.req.rid] = {
-            **record(s.req, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker="engine",
+            **record(s.req, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker=self.name,
                      batch_id=-1, batch_size=0, output_tokens=0, status="failed",
                      error=f"its prompt ({s.req.prompt_tokens} tokens){' ' + what if what else ''} does not fit in "
                            f"the KV cache ({self.m.kv_cache_tokens} tokens)"),
@@ -253,6 +284,7 @@ class ContinuousEngine:
 
     def _watch(self) -> None:
         self.peak_running = max(self.peak_running, len(self.running))
+        self.peak_held = max(self.peak_held, len(self.running) + len(self.waiting))  # the engine's own queue too
         self.min_free = min(self.min_free, self.free)
 
     def _head_blocked(self) -> bool:

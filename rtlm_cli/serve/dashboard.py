@@ -58,6 +58,9 @@ class Dashboard:
             "mean": float(np.mean(e2e)) if e2e else float("nan"), "p95": _pct(e2e, 95),
             "ttft50": _pct(ttft, 50), "ttft95": _pct(ttft, 95), "itl50": _pct(itl, 50), "itl95": _pct(itl, 95),
             "missed": sum(1 for r in done if r["finish_s"] > r["deadline_s"]),
+            "per_worker": {w: (sum(r["output_tokens"] for r in done if r["worker"] == w) / now if now > 0 else 0.0,
+                               sum(1 for r in records if r["worker"] == w and r["status"] == "failed"))
+                           for w in self.workers},
         }
         if self.live is not None:
             self.live.update(self._render())
@@ -89,7 +92,8 @@ class Dashboard:
             t.add_row(f"server: {k.removeprefix('num_requests_')}", f"{v:.0f}")
         for w in self.workers:
             b = s["running"].get(w, 0)
-            t.add_row(f"worker {w}", f"{b} running" if b else "idle")
+            tps, failed = s["per_worker"][w]
+            t.add_row(f"worker {w}", (f"{b} running" if b else "idle") + f", {tps:.1f} tok/s" + (f", {failed} failed" if failed else ""))
         t.add_row("completed / failed", f"{s['completed']} / {s['failed']}")
         t.add_row("throughput", f"{s['rps']:.2f} req/s, {s['tps']:.1f} tok/s")
         t.add_row("response time", f"mean {s['mean']:.2f} s, p95 {s['p95']:.2f} s")

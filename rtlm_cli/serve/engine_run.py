@@ -11,6 +11,8 @@ from rtlm_cli.engines import open_engine
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.serve.dashboard import Dashboard
 from rtlm_cli.serve.direct import check_priorities, run_direct
+from rtlm_cli.serve.gateway import Gateway
+from rtlm_cli.serve.gateway_run import run_gateway
 
 
 def arrival_predictor(cfg, device: str = "cpu"):
@@ -45,17 +47,25 @@ def engine_for(cfg, console=None, engine=None):
         yield opened
 
 
-def serve_engine(requests, policy, cfg, max_new_tokens: int, console=None, dashboard: bool = True, engine=None):
-    """(records, model info, interrupted, what the engine was) of a direct-dispatch replay."""
+def serve_engine(requests, policy, cfg, max_new_tokens: int, console=None, dashboard: bool = True, engine=None,
+                 scheduler=None):
+    """(records, model info, interrupted, what the engine was) of a replay through serving engines:
+    ``--dispatch direct`` (priorities passed through) or ``gateway`` (``scheduler``'s queue in front)."""
     predict = arrival_predictor(cfg)
-    with engine_for(cfg, console, engine) as eng:
-        url = eng.client.settings.urls[0]
-        if policy.reorders:
-            eng.run(check_priorities(eng.client, url, cfg.priority_sign, probe=eng.name != "vllm"))
-        board = Dashboard(cfg.policy, [url], len(requests), console, live=dashboard)
+    with engine_for(cfg, console, engine) as eng:  # given by the job; opened here when called alone
+        urls = list(eng.client.settings.urls)
+        if policy.reorders and cfg.dispatch == "direct":
+            eng.run(check_priorities(eng.client, urls[0], cfg.priority_sign, probe=eng.name != "vllm"))
+        board = Dashboard(cfg.policy, urls, len(requests), console, live=dashboard)
         with board:
-            records, interrupted = eng.run(run_direct(requests, policy, eng.client, url, max_new_tokens,
-                                                      cfg.priority_sign, predict, board))
+            if cfg.dispatch == "gateway":
+                gateway = Gateway(scheduler, scheduler.workers, cfg.placement)
+                by_wid = {w.wid: urls[i] for i, w in enumerate(scheduler.workers)}
+                records, interrupted = eng.run(run_gateway(requests, gateway, eng.client, by_wid, policy, max_new_tokens,
+                                                           cfg.priority_sign, predict, board, cfg.retry_failed))
+            else:
+                records, interrupted = eng.run(run_direct(requests, policy, eng.client, urls[0], max_new_tokens,
+                                                          cfg.priority_sign, predict, board))
         about = {"name": eng.name, "dispatch": cfg.dispatch, "priority_order": cfg.priority_order, **eng.server}
         return records, {**eng.info.__dict__}, interrupted, about
 

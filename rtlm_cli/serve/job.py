@@ -19,8 +19,15 @@ from rtlm_cli.formats.run import write_run
 from rtlm_cli.formats.store import now_iso, provenance
 from rtlm_cli.formats.timing import load_timing_table, timing_origin
 from rtlm_cli.serve.config import ReplayConfig, goodput_thresholds
-from rtlm_cli.serve.continuous import continuous_capacity, simulate_continuous
+from rtlm_cli.serve.continuous import (
+    ContinuousEngine,
+    StepCost,
+    continuous_capacity,
+    simulate_continuous,
+)
 from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.engine_run import engine_for
+from rtlm_cli.serve.gateway import Gateway, simulate_gateway
 from rtlm_cli.serve.requests import (
     Pool,
     build_requests,
@@ -35,7 +42,11 @@ from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
 def make_workers(cfg: ReplayConfig, pool: Pool) -> list[Worker]:
     """Workers from specs ``NAME[=TIMING]`` (simulation) or ``DEVICE[=TIMING]`` (real); a serving
     engine is one worker, priced by the profile's (or ``--timing``'s) table."""
-    specs = cfg.workers or ((cfg.engine.name,) if cfg.engine.is_server else ("cpu",) if not cfg.simulate else ("worker",))
+    if cfg.engine.is_server:  # one worker per server: its URL (a managed vLLM: "vllm")
+        names = cfg.engine.client.urls or (cfg.engine.name,)
+        specs = tuple(f"{u}={s.partition('=')[2]}" if s else u for u, s in zip(names, cfg.workers or [""] * len(names)))
+    else:
+        specs = cfg.workers or (("cpu",) if not cfg.simulate else ("worker",))
     default_timing = cfg.timing or cfg.profile
     workers = []
     for i, spec in enumerate(specs):
@@ -61,18 +72,47 @@ def capacity_rps(workers: list[Worker], pool: Pool, predicted: np.ndarray) -> fl
 
 def check_continuous_timing(cfg: ReplayConfig) -> None:
     """Continuous batching prices steps with a table measured through a serving engine."""
-    source = (cfg.workers[0].partition("=")[2] if cfg.workers else "") or cfg.timing or cfg.profile
-    if timing_origin(source) == "hf" and not cfg.allow_static_timing:
-        raise RtlmError(f"the timing table of {source} was measured with static batches (the hf engine): continuous "
-                        "batching needs one measured through a serving engine (`rtlm profile --engine vllm --calibrate "
-                        "-n 0`, or the shipped --timing vllm-cpu), or pass --allow-static-timing")
+    for spec in cfg.workers or ("",):
+        source = spec.partition("=")[2] or cfg.timing or cfg.profile
+        if timing_origin(source) == "hf" and not cfg.allow_static_timing:
+            raise RtlmError(f"the timing table of {source} was measured with static batches (the hf engine): continuous "
+                            "batching needs one measured through a serving engine (`rtlm profile --engine vllm "
+                            "--calibrate -n 0`, or the shipped --timing vllm-cpu), or pass --allow-static-timing")
+
+
+def execute(cfg: ReplayConfig, requests, scheduler: Scheduler, max_new: int, console, dashboard: bool, engine):
+    """Run the requests one of five ways: simulated with static batches, simulated on a continuous
+    engine (direct or behind the gateway), on rtlm's hf workers, or through serving engines;
+    (records, model info or None when simulated, interrupted, the engine's settings or None)."""
+    policy, workers = scheduler.policy, scheduler.workers
+    if cfg.simulate and cfg.batching == "continuous":
+        if cfg.dispatch == "gateway":
+            engines = {w.wid: ContinuousEngine(cfg.engine_model, StepCost(w.cost), policy, cfg.priority_sign, w.wid,
+                                               w.name) for w in workers}
+            return simulate_gateway(requests, Gateway(scheduler, workers, cfg.placement), engines), None, False, None
+        return simulate_continuous(requests, policy, cfg.engine_model, workers[0].cost, cfg.priority_sign), None, False, None
+    if cfg.simulate:
+        from rtlm_cli.serve.simulate import simulate
+
+        return simulate(requests, scheduler), None, False, None
+    if cfg.engine.is_server:
+        from rtlm_cli.serve.engine_run import serve_engine
+
+        return serve_engine(requests, policy, cfg, max_new, console, dashboard, engine, scheduler)
+    from rtlm_cli.serve.executor import serve
+
+    return (*serve(requests, scheduler, cfg, max_new, console, dashboard), None)
 
 
 def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None) -> dict:
-    """Run one replay and write its run directory; ``engine``: an open serving engine to reuse."""
+    """Run one replay and write its run directory; ``engine``: an open serving engine to reuse (one
+    is opened for this replay when it needs one and none is given)."""
     cfg.validate()
+    if cfg.engine.is_server and engine is None:
+        with engine_for(cfg, console) as opened:
+            return replay(cfg, console, dashboard, opened)
     pmeta = predictor_format.read_predictor_meta(cfg.predictor) if cfg.predictor else None
-    pool = load_pool(cfg, pmeta)
+    pool = load_pool(cfg, pmeta, engine)
     check_predictor(cfg.predictor, pmeta, pool)
     cap = float(profile_format.cap(pool.meta) if pool.meta else cfg.max_new_tokens or MAX_NEW_TOKENS)
     workers = make_workers(cfg, pool)
@@ -82,7 +122,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     if continuous:
         check_continuous_timing(cfg)
         sizes = np.where(pool.true_tokens > 0, pool.true_tokens, preds.predicted)
-        capacity = continuous_capacity(workers[0].cost, cfg.engine_model, pool.prompt_tokens, sizes)
+        capacity = sum(continuous_capacity(w.cost, cfg.engine_model, pool.prompt_tokens, sizes) for w in workers)
     else:
         capacity = capacity_rps(workers, pool, preds.predicted)
     w = cfg.workload
@@ -91,34 +131,27 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     requests = build_requests(cfg, pool, preds, fastest.cost, rate)
     pred_cap = float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None  # what a mixture's P(capped) is of
     policy = make_policy(cfg.policy, **cfg.policy_params)
-    scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload, cap_tokens=pred_cap)
+    if cfg.dispatch == "gateway":
+        for worker in workers:
+            worker.slots = cfg.slots
+    scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload, cap_tokens=pred_cap,
+                          shed=cfg.shed)
     started = now_iso()
     t0 = time.perf_counter()
-    interrupted, about_engine = False, None
     max_new = cfg.max_new_tokens or int(cap)
-    if continuous:
-        records = simulate_continuous(requests, policy, cfg.engine_model, workers[0].cost, cfg.priority_sign)
+    records, model_info, interrupted, about_engine = execute(cfg, requests, scheduler, max_new, console, dashboard,
+                                                             engine)
+    if model_info is None:  # simulated: the profile's model
         model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.model}
-    elif cfg.simulate:
-        from rtlm_cli.serve.simulate import simulate
-
-        records = simulate(requests, scheduler)
-        model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.model}
-    elif cfg.engine.is_server:
-        from rtlm_cli.serve.engine_run import serve_engine
-
-        records, model_info, interrupted, about_engine = serve_engine(requests, policy, cfg, max_new, console,
-                                                                      dashboard, engine)
-    else:
-        from rtlm_cli.serve.executor import serve
-
-        records, model_info, interrupted = serve(requests, scheduler, cfg, max_new, console, dashboard)
     wall = time.perf_counter() - t0
     meta = {
         "complete": not interrupted, "created_at": started, "mode": "simulated" if cfg.simulate else "real",
         "engine": None if cfg.simulate else engine_name(cfg.model, cfg.engine.name),
         "batching": "continuous" if cfg.engine.is_server or continuous else "static", "engine_settings": about_engine,
         "engine_model": dataclasses.asdict(cfg.engine_model) if continuous else None,
+        "dispatch": cfg.dispatch if continuous or cfg.engine.is_server else None,
+        "inflight": cfg.slots if cfg.dispatch == "gateway" else None, "shed": cfg.shed,
+        "placement": cfg.placement if cfg.dispatch == "gateway" else None,
         "goodput_slo": goodput_thresholds(cfg.goodput) or None,
         "policy": cfg.policy, "policy_params": cfg.policy_params,
         "max_batch": cfg.max_batch, "offload": cfg.offload,

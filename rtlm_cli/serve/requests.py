@@ -33,7 +33,9 @@ class Pool:
     meta: dict | None = None
 
 
-def load_pool(cfg: ReplayConfig, pmeta: dict | None) -> Pool:
+def load_pool(cfg: ReplayConfig, pmeta: dict | None, engine=None) -> Pool:
+    """The prompts of a profile (true lengths known) or of a prompt source; a source's prompt tokens
+    are counted by the predictor's tokenizer, else by a serving engine's /tokenize, else estimated."""
     if cfg.profile:
         meta, df = profile_format.load_nonempty(cfg.profile)
         return Pool(df["prompt_id"].tolist(), df["prompt"].tolist(), df["prompt_tokens"].to_numpy(int),
@@ -45,11 +47,12 @@ def load_pool(cfg: ReplayConfig, pmeta: dict | None) -> Pool:
         from rtlm_cli.predict import features
 
         ctx = features.FeatureContext(tokenizer_file=str(Path(cfg.predictor) / tok_file))
-        raw = features.prompt_family(texts, ctx)[1][:, 0].astype(int)
-    else:
-        raw = [int(TOKENS_PER_WORD * len(t.split())) for t in texts]
-    # + the chat template's tokens; estimates for the cost model only
-    tokens = np.asarray(raw) + TEMPLATE_TOKENS
+        raw = features.prompt_family(texts, ctx)[1][:, 0].astype(int) + TEMPLATE_TOKENS
+    elif engine is not None and getattr(engine, "client", None) is not None:
+        raw = engine.prompt_tokens(texts)  # the server's own count, its chat template included
+    else:  # an estimate, for the cost model only
+        raw = [int(TOKENS_PER_WORD * len(t.split())) + TEMPLATE_TOKENS for t in texts]
+    tokens = np.asarray(raw)
     return Pool([p.prompt_id for p in items], texts, tokens, np.full(len(texts), -1))
 
 

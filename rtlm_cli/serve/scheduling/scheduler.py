@@ -1,7 +1,9 @@
 """The decision point shared by the simulator and the real executor.
 
 Three calls, nothing else: ``arrive(request, now)``, ``next_batch(worker, now)`` when a worker is
-free, ``finished(worker, now)`` when its batch is done. It never reads a clock: ``now`` is given.
+free, ``finished(worker, now)`` when its batch is done; in front of serving engines, which batch by
+themselves, ``next_request(worker, now)`` fills one free slot instead of handing out a batch. It
+never reads a clock: ``now`` is given.
 
 - Ordering: the policy's static key, in a heap (lazy deletion).
 - Dynamic consolidation (``max_batch`` > 1): the batch size is at most the smallest that reaches
@@ -18,6 +20,8 @@ free, ``finished(worker, now)`` when its batch is done. It never reads a clock: 
 - Strategic offloading (``offload``): workers slower than the fastest take a request only when
   the fast workers are congested, and then the longest, most uncertain one, and only if it would
   finish sooner there than behind the fast workers' backlog.
+- Shedding (``shed``, per-slot dispatch): a request that can no longer meet its deadline on the
+  worker asking is taken out (``self.shed``) instead of being served late.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ class Worker:
     cost: CostModel
     busy_until: float = 0.0
     running: list[Request] = field(default_factory=list)
+    slots: int = 1  # requests it may hold at once: 1 batch for static workers, K for a serving engine
 
 
 class Scheduler:
     HEADS = 4  # consolidation: how many of the first requests in priority order may lead a batch
     def __init__(self, policy: Policy, workers: list[Worker], max_batch: int = 1, offload: bool = False,
-                 window: int | None = None, alike_ratio: float = 4.0, cap_tokens: float | None = None):
+                 window: int | None = None, alike_ratio: float = 4.0, cap_tokens: float | None = None,
+                 shed: bool = False):
         self.policy = policy
         self.workers = workers
         self.max_batch = max_batch
@@ -58,6 +64,8 @@ class Scheduler:
         self._limits: dict[tuple[int, int, int], int] = {}
         self.alike_log_ratio = math.log(alike_ratio)
         self.cap_tokens = cap_tokens
+        self.shed_late = shed
+        self.shed: list[Request] = []  # taken out: their deadline could no longer be met
 
     # -- the interface ---------------------------------------------------------------------------
     def arrive(self, req: Request, now: float) -> None:
@@ -81,6 +89,24 @@ class Scheduler:
             _, _, end = worker.cost.batch_times([r.prompt_tokens for r in batch], [self._size(r) for r in batch])
             worker.busy_until = now + end
         return batch
+
+    def next_request(self, worker: Worker, now: float) -> Request | None:
+        """Per-slot dispatch: the request a free slot of ``worker`` takes now, or None. A slow worker
+        (offloading) takes only an offload candidate."""
+        while self._waiting:
+            if self.offload and worker.wid not in self.fast:
+                req = self._offload_candidate(worker, now)
+            else:
+                req = self._pop(self._by_key)
+            if req is None:
+                return None
+            self._waiting.pop(req.rid)
+            late = req.deadline_s is not None and now + worker.cost.service_s(req.prompt_tokens, req.predicted_tokens) > req.deadline_s
+            if self.shed_late and late:
+                self.shed.append(req)
+                continue
+            return req
+        return None
 
     def finished(self, worker: Worker, now: float) -> None:
         worker.running = []
@@ -184,7 +210,8 @@ class Scheduler:
         fast = [w for w in self.workers if w.wid in self.fast]
         backlog = sum(self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens) for r in self._waiting.values()) \
             if len(self._waiting) < 64 else len(self._waiting) * self._mean_service()
-        backlog = backlog / len(fast) + sum(max(w.busy_until - now, 0.0) for w in fast) / len(fast)
+        slots = sum(w.slots for w in fast)
+        backlog = backlog / slots + sum(max(w.busy_until - now, 0.0) for w in fast) / len(fast)
         while self._by_size:
             _, rid = self._by_size[0]
             if rid not in self._waiting:

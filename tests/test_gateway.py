@@ -1,0 +1,155 @@
+"""--dispatch gateway: rtlm's own queue in front of serving engines, at most K in flight per backend;
+in the continuous-batching simulator and for real against fake OpenAI-compatible servers."""
+
+import asyncio
+
+import pytest
+
+from rtlm_cli.engines.openai import Client, ClientSettings
+from rtlm_cli.formats.run import load_run
+from rtlm_cli.serve.continuous import ContinuousEngine, EngineModel, StepCost
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.gateway import Gateway, simulate_gateway
+from rtlm_cli.serve.gateway_run import run_gateway
+from rtlm_cli.serve.scheduling.policies import make_policy
+from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
+
+from conftest import one_line_error
+from fake_openai import FakeOpenAI, tokens_for
+from test_continuous import FLAT
+
+
+def flat(step_s: float) -> list[dict]:
+    """Every step, prefill or decode, at any batch: ``step_s`` (an answer of n tokens takes n steps)."""
+    return [{"batch": b, "context": c, "prefill_s": step_s, "decode_step_s": step_s} for b in (1, 64) for c in (16, 4096)]
+
+
+def setup(tables, slots, policy="sjf-input", offload=False, shed=False):
+    workers = [Worker(i, f"b{i}", CostModel(t), slots=slots) for i, t in enumerate(tables)]
+    scheduler = Scheduler(make_policy(policy), workers, offload=offload, shed=shed)
+    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), scheduler.policy, wid=w.wid,
+                                       name=w.name) for w in workers}
+    return Gateway(scheduler, workers), engines
+
+
+def req(rid, arrival, tokens, prompt=50, unc=0.5, deadline=None, pred=None):
+    cost = CostModel(FLAT)
+    return Request(rid=rid, arrival_s=arrival, prompt_id=f"p{rid}", prompt=f"prompt {rid}", prompt_tokens=prompt,
+                   predicted_tokens=float(pred or tokens), uncertainty=unc, true_tokens=tokens, deadline_s=deadline,
+                   predicted_service_s=cost.service_s(prompt, pred or tokens))
+
+
+def test_at_most_k_in_flight_and_the_engine_queue_stays_empty():
+    gateway, engines = setup([FLAT], slots=3)
+    recs = simulate_gateway([req(i, 0.01 * i, 5 + (7 * i) % 40) for i in range(40)], gateway, engines)
+    assert all(r["status"] == "finished" for r in recs)
+    assert engines[0].peak_held <= 3  # K <= max_num_seqs: nothing ever waits inside the engine
+    # rtlm's queue, not the engine's, orders: after the first three, shortest prompt... here all alike, by rid
+
+
+def test_the_backend_that_frees_first_takes_the_next_request():
+    # One slot each, a burst of 12 answers of 10 tokens: b0 takes 0.1 s a request, b1 0.27 s. Slots
+    # free at 0.1 (b0), 0.2 (b0), 0.27 (b1), 0.3, 0.4, 0.5 (b0), 0.54 (b1), 0.6, 0.7, 0.8 (b0): each
+    # takes the next request in FCFS order as it frees.
+    gateway, engines = setup([flat(0.01), flat(0.027)], slots=1, policy="fcfs")
+    recs = simulate_gateway([req(i, 0.0, 10) for i in range(12)], gateway, engines)
+    assert [r["worker"] for r in recs] == ["b0", "b1", "b0", "b0", "b1", "b0", "b0", "b0", "b1", "b0", "b0", "b0"]
+
+
+def test_offloading_sends_long_uncertain_requests_to_the_slow_backend_only_under_congestion():
+    gateway, engines = setup([flat(0.01), flat(0.03)], slots=1, policy="sjf-pred", offload=True)
+    quiet = simulate_gateway([req(0, 0.0, 10)], gateway, engines)
+    assert quiet[0]["worker"] == "b0"  # not congested: the slow backend stays idle
+    # A burst of 30 short requests congests b0; b1 takes one of them once the backlog behind b0 is
+    # longer than its own service time. A long, uncertain request arriving just after waits last in
+    # b0's order (shortest predicted first), and is the one b1 takes when it frees.
+    gateway, engines = setup([flat(0.01), flat(0.03)], slots=1, policy="sjf-pred", offload=True)
+    burst = [req(i, 0.0, 20, unc=0.1) for i in range(30)] + [req(30, 0.05, 200, unc=0.9)]
+    recs = simulate_gateway(burst, gateway, engines)
+    slow = [r["rid"] for r in sorted(recs, key=lambda r: r["start_s"]) if r["worker"] == "b1"]
+    assert len(slow) >= 2 and slow[1] == 30
+
+
+def test_shedding_records_requests_that_can_no_longer_meet_their_deadline():
+    gateway, engines = setup([flat(0.01)], slots=1, policy="fcfs", shed=True)
+    recs = simulate_gateway([req(i, 0.0, 50, deadline=1.2) for i in range(5)], gateway, engines)
+    status = [r["status"] for r in recs]
+    assert status[:2] == ["finished", "finished"] and set(status[2:]) == {"shed"}  # 0.5 s each: a third would end at 1.5
+    assert all("deadline could no longer be met" in r["error"] for r in recs if r["status"] == "shed")
+
+
+def test_gateway_simulation_through_the_cli(run_cli, tmp_path):
+    r = run_cli("serve-local", "--simulate", "--batching", "continuous", "--dispatch", "gateway", "--inflight", 4,
+                "--profile", "reference", "--worker", "cpu=vllm-cpu", "--worker", "gpu=h200", "--offload",
+                "--allow-static-timing", "--policy", "sjf-input", "--load", 0.9, "-n", 600, "--slo-factor", 3,
+                "--shed", "--out", tmp_path / "gw", "--json")
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(tmp_path / "gw")
+    assert meta["dispatch"] == "gateway" and meta["inflight"] == 4 and set(df["worker"]) <= {"cpu", "gpu", ""}
+    assert set(df["status"]) <= {"finished", "shed"} and meta["summary"]["shed"] == (df["status"] == "shed").sum()
+    bad = run_cli("serve-local", "--simulate", "--profile", "reference", "--dispatch", "gateway", "--load", 0.5,
+                  "--out", tmp_path / "x")
+    assert bad.exit_code == 2 and "fronts serving engines" in one_line_error(bad)
+    bad = run_cli("serve-local", "--simulate", "--batching", "continuous", "--allow-static-timing", "--profile",
+                  "reference", "--dispatch", "gateway", "--shed", "--load", 0.5, "--out", tmp_path / "y")
+    assert bad.exit_code == 2 and "--slo" in one_line_error(bad)
+
+
+@pytest.fixture
+def servers():
+    made = []
+    yield lambda **kw: made.append(FakeOpenAI(**kw)) or made[-1]
+    for s in made:
+        s.close()
+
+
+def test_the_real_gateway_makes_the_simulators_decisions(servers):
+    # Two fake servers of fixed step times (30 and 60 ms a token, no queue of their own), two slots
+    # each, a burst of 14 ordered by prompt length: the simulator, given the same step times, sends
+    # the same requests to the same backends in the same order as the real gateway over HTTP.
+    fast, slow = servers(ms_per_token=30), servers(ms_per_token=60)
+    prompts = [" ".join(["word"] * (3 + (5 * i) % 17)) + f" q{i}" for i in range(14)]
+    reqs = [Request(rid=i, arrival_s=0.0, prompt_id=f"p{i}", prompt=p, prompt_tokens=30 + len(p.split()),
+                    true_tokens=tokens_for(p, 64)[0]) for i, p in enumerate(prompts)]
+
+    def order(recs, names):
+        sent = sorted((r["start_s"], r["rid"]) for r in recs)
+        return [(rid, names[next(r["worker"] for r in recs if r["rid"] == rid)]) for _, rid in sent]
+
+    gateway, engines = setup([flat(0.03), flat(0.06)], slots=2)
+    sim = simulate_gateway(reqs, gateway, engines)
+    finishes = [r["finish_s"] for r in sim]
+    assert len(set(round(f, 6) for f in finishes)) == len(finishes)  # no ties, so wall-clock jitter cannot reorder
+
+    gateway, _ = setup([flat(0.03), flat(0.06)], slots=2)
+
+    async def go():
+        async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
+            await client.check()
+            return await run_gateway(reqs, gateway, client, {0: fast.url, 1: slow.url}, gateway.scheduler.policy, 64, 1)
+
+    real, interrupted = asyncio.run(go())
+    assert not interrupted and all(r["status"] == "finished" for r in real)
+    assert order(real, {fast.url: "b0", slow.url: "b1"}) == order(sim, {"b0": "b0", "b1": "b1"})
+    assert max(fast.peak_streams, slow.peak_streams) <= 2  # the servers' own count of open streams
+
+
+def test_real_gateway_k_in_flight_shedding_and_a_backend_killed_mid_run(servers, run_cli, tmp_path):
+    a, b = servers(ms_per_token=20), servers(ms_per_token=20)
+    common = ("serve-local", "--engine", "openai", "--url", a.url, "--url", b.url, "--dispatch", "gateway",
+              "--profile", "reference-64", "--policy", "sjf-input", "--arrivals", "burst", "--no-dashboard")
+    r = run_cli(*common, "--inflight", 3, "-n", 24, "--out", tmp_path / "k3")
+    assert r.exit_code == 0, r.output
+    df = load_run(tmp_path / "k3")[1]
+    assert (df["status"] == "finished").all() and max(a.peak_streams, b.peak_streams) <= 3
+    assert set(df["worker"]) == {a.url, b.url}
+    # kill one backend mid-run: its in-flight requests fail (or go once more to the other with --retry-failed)
+    import threading
+
+    threading.Timer(0.6, a.close).start()
+    r = run_cli(*common, "--inflight", 2, "-n", 30, "--retry-failed", "--out", tmp_path / "killed")
+    assert r.exit_code == 0, r.output
+    meta, df = load_run(tmp_path / "killed")
+    assert meta["complete"] and (df["status"] == "finished").all()  # every one re-sent once to the live backend
+    assert (df["retries"] >= 1).sum() >= 1 and (df[df["retries"] >= 1]["worker"] == b.url).all()
