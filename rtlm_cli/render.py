@@ -70,26 +70,53 @@ def run_table(metas: list[dict]) -> Table:
     return table
 
 
+def headline_tables(data: dict) -> list:
+    """The comparison a reader came for: per comparable group, each policy against the baseline."""
+    from rtlm_cli.report.units import human
+
+    out, groups = [], {}
+    for r in data["headline"]:
+        groups.setdefault(r["group"], []).append(r)
+    cols = ["e2el_mean_vs_baseline", "e2el_p50_vs_baseline", "e2el_p99_vs_baseline", "ttft_mean_vs_baseline",
+            "ttft_p99_vs_baseline", "goodput_vs_baseline", "oracle_gain_share"]
+    names = ["mean", "median", "p99", "TTFT mean", "TTFT p99", "goodput", "of the oracle's gain"]
+    for group, rows in groups.items():
+        t = Table(title=f"against {data['baseline']}: {group}", title_justify="left")
+        t.add_column("policy")
+        for name in names:
+            t.add_column(name, justify="right")
+        for r in rows:
+            t.add_row(r["policy"], *(human(c, r[c]) for c in cols))
+        out.append(t)
+        out += [f"  {r['sentence']}" for r in rows]
+    for a in data["kept_apart"]:
+        out.append(f"[dim]kept apart: {a['run']}: {a['why']}[/dim]")
+    return out
+
+
 def report_tables(data: dict) -> list:
-    out = []
+    from rtlm_cli.report.units import human
+
+    out = headline_tables(data)
     if data["runs"]:
-        t = Table(title="runs: response time (e2el), TTFT, TPOT, queueing in seconds")
-        cols = ("run", "policy", "mode", "load", "done/failed", "e2el mean", "p50", "p90", "p95", "p99", "ttft p50",
-                "tpot p50", "queue p95", "req/s", "tok/s", "miss", "goodput", "pred us")
+        t = Table(title="runs")
+        cols = ("run", "policy", "mode", "load", "finished/failed", "mean", "median", "p99", "TTFT median",
+                "req/s", "tok/s", "deadline misses", "goodput")
         for c in cols:
             t.add_column(c, justify="left" if c in ("run", "policy", "mode") else "right")
         for r in data["runs"]:
-            t.add_row(r["run"], r["policy"], r["mode"], _fmt(r["offered_load"]), f"{r['completed']}/{r['failed']}",
-                      _fmt(r["e2el_mean_s"]), _fmt(r["e2el_p50_s"]), _fmt(r["e2el_p90_s"]), _fmt(r["e2el_p95_s"]),
-                      _fmt(r["e2el_p99_s"]), _fmt(r["ttft_p50_s"]), _fmt(r["tpot_p50_s"], ".3f"), _fmt(r["queue_p95_s"]),
-                      _fmt(r["throughput_rps"], ".3f"), _fmt(r["throughput_tps"], ".1f"), _fmt(r["deadline_miss_rate"], ".1%"),
-                      _fmt(r["goodput_rps"], ".3f"), _fmt(r["prediction_cost_us"], ".0f"))
+            t.add_row(r["run"], r["policy"], r["mode"] + (f", {r['engine']}" if r.get("engine") else ""),
+                      human("load", r["offered_load"]), f"{r['completed']}/{r['failed']}",
+                      *(human(c, r[c]) for c in ("e2el_mean_s", "e2el_p50_s", "e2el_p99_s", "ttft_p50_s")),
+                      f"{r['throughput_rps']:.3g}", f"{r['throughput_tps']:.3g}", human("deadline_miss_rate", r["deadline_miss_rate"]),
+                      "-" if r["goodput_rps"] is None else f"{r['goodput_rps']:.3g}")
         out.append(t)
-        b = Table(title="response time by predicted-length bucket")
-        for c in ("run", "predicted tokens", "requests", "e2el mean s", "e2el p95 s"):
+        b = Table(title="response time by predicted length (quantile buckets)")
+        for c in ("run", "predicted tokens", "requests", "mean", "p95"):
             b.add_column(c)
         for r in data["run_buckets"]:
-            b.add_row(r["run"], r["predicted_tokens"], str(r["requests"]), _fmt(r["e2el_mean_s"]), _fmt(r["e2el_p95_s"]))
+            b.add_row(r["run"], r["predicted_tokens"], str(r["requests"]), human("e2el_mean_s", r["e2el_mean_s"]),
+                      human("e2el_p95_s", r["e2el_p95_s"]))
         out.append(b)
     for r in data["profiles"]:
         t = Table(title=f"profile {r['profile']}: {r['model']} on {r['device']}, {r['requests']} requests", show_header=False)

@@ -4,6 +4,9 @@ in the continuous-batching simulator and for real against fake OpenAI-compatible
 import asyncio
 
 import pytest
+from conftest import one_line_error
+from fake_openai import FakeOpenAI, tokens_for
+from test_continuous import FLAT
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.formats.run import load_run
@@ -15,10 +18,6 @@ from rtlm_cli.serve.scheduling.policies import make_policy
 from rtlm_cli.serve.scheduling.request import Request
 from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
 
-from conftest import one_line_error
-from fake_openai import FakeOpenAI, tokens_for
-from test_continuous import FLAT
-
 
 def flat(step_s: float) -> list[dict]:
     """Every step, prefill or decode, at any batch: ``step_s`` (an answer of n tokens takes n steps)."""
@@ -28,7 +27,7 @@ def flat(step_s: float) -> list[dict]:
 def setup(tables, slots, policy="sjf-input", offload=False, shed=False):
     workers = [Worker(i, f"b{i}", CostModel(t), slots=slots) for i, t in enumerate(tables)]
     scheduler = Scheduler(make_policy(policy), workers, offload=offload, shed=shed)
-    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), scheduler.policy, wid=w.wid,
+    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), make_policy("fcfs"), wid=w.wid,
                                        name=w.name) for w in workers}
     return Gateway(scheduler, workers), engines
 

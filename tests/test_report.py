@@ -12,7 +12,7 @@ from conftest import one_line_error
 from rtlm_cli.formats.run import load_run, write_run
 
 
-def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None):
+def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None, profile="prof-a"):
     n = len(e2e)
     recs = []
     for i, e in enumerate(e2e):
@@ -22,8 +22,10 @@ def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None):
                      "predicted_tokens": 30.0 * (i + 1), "p90_tokens": 40.0, "uncertainty": 0.5, "predicted_service_s": 1.0,
                      "deadline_s": float(i) + 5.0, "prediction_cost_s": 2e-4,
                      "status": (status or ["finished"] * n)[i], "ended": True, "error": ""})
-    meta = write_run(path, recs, {"policy": policy, "mode": "simulated", "engine": None, "max_batch": 1,
-                                  "workload": {"offered_load": load, "rate_rps": load}, "workers": [{"name": "w0"}]})
+    meta = write_run(path, recs, {"policy": policy, "mode": "simulated", "engine": None, "max_batch": 1, "cap": 256,
+                                  "profile": profile, "seed": 0, "workers": [{"name": "w0"}],
+                                  "workload": {"offered_load": load, "rate_rps": load, "arrivals": "poisson",
+                                               "num_requests": n}})
     if schema is not None:
         m = json.loads((path / "meta.json").read_text())
         m["schema_version"] = schema
@@ -50,7 +52,8 @@ def test_known_percentiles_and_slo(run_cli, tmp_path):
     assert row["throughput_rps"] == pytest.approx(5 / 14.0)  # last finish 4 + 10 = 14
     assert row["prediction_cost_us"] == pytest.approx(200)
     buckets = json.loads(r.stdout)["run_buckets"]
-    assert {b["predicted_tokens"]: b["requests"] for b in buckets} == {"<64": 2, "64-128": 2, "128-256": 1}
+    # buckets are the run's own quartiles of predicted length (30, 60, 90, 120, 150 tokens)
+    assert {b["predicted_tokens"]: b["requests"] for b in buckets} == {"30-60": 2, "60-90": 1, "90-120": 1, "120-150": 1}
 
 
 def test_failed_requests_are_counted_not_timed(run_cli, tmp_path):
@@ -130,3 +133,65 @@ def test_bad_inputs(run_cli, tmp_path):
     make_run(empty, [1.0])
     pd.DataFrame(columns=pd.read_parquet(empty / "requests.parquet").columns).to_parquet(empty / "requests.parquet")
     assert "holds no requests" in bad(empty)
+
+
+def test_the_headline_compares_only_comparable_runs(run_cli, tmp_path):
+    e2e = list(np.linspace(1, 9, 9))
+    make_run(tmp_path / "fcfs", e2e, "fcfs", 0.9)
+    make_run(tmp_path / "rtlm", [x * 0.8 for x in e2e], "rtlm", 0.9)
+    make_run(tmp_path / "oracle", [x * 0.6 for x in e2e], "oracle", 0.9)
+    make_run(tmp_path / "rtlm-other-load", e2e, "rtlm", 0.5)  # no fcfs at load 0.5
+    make_run(tmp_path / "fcfs-other-profile", e2e, "fcfs", 0.9, profile="prof-b")  # another workload
+    r = run_cli("report", *(tmp_path / n for n in ("fcfs", "rtlm", "oracle", "rtlm-other-load", "fcfs-other-profile")),
+                "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert list(data)[:2] == ["headline", "kept_apart"]  # the comparison comes first
+    rows = {h["policy"]: h for h in data["headline"]}
+    assert set(rows) == {"rtlm", "oracle"} and {h["baseline"] for h in data["headline"]} == {"fcfs"}
+    rt = rows["rtlm"]
+    assert rt["e2el_mean_vs_baseline"] == pytest.approx(0.8) and rt["e2el_p99_vs_baseline"] == pytest.approx(0.8)
+    assert rt["oracle_gain_share"] == pytest.approx(0.5)  # (5 - 4) / (5 - 3)
+    assert rt["sentence"] == ("rtlm cut the mean response time by 20% and the median by 20% against fcfs, took 50% of "
+                              "what the oracle could, and kept 0.8x fcfs's p99.")
+    apart = {a["run"]: a["why"] for a in data["kept_apart"]}
+    assert "no fcfs run of the same workload" in apart["rtlm-other-load"]
+    assert "the only run of its workload" in apart["fcfs-other-profile"]
+    r = run_cli("report", tmp_path / "fcfs", tmp_path / "rtlm", "--baseline", "rtlm", "--json")
+    assert json.loads(r.stdout)["headline"][0]["e2el_mean_vs_baseline"] == pytest.approx(1.25)
+    text = " ".join(run_cli("report", tmp_path / "fcfs", tmp_path / "rtlm", tmp_path / "oracle").output.split())
+    assert "against fcfs" in text and "0.80x" in text and "50%" in text  # human units in the terminal
+
+
+def test_human_units():
+    from rtlm_cli.report.units import gib, human, ratio, seconds, share
+
+    assert (seconds(0.0123), seconds(12.345), seconds(1234.4), seconds(None)) == ("12.3 ms", "12.3 s", "1,234 s", "-")
+    assert (ratio(0.876), share(0.684), gib(2**31)) == ("0.88x", "68%", "2.00 GiB")
+    assert human("e2el_p99_s", 3.21) == "3.21 s" and human("deadline_miss_rate", 0.05) == "5%"
+
+
+def test_the_page_in_a_real_browser(run_cli, tmp_path, prompt_file):
+    """Headless Chromium at 1280 px: the headline table is visible, every figure decodes, and the page
+    does not scroll sideways (Chromium comes from scripts/test.sh, which installs it)."""
+    from browser import chromium, evaluate
+
+    assert chromium(), "chromium is not installed: `bash scripts/test.sh` installs it (apt-get install chromium)"
+    sweep = tmp_path / "sweep"
+    for pol, scale in (("fcfs", 2.0), ("rtlm", 1.2), ("oracle", 1.0)):
+        for load in (0.5, 0.9):
+            make_run(sweep / f"{pol}-load{load}", list(np.linspace(1, 5, 30) * scale * (1 + load)), policy=pol, load=load)
+    prof = tmp_path / "prof"
+    assert run_cli("profile", "--model", "fake", "-n", 40, "--out", prof).exit_code == 0
+    assert run_cli("train-predictor", prof, "--out", tmp_path / "pred", "--rounds", 20, "--no-ablation").exit_code == 0
+    page = tmp_path / "report.html"
+    assert run_cli("report", sweep, prof, tmp_path / "pred", "--html", page).exit_code == 0
+    got = evaluate(page.as_uri(), """({
+        headline: (() => { const t = document.querySelector('#headline table');
+                           if (!t) return false; const r = t.getBoundingClientRect();
+                           return r.width > 0 && r.height > 0 && r.top < window.innerHeight * 2; })(),
+        images: Array.from(document.images).map(i => i.naturalWidth),
+        scroll: document.documentElement.scrollWidth, width: document.documentElement.clientWidth})""")
+    assert got["headline"] is True
+    assert len(got["images"]) >= 4 and min(got["images"]) > 0  # every figure decoded
+    assert got["scroll"] <= got["width"] == 1280  # nothing sideways at 1280 px

@@ -19,18 +19,22 @@ def report(
     csv: Optional[str] = option(ReportConfig, "csv", "--csv"),
     plots: Optional[str] = option(ReportConfig, "plots", "--plots"),
     html: Optional[str] = option(ReportConfig, "html", "--html"),
+    baseline: str = option(ReportConfig, "baseline", "--baseline"),
 ):
     """Compare runs, profiles and predictors: tables, JSON, CSV, plots, HTML.
 
-    Runs: response time, TTFT, TPOT and queueing percentiles, throughput, deadline misses and
-    goodput. Profiles: length against uncertainty. Predictors: accuracy.
+    First the headline: runs grouped by what makes them comparable (profile and cap, mode, engine
+    and batching, load, requests, seed), every policy set against --baseline (fcfs): ratios of
+    mean, median and p99 response time and TTFT, goodput, the share of the oracle's gain. Then
+    runs in detail (percentiles, throughput, deadline misses, goodput), profiles (length against
+    uncertainty) and predictors (accuracy).
 
     Example: [bold]rtlm report runs/sweep --plots figs --html report.html[/bold]
     """
     from rtlm_cli.render import report_tables
     from rtlm_cli.report.job import report as run_report
 
-    result = run_report(ReportConfig(paths=tuple(paths), csv=csv, plots=plots, html=html))
+    result = run_report(ReportConfig(paths=tuple(paths), csv=csv, plots=plots, html=html, baseline=baseline))
     if as_json:
         print_json(result.data)
     else:

@@ -14,15 +14,14 @@ import numpy as np
 
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.predictor import IMPORTANCE_FILE, read_evaluation
-from rtlm_cli.formats.profile import load_profile
+from rtlm_cli.formats.profile import cap, load_profile, read_profile_meta
 from rtlm_cli.formats.run import load_run, summarize, with_latencies
 from rtlm_cli.formats.store import read_meta
 from rtlm_cli.paths import source_path
-from rtlm_cli.predict.metrics import bucket_of
 from rtlm_cli.prompts.uncertainty import FAMILY_SCORE_NAMES
+from rtlm_cli.report.compare import headline
 
 KINDS = ("run", "profile", "predictor")
-LENGTH_BUCKETS = (64, 128, 256)
 
 
 @dataclass
@@ -77,32 +76,55 @@ def run_rows(runs) -> list[dict]:
     for path, meta, df in runs:
         s = summarize(df, meta.get("goodput_slo"))
         w = meta.get("workload", {})
+        load = w.get("offered_load")
         row = {"run": path.name, "path": str(path), "policy": meta.get("policy"), "mode": meta.get("mode"),
-               "engine": meta.get("engine"),
-               "max_batch": meta.get("max_batch"), "offered_load": w.get("offered_load"), "rate_rps": w.get("rate_rps"),
+               "engine": meta.get("engine"), "batching": meta.get("batching", "static"),
+               "dispatch": meta.get("dispatch"), "inflight": meta.get("inflight"), "offload": meta.get("offload"),
+               "profile": meta.get("profile") or meta.get("prompts"), "cap": run_cap(meta),
+               "arrivals": w.get("arrivals"), "num_requests": w.get("num_requests"), "seed": meta.get("seed"),
+               "load": round(load, 3) if load else (w.get("rate_rps") and f"{w['rate_rps']:g} req/s"),
+               "max_batch": meta.get("max_batch"), "offered_load": load, "rate_rps": w.get("rate_rps"),
                "device": ",".join(x["name"] for x in meta.get("workers", [])),
-               "requests": s["requests"], "completed": s["completed"], "failed": s["failed"]}
+               "requests": s["requests"], "completed": s["completed"], "failed": s["failed"],
+               "rtlm_version": meta.get("versions", {}).get("rtlm"), "git_revision": meta.get("git_revision"),
+               "predictor": meta.get("predictor"), "model": (meta.get("model") or {}).get("model_id")}
         for metric in ("e2el_s", "ttft_s", "tpot_s", "queue_s"):
             for stat, v in s[metric].items():
                 row[f"{metric.removesuffix('_s')}_{stat}_s"] = v
         row.update(throughput_rps=s["throughput_rps"], throughput_tps=s["throughput_tps"],
                    mean_batch_size=s["mean_batch_size"], prediction_cost_us=1e6 * s["prediction_cost_s_mean"],
-                   deadline_miss_rate=s.get("deadline_miss_rate"), goodput_rps=s.get("goodput_rps"))
+                   deadline_miss_rate=s.get("deadline_miss_rate"), goodput_rps=s.get("goodput_rps"),
+                   request_goodput_rps=s.get("request_goodput_rps"), slo_attainment=s.get("slo_attainment"))
         rows.append(row)
     return rows
 
 
-def bucket_rows(runs) -> list[dict]:
-    """Mean and p95 response time per predicted-length bucket, per run."""
-    labels = [f"<{LENGTH_BUCKETS[0]}"] + [f"{a}-{b}" for a, b in zip(LENGTH_BUCKETS, LENGTH_BUCKETS[1:])] + [f">={LENGTH_BUCKETS[-1]}"]
+def run_cap(meta: dict) -> int | None:
+    """The token cap a run's answers were generated under: recorded, else its profile's."""
+    if meta.get("cap"):
+        return int(meta["cap"])
+    try:
+        return cap(read_profile_meta(meta["profile"])) if meta.get("profile") else None
+    except (RtlmError, KeyError, OSError):
+        return None
+
+
+def bucket_rows(runs, buckets: int = 4) -> list[dict]:
+    """Mean and p95 response time per predicted-length bucket, per run; the buckets are the run's own
+    quantiles of predicted length (so each holds about as many requests), merged where they tie."""
     rows = []
     for path, _, df in runs:
         done = with_latencies(df[df["status"] == "finished"])
-        b = bucket_of(done["predicted_tokens"], LENGTH_BUCKETS)
-        for i, label in enumerate(labels):
-            part = done["e2el_s"][b == i]
+        pred = done["predicted_tokens"].to_numpy(float)
+        if not len(pred):
+            continue
+        edges = np.unique(np.quantile(pred, np.linspace(0, 1, buckets + 1)))
+        which = np.clip(np.searchsorted(edges, pred, side="left") - 1, 0, max(len(edges) - 2, 0))
+        for i in range(max(len(edges) - 1, 1)):
+            part = done["e2el_s"].to_numpy()[which == i]
             if len(part):
-                rows.append({"run": path.name, "predicted_tokens": label, "requests": int(len(part)),
+                lo, hi = edges[i], edges[min(i + 1, len(edges) - 1)]
+                rows.append({"run": path.name, "predicted_tokens": f"{lo:.0f}-{hi:.0f}", "requests": int(len(part)),
                              "e2el_mean_s": float(part.mean()), "e2el_p95_s": float(np.percentile(part, 95))})
     return rows
 
@@ -145,10 +167,16 @@ def predictor_rows(predictors) -> list[dict]:
     return rows
 
 
-def build(paths: list[str]) -> tuple[Artifacts, dict]:
+def build(paths: list[str], baseline: str = "fcfs") -> tuple[Artifacts, dict]:
+    """Everything a report shows, the headline comparison first (the order of the JSON too)."""
     found = collect(paths)
+    runs = run_rows(found.runs)
+    comparison, apart = headline(runs, baseline)
     data = {
-        "runs": run_rows(found.runs),
+        "headline": comparison,
+        "kept_apart": apart,
+        "baseline": baseline,
+        "runs": runs,
         "run_buckets": bucket_rows(found.runs),
         "profiles": profile_rows(found.profiles),
         "profile_quartiles": {p.name: uncertainty_quartiles(df) for p, _, df in found.profiles},

@@ -1,4 +1,6 @@
-"""Report figures with matplotlib (Agg, no display): each function writes one PNG and returns its path."""
+"""Report figures with matplotlib (Agg, no display): small multiples, one panel per comparable group
+(or per policy), so runs that cannot be compared never share an axis. Each function writes one PNG
+and returns its path (None when there is nothing to draw)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from rtlm_cli.formats.run import with_latencies
+from rtlm_cli.report.compare import GROUP_KEYS, group_key, label
+
+MAX_PANELS = 9
 
 
 def _plt():
@@ -18,107 +23,167 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _grid(n: int, width: float = 4.2, height: float = 3.2):
+    plt = _plt()
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _save(fig, path: Path, title: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     _plt().close(fig)
     return path
 
 
-def _decorate(ax, xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if legend:
-        ax.legend(fontsize=7)
+def _where(row: dict) -> str:
+    engine = f" on {row['engine']}" if row.get("engine") else ""
+    return f"{row['profile']} (cap {row['cap']}), {row['mode']}{engine}, {row['batching']}"
 
 
-def response_cdf(runs, path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    lo, hi = np.inf, 0.0
-    for p, meta, df in runs:
-        e = np.sort(with_latencies(df[df["status"] == "finished"])["e2el_s"].to_numpy())
-        ax.plot(e, np.arange(1, len(e) + 1) / len(e), label=f"{p.name}")
-        if len(e):
-            lo, hi = min(lo, max(e[0], 1e-3)), max(hi, e[-1])
-    if hi > 20 * lo:  # long tails: a log axis keeps the body of the distribution readable
-        ax.set_xscale("log")
-    _decorate(ax, "response time (s)", "share of requests", "CDF of response time (e2el)")
-    return _save(fig, path)
+def _style(policy: str, baseline: str) -> dict:
+    if policy == baseline:
+        return {"color": "black", "ls": "--", "lw": 1.6}
+    if policy.startswith("oracle"):
+        return {"color": "gray", "ls": ":", "lw": 1.6}
+    return {"lw": 1.3}
 
 
-def latency_vs_load(rows: list[dict], path: Path) -> Path | None:
-    loads = {r["offered_load"] for r in rows if r["offered_load"]}
-    if len(loads) < 2:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    by_policy: dict[str, list] = {}
+def response_cdf(found, rows: list[dict], path: Path, baseline: str) -> Path | None:
+    """The distribution of response time, one panel per comparable group."""
+    frames = {str(p): df for p, _, df in found.runs}
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["offered_load"]:
-            by_policy.setdefault(f"{r['policy']} (batch {r['max_batch']})", []).append(r)
-    for label, rs in sorted(by_policy.items()):
-        rs = sorted(rs, key=lambda r: r["offered_load"])
-        line, = ax.plot([r["offered_load"] for r in rs], [r["e2el_mean_s"] for r in rs], marker="o", label=f"{label} mean")
-        ax.plot([r["offered_load"] for r in rs], [r["e2el_p95_s"] for r in rs], ls="--", color=line.get_color(), alpha=0.6)
-    _decorate(ax, "offered load (share of batch-1 capacity)", "response time (s); dashed: p95", "response time against load")
-    return _save(fig, path)
+        groups.setdefault(group_key(r), []).append(r)
+    groups = dict(list(groups.items())[:MAX_PANELS])
+    if not groups:
+        return None
+    fig, axes = _grid(len(groups))
+    for ax, (key, members) in zip(axes, groups.items()):
+        long_tail = False
+        for r in members:
+            e = np.sort(with_latencies(frames[r["path"]].query("status == 'finished'"))["e2el_s"].to_numpy())
+            if len(e):
+                ax.plot(e, np.arange(1, len(e) + 1) / len(e), label=label(r), **_style(label(r), baseline))
+                long_tail |= e[-1] > 20 * max(e[0], 1e-3)
+        if long_tail:
+            ax.set_xscale("log")
+        g = dict(zip(GROUP_KEYS, key))
+        load = f"load {g['load']:.2f}" if isinstance(g["load"], float) else g["arrivals"]
+        ax.set_title(f"{_where(members[0])}\n{load}, {g['num_requests']} requests, seed {g['seed']}", fontsize=8)
+        ax.set_xlabel("response time (s)")
+        ax.set_ylabel("share of requests")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path, "distribution of response time, one panel per comparable group")
 
 
-def queue_over_time(runs, path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for p, _, df in runs:
-        done = df[df["status"] == "finished"]
-        events = np.concatenate([np.c_[done["arrival_s"], np.ones(len(done))], np.c_[done["start_s"], -np.ones(len(done))]])
-        events = events[np.lexsort((-events[:, 1], events[:, 0]))]
-        ax.step(events[:, 0], np.cumsum(events[:, 1]), where="post", label=p.name, lw=0.9)
-    _decorate(ax, "time (s)", "requests waiting", "queue length over time")
-    return _save(fig, path)
+def latency_vs_load(rows: list[dict], path: Path, baseline: str) -> Path | None:
+    """Mean response time against load per policy, one panel per workload swept over loads."""
+    keys = [k for k in GROUP_KEYS if k != "load"]
+    sweeps: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if isinstance(r.get("load"), float):
+            sweeps.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    sweeps = {k: v for k, v in sweeps.items() if len({r["load"] for r in v}) >= 2}
+    if not sweeps:
+        return None
+    fig, axes = _grid(min(len(sweeps), MAX_PANELS))
+    for ax, members in zip(axes, sweeps.values()):
+        by_policy: dict[str, list[dict]] = {}
+        for r in members:
+            by_policy.setdefault(label(r), []).append(r)
+        for policy, rs in sorted(by_policy.items()):
+            rs = sorted(rs, key=lambda r: r["load"])
+            ax.plot([r["load"] for r in rs], [r["e2el_mean_s"] for r in rs], marker="o", label=policy,
+                    **_style(policy, baseline))
+        ax.set_title(_where(members[0]), fontsize=9)
+        ax.set_xlabel("offered load (share of capacity)")
+        ax.set_ylabel("mean response time (s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path, f"response time against load ({baseline}: dashed black; oracle: dotted gray)")
+
+
+def queue_over_time(found, rows: list[dict], path: Path) -> Path | None:
+    """Requests waiting over time, one panel per policy (a line per load or run)."""
+    frames = {str(p): df for p, _, df in found.runs}
+    by_policy: dict[str, list[dict]] = {}
+    for r in rows:
+        by_policy.setdefault(label(r), []).append(r)
+    by_policy = dict(list(by_policy.items())[:MAX_PANELS])
+    if not by_policy:
+        return None
+    fig, axes = _grid(len(by_policy))
+    for ax, (policy, members) in zip(axes, by_policy.items()):
+        for r in members:
+            done = frames[r["path"]].query("status == 'finished'")
+            events = np.concatenate([np.c_[done["arrival_s"], np.ones(len(done))],
+                                     np.c_[done["start_s"], -np.ones(len(done))]])
+            events = events[np.lexsort((-events[:, 1], events[:, 0]))]
+            tag = f"load {r['load']:.2f}" if isinstance(r.get("load"), float) else r["run"]
+            ax.step(events[:, 0], np.cumsum(events[:, 1]), where="post", lw=0.8, label=tag)
+        ax.set_title(policy, fontsize=9)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("requests waiting")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path, "queue length over time, one panel per policy")
 
 
 def predicted_vs_actual(predictors, path: Path) -> Path | None:
+    """Held-out predictions against true lengths as a density, the share at the cap shown."""
     import pandas as pd
 
-    frames = [(p.name, pd.read_parquet(p / "holdout.parquet")) for p, _ in predictors if (p / "holdout.parquet").is_file()]
+    frames = [(p.name, meta, pd.read_parquet(p / "holdout.parquet")) for p, meta in predictors
+              if (p / "holdout.parquet").is_file()][:MAX_PANELS]
     if not frames:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    hi = 1.0
-    for name, h in frames:
-        ax.scatter(h["actual"], h["predicted"], s=8, alpha=0.5, label=name)
-        hi = max(hi, float(h["actual"].max()), float(h["predicted"].max()))
-    ax.plot([0, hi], [0, hi], color="gray", lw=0.8)
-    _decorate(ax, "actual", "predicted", "predicted vs actual (held-out prompts)")
-    return _save(fig, path)
+    fig, axes = _grid(len(frames), 4.2, 4.0)
+    for ax, (name, meta, h) in zip(axes, frames):
+        hb = ax.hexbin(h["actual"], h["predicted"], gridsize=25, mincnt=1, cmap="viridis")
+        hi = float(max(h["actual"].max(), h["predicted"].max(), 1.0))
+        ax.plot([0, hi], [0, hi], color="gray", lw=0.8)
+        capped = float((~h["ended"].astype(bool)).mean()) if "ended" in h else float("nan")
+        ax.set_title(f"{name}: {capped:.0%} of answers at the cap ({meta.get('cap') or '-'})", fontsize=9)
+        ax.set_xlabel("actual tokens")
+        ax.set_ylabel("predicted tokens")
+        fig.colorbar(hb, ax=ax, label="prompts")
+    return _save(fig, path, "predicted against actual length (held-out prompts)")
 
 
-def latency_vs_uncertainty(profiles, path: Path) -> Path:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for p, _, df in profiles:
-        axes[0].scatter(df["uncertainty_score"], df["output_tokens"], s=6, alpha=0.4, label=p.name)
-        axes[1].scatter(df["uncertainty_score"], df["e2e_s"], s=6, alpha=0.4, label=p.name)
-    axes[0].set_ylabel("output tokens")
-    axes[1].set_ylabel("end-to-end latency (s)")
-    for ax in axes:
-        ax.set_xlabel("uncertainty score")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("output length and latency against input uncertainty")
-    return _save(fig, path)
+def latency_vs_uncertainty(profiles, path: Path) -> Path | None:
+    """Output length and latency against the uncertainty score, one row of panels per profile."""
+    profiles = profiles[:MAX_PANELS // 2 or 1]
+    if not profiles:
+        return None
+    fig, axes = _grid(2 * len(profiles), 4.5, 3.2)
+    for i, (p, meta, df) in enumerate(profiles):
+        a, b = axes[2 * i], axes[2 * i + 1]
+        a.scatter(df["uncertainty_score"], df["output_tokens"], s=6, alpha=0.4)
+        b.scatter(df["uncertainty_score"], df["e2e_s"], s=6, alpha=0.4)
+        a.set_ylabel("output tokens")
+        b.set_ylabel("end-to-end latency (s)")
+        for ax in (a, b):
+            ax.set_xlabel("uncertainty score")
+            ax.set_title(f"{p.name}: {meta['model']['model_id']} on {meta['device']['device_name']}", fontsize=9)
+            ax.grid(alpha=0.3)
+    return _save(fig, path, "output length and latency against input uncertainty")
 
 
 def all_figures(found, data: dict, directory: Path) -> list[Path]:
+    rows, baseline = data["runs"], data["baseline"]
     out = []
     if found.runs:
-        out += [response_cdf(found.runs, directory / "response_cdf.png"),
-                queue_over_time(found.runs, directory / "queue_length.png")]
-        out.append(latency_vs_load(data["runs"], directory / "latency_vs_load.png"))
+        out += [latency_vs_load(rows, directory / "latency_vs_load.png", baseline),
+                response_cdf(found, rows, directory / "response_cdf.png", baseline),
+                queue_over_time(found, rows, directory / "queue_length.png")]
     if found.predictors:
         out.append(predicted_vs_actual(found.predictors, directory / "predicted_vs_actual.png"))
     if found.profiles:

@@ -11,7 +11,7 @@ from rtlm_cli.formats.store import atomic_write_bytes
 from rtlm_cli.report import figures, html
 from rtlm_cli.report.build import build
 
-CSV_TABLES = ("runs", "run_buckets", "profiles", "predictors")
+CSV_TABLES = ("headline", "runs", "run_buckets", "profiles", "predictors")
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class ReportConfig:
     csv: str | None = field(default=None, metadata={"help": f"Directory to write the tables to as CSV ({', '.join(t + '.csv' for t in CSV_TABLES)})."})
     plots: str | None = field(default=None, metadata={"help": "Directory for PNG figures: response-time CDF, latency vs load, queue length, predicted vs actual, latency vs uncertainty."})
     html: str | None = field(default=None, metadata={"help": "Write one self-contained HTML report (figures embedded)."})
+    baseline: str = field(default="fcfs", metadata={"help": "The policy every other one in a comparable group is set against."})
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ReportResult:
 def report(cfg: ReportConfig) -> ReportResult:
     import pandas as pd
 
-    found, data = build(list(cfg.paths))
+    found, data = build(list(cfg.paths), cfg.baseline)
     written = []
     if cfg.csv:
         for name in CSV_TABLES:

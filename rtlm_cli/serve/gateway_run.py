@@ -52,7 +52,8 @@ async def run_gateway(requests: list[Request], gateway: Gateway, client, urls: d
         url = urls[wid]
         sent, in_flight = now(), gateway.in_flight[wid]
         try:
-            o = await client.stream(*client.chat_body(r.prompt, max_new_tokens, priority=policy.priority(r, sign)), url)
+            # no priority: rtlm's queue orders; the engine holds at most K and needs no priority scheduling
+            o = await client.stream(*client.chat_body(r.prompt, max_new_tokens), url)
         except asyncio.CancelledError:
             records[r.rid] = cancelled(r, worker=url)
             raise
@@ -69,7 +70,7 @@ async def run_gateway(requests: list[Request], gateway: Gateway, client, urls: d
             **record(r, start_s=sent, first_token_s=sent + o.ttft_s, last_token_s=sent + o.e2e_s, finish_s=now(),
                      worker=url, batch_id=-1, batch_size=in_flight, output_tokens=o.output_tokens, status=o.status,
                      ended=o.finish_reason == "stop" if o.status == "finished" else None, error=o.error),
-            "prediction_cost_s": costs.get(r.rid, 0.0), "priority": policy.priority(r, sign), "retries": retries,
+            "prediction_cost_s": costs.get(r.rid, 0.0), "priority": None, "retries": retries,
             "itl_mean_s": sum(itl) / len(itl), "itl_max_s": max(itl), "finish_reason": o.finish_reason,
             "server_queue_s": o.server.get("queue_time_s", float("nan")),
             "server_ttft_s": o.server.get("time_to_first_token_s", float("nan")),

@@ -86,9 +86,10 @@ def execute(cfg: ReplayConfig, requests, scheduler: Scheduler, max_new: int, con
     (records, model info or None when simulated, interrupted, the engine's settings or None)."""
     policy, workers = scheduler.policy, scheduler.workers
     if cfg.simulate and cfg.batching == "continuous":
-        if cfg.dispatch == "gateway":
-            engines = {w.wid: ContinuousEngine(cfg.engine_model, StepCost(w.cost), policy, cfg.priority_sign, w.wid,
-                                               w.name) for w in workers}
+        if cfg.dispatch == "gateway":  # the engines get no priority from the gateway: arrival order
+            fifo = make_policy("fcfs")
+            engines = {w.wid: ContinuousEngine(cfg.engine_model, StepCost(w.cost), fifo, cfg.priority_sign, w.wid, w.name)
+                       for w in workers}
             return simulate_gateway(requests, Gateway(scheduler, workers, cfg.placement), engines), None, False, None
         return simulate_continuous(requests, policy, cfg.engine_model, workers[0].cost, cfg.priority_sign), None, False, None
     if cfg.simulate:
@@ -153,7 +154,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
         "inflight": cfg.slots if cfg.dispatch == "gateway" else None, "shed": cfg.shed,
         "placement": cfg.placement if cfg.dispatch == "gateway" else None,
         "goodput_slo": goodput_thresholds(cfg.goodput) or None,
-        "policy": cfg.policy, "policy_params": cfg.policy_params,
+        "policy": cfg.policy, "policy_params": cfg.policy_params, "cap": int(cap),
         "max_batch": cfg.max_batch, "offload": cfg.offload,
         "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,
                      "offered_load": rate / capacity if rate else None},
