@@ -100,14 +100,16 @@ def targets(args, console, tmp: Path) -> dict:
     predictors = {"full": args.full, "fast": args.fast}
     predictors = {k: v for k, v in predictors.items() if v}
     chosen = {}
+    tune_base = {(seed, load): {p: sim(tmp / "tune", p, load, seed, args.requests, None, args.goodput)
+                                for p in ("fcfs", "oracle")}
+                 for seed in args.tune_seeds for load in (0.9, 0.95)}
     for name, pred in predictors.items():  # rtlm's size weight, on seeds not evaluated
         scores = {}
         for w in WEIGHTS:
             shares = []
             for seed in args.tune_seeds:
                 for load in (0.9, 0.95):
-                    base = {p: sim(tmp / "tune", p, load, seed, args.requests, None, args.goodput)
-                            for p in ("fcfs", "oracle")}
+                    base = tune_base[(seed, load)]
                     s = sim(tmp / "tune", "rtlm", load, seed, args.requests, pred, args.goodput, size_weight=w)
                     f, o = base["fcfs"]["e2el_s"], base["oracle"]["e2el_s"]
                     ok = s["e2el_s"]["p99"] <= 2 * f["p99"]

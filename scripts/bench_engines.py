@@ -43,8 +43,9 @@ from rtlm_cli.serve.job import replay
 from rtlm_cli.serve.workload import WorkloadConfig
 
 # (policy, dispatch): the engine's FCFS is the baseline; the gateway keeps rtlm's own queue in front
+# (its share of the oracle's gain is read against the direct oracle)
 BURST_RUNS = (("fcfs", "direct"), ("sjf-input", "direct"), ("rtlm", "direct"), ("oracle", "direct"),
-              ("rtlm", "gateway"), ("oracle", "gateway"))
+              ("rtlm", "gateway"))
 
 
 def interval95(values: list[float]) -> tuple[float, float]:
@@ -105,28 +106,37 @@ def profiling(args, console, tmp: Path) -> dict:
     return out
 
 
-def bursts(args, console, tmp: Path) -> dict:
+def bursts(args, console, tmp: Path, save=None) -> dict:
+    """Every run's numbers are saved as they come (``save``), and runs already in ``--json`` are not
+    run again: a long benchmark survives an interruption."""
     results: dict = {}
+    if args.json and Path(args.json).is_file():
+        results = {int(k): v for k, v in json.loads(Path(args.json).read_text()).get("bursts", {}).items()}
     for seqs in args.seqs:
+        todo = [(d, p, disp) for d in range(args.draws) for p, disp in BURST_RUNS
+                if not any(r["draw"] == d for r in results.get(seqs, {}).get(p if disp == "direct" else f"{p} gateway", []))]
+        if not todo:
+            continue
         eng = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=seqs))
         with open_engine(eng, "smollm2", console=console) as engine:
-            for draw in range(args.draws):
-                for policy, dispatch in BURST_RUNS:
-                    name = policy if dispatch == "direct" else f"{policy} gateway"
-                    cfg = ReplayConfig(out=str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
-                                       predictor=args.predictor, policy=policy, engine=eng, overwrite=True,
-                                       dispatch=dispatch,
-                                       workload=WorkloadConfig(arrivals="burst", num_requests=args.requests, seed=draw))
-                    t0 = time.perf_counter()
-                    meta = replay(cfg, console=None, dashboard=False, engine=engine)
-                    s = meta["summary"]
-                    if s["completed"] < args.requests:
-                        raise SystemExit(f"{name}: {s['failed']} failed, {s['cancelled']} cancelled: see {cfg.out}")
-                    results.setdefault(seqs, {}).setdefault(name, []).append({
-                        "draw": draw, "failed": s["failed"], **{f"e2el_{k}": s["e2el_s"][k] for k in ("mean", "p50", "p99")},
-                        **{f"ttft_{k}": s["ttft_s"][k] for k in ("mean", "p50", "p99")}})
-                    console.print(f"max_num_seqs {seqs} draw {draw} {name}: mean {s['e2el_s']['mean']:.1f} s "
-                                  f"({time.perf_counter() - t0:.0f} s)")
+            for draw, policy, dispatch in todo:
+                name = policy if dispatch == "direct" else f"{policy} gateway"
+                cfg = ReplayConfig(out=str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
+                                   predictor=args.predictor, policy=policy, engine=eng, overwrite=True,
+                                   dispatch=dispatch,
+                                   workload=WorkloadConfig(arrivals="burst", num_requests=args.requests, seed=draw))
+                t0 = time.perf_counter()
+                meta = replay(cfg, console=None, dashboard=False, engine=engine)
+                s = meta["summary"]
+                if s["completed"] < args.requests or not meta["complete"]:
+                    raise SystemExit(f"{name}: {s['failed']} failed, {s['cancelled']} cancelled: see {cfg.out}")
+                results.setdefault(seqs, {}).setdefault(name, []).append({
+                    "draw": draw, "failed": s["failed"], **{f"e2el_{k}": s["e2el_s"][k] for k in ("mean", "p50", "p99")},
+                    **{f"ttft_{k}": s["ttft_s"][k] for k in ("mean", "p50", "p99")}})
+                console.print(f"max_num_seqs {seqs} draw {draw} {name}: mean {s['e2el_s']['mean']:.1f} s "
+                              f"({time.perf_counter() - t0:.0f} s)")
+                if save is not None:
+                    save(results)
     for seqs, by_policy in results.items():
         t = Table(title=f"bursts of {args.requests} on vLLM-CPU, max_num_seqs {seqs}, {args.draws} draws: "
                         "seconds, mean ± 95% interval over draws")
@@ -136,7 +146,7 @@ def bursts(args, console, tmp: Path) -> dict:
         fcfs = [r["e2el_mean"] for r in by_policy["fcfs"]]
         for policy, rows in by_policy.items():
             # the oracle of the same dispatch mode is the bound (gateway rows: the gateway's oracle)
-            oracle = [r["e2el_mean"] for r in by_policy["oracle gateway" if "gateway" in policy else "oracle"]]
+            oracle = [r["e2el_mean"] for r in by_policy["oracle"]]
             cells = []
             for k in ("e2el_mean", "e2el_p50", "e2el_p99", "ttft_mean", "ttft_p50", "ttft_p99"):
                 m, h = interval95([r[k] for r in rows])
@@ -145,7 +155,7 @@ def bursts(args, console, tmp: Path) -> dict:
             shares = [(f - r["e2el_mean"]) / (f - o) for r, f, o in zip(rows, fcfs, oracle) if f > o]
             pooled = (statistics.fmean(fcfs) - statistics.fmean(r["e2el_mean"] for r in rows)) / \
                 (statistics.fmean(fcfs) - statistics.fmean(oracle))
-            share = "-" if policy in ("fcfs", "oracle", "oracle gateway") else \
+            share = "-" if policy in ("fcfs", "oracle") else \
                 f"{pooled:.0%} (draws {min(shares):.0%}..{max(shares):.0%})" if shares else "-"
             t.add_row(policy, *cells, f"{ratio[0]:.3f} ± {ratio[1]:.3f}", share)
         console.print(t)
@@ -173,6 +183,9 @@ def main() -> None:
     console = Console(stderr=True, width=160)
     out = {}
 
+    if args.json and Path(args.json).is_file():
+        out.update(json.loads(Path(args.json).read_text()))
+
     def save():
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1, default=str))
@@ -182,7 +195,11 @@ def main() -> None:
             out["profiling"] = profiling(args, console, Path(tmp))
             save()
         if args.bursts:
-            out["bursts"] = bursts(args, console, Path(tmp))
+            def keep(results):
+                out["bursts"] = results
+                save()
+
+            out["bursts"] = bursts(args, console, Path(tmp), keep)
             save()
 
 

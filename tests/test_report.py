@@ -191,7 +191,8 @@ def test_the_page_in_a_real_browser(run_cli, tmp_path, prompt_file):
                            if (!t) return false; const r = t.getBoundingClientRect();
                            return r.width > 0 && r.height > 0 && r.top < window.innerHeight * 2; })(),
         images: Array.from(document.images).map(i => i.naturalWidth),
-        scroll: document.documentElement.scrollWidth, width: document.documentElement.clientWidth})""")
+        scroll: document.documentElement.scrollWidth, width: document.documentElement.clientWidth,
+        viewport: window.innerWidth})""")
     assert got["headline"] is True
     assert len(got["images"]) >= 4 and min(got["images"]) > 0  # every figure decoded
-    assert got["scroll"] <= got["width"] == 1280  # nothing sideways at 1280 px
+    assert got["viewport"] == 1280 and got["scroll"] <= got["width"]  # nothing sideways at 1280 px

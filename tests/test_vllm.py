@@ -76,6 +76,43 @@ def test_direct_dispatch_priorities_reorder_a_burst(priority_server, run_cli, tm
     assert sjf["rid"].tolist() != fcfs["rid"].tolist()
 
 
+def test_the_gateway_keeps_the_servers_own_queue_empty(priority_server, run_cli, tmp_path):
+    """--dispatch gateway with K = max_num_seqs (1 here): rtlm holds the queue, so vLLM's own waiting
+    queue (its /metrics) stays empty while a burst is served; direct dispatch fills it."""
+    import urllib.request
+
+    def waiting_peak(name: str, *extra) -> tuple[float, object]:
+        peak, stop = [0.0], threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                text = urllib.request.urlopen(priority_server.url + "/metrics", timeout=5).read().decode()
+                for line in text.splitlines():
+                    if line.startswith("vllm:num_requests_waiting{"):
+                        peak[0] = max(peak[0], float(line.rsplit(" ", 1)[1]))
+                stop.wait(0.1)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            r = run_cli("serve-local", "--engine", "openai", "--url", priority_server.url, "--profile", "reference-64",
+                        "--policy", "sjf-input", "--arrivals", "burst", "-n", 6, "--max-new-tokens", 4,
+                        "--no-dashboard", "--out", tmp_path / name, *extra)
+        finally:
+            stop.set()
+            watcher.join(10)
+        return peak[0], r
+
+    peak, r = waiting_peak("gateway", "--dispatch", "gateway", "--inflight", 1)
+    assert r.exit_code == 0, r.output
+    df = load_run(tmp_path / "gateway")[1]
+    assert (df["status"] == "finished").all() and peak == 0
+    order = df.sort_values("start_s")
+    assert order["prompt_tokens"].iloc[1:].is_monotonic_increasing  # rtlm's queue, shortest prompt first
+    peak_direct, r = waiting_peak("direct")
+    assert r.exit_code == 0 and peak_direct >= 1  # the same burst sent directly waits in vLLM's queue
+
+
 def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_records(run_cli, tmp_path):
     settings = VLLMSettings(max_num_seqs=1, kv_cache_gib=1, vllm_args=("--scheduling-policy", "fcfs"))
     with VLLMServer("smollm2", settings) as server:

@@ -30,6 +30,8 @@ async def check_priorities(client, url: str, sign: int, probe: bool = True) -> N
     """A request with a non-zero priority must be accepted, and (``probe``) honoured: with the server
     full, a later request of a more urgent priority must start before an earlier, less urgent one."""
     ok = await client.stream(*client.chat_body("Say OK.", 1, priority=sign), url)
+    if ok.status != "finished" and not ok.error.startswith("HTTP 4"):
+        raise RtlmError(f"the preflight request to {url} failed ({ok.error}): is the server still up?")
     if ok.status != "finished":
         raise RtlmError(f"{url} refused a request with a priority ({ok.error}): {PRIORITY_FLAGS}")
     if probe and await _order_probe(client, url, sign) is False:

@@ -27,7 +27,8 @@ def arrival_predictor(cfg, device: str = "cpu"):
         raise RtlmError(f"predictor {cfg.predictor} uses the prefill family, which needs the model's hidden states: "
                         "an HTTP engine does not return them; pass --local-prefill (a local copy of the model runs the "
                         "prefill, its cost counted per request) or use a predictor without it (--features text,prompt)")
-    predictor.predict(["warm-up"])  # loads boosters and tokenizer before the clock starts
+    predictor.ctx.prefill_cache = False  # each request pays its own prefill: the cost is measured, not cached
+    predictor.predict(["warm-up"])  # loads boosters, tokenizer (and the local model) before the clock starts
 
     def predict(r) -> float:
         t0 = time.perf_counter()
