@@ -188,10 +188,43 @@ def accuracy(args, console, tmp: Path) -> dict:
             sim_s = simulate_realised(real_df, cost)
             row = {"name": name, "real_mean": [r["e2el_s"]["mean"] for r in reals], "sim_mean": sim_s["e2el"],
                    "real_ttft": [r["ttft_s"]["mean"] for r in reals], "sim_ttft": sim_s["ttft"]}
+            if name == "burst 64":  # saturated: its throughput against the capacity formula on its own requests
+                done = real_df[real_df["status"] == "finished"]
+                row["real_rps"] = reals[-1]["throughput_rps"]
+                row["capacity_rps"] = continuous_capacity(cost, EngineModel(), done["prompt_tokens"], done["output_tokens"])
             out["runs"].append(row)
             console.print(f"{name}: real mean {row['real_mean']} s, simulated {row['sim_mean']:.2f} s; TTFT real "
                           f"{row['real_ttft']} s, simulated {row['sim_ttft']:.2f} s")
+    # preemption: a KV cache too small for a burst, the same burst simulated with that cache
+    small = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=16, max_model_len=1024, kv_cache_gib=args.small_kv_gib))
+    with open_engine(small, "smollm2", console=console) as engine:
+        kv_tokens = engine.server.get("kv_cache_tokens")
+        cfg = ReplayConfig(out=str(tmp / "small-kv"), profile="reference", timing=TIMING, predictor=args.fast,
+                           policy="fcfs", engine=small, overwrite=True,
+                           workload=WorkloadConfig(arrivals="burst", num_requests=32, seed=11))
+        meta = replay(cfg, console=None, dashboard=False, engine=engine)
+        real_preempted = preemptions(engine.client.settings.urls[0])
+        _, real_df = load_run(cfg.out)
+    sim_engine = ContinuousEngine(EngineModel(kv_cache_tokens=kv_tokens), StepCost(cost), make_policy("fcfs"))
+    reqs = [Request(rid=int(r.rid), arrival_s=float(r.start_s), prompt_id=r.prompt_id, prompt_tokens=int(r.prompt_tokens),
+                    true_tokens=max(int(r.output_tokens), 1)) for r in real_df.itertuples() if r.status == "finished"]
+    recs = sim_engine.run(reqs)
+    out["small_kv"] = {"kv_cache_tokens": kv_tokens, "real_preemptions": real_preempted,
+                       "sim_preemptions": sim_engine.preemptions, "real_mean": meta["summary"]["e2el_s"]["mean"],
+                       "sim_mean": statistics.fmean(r["finish_s"] for r in recs if r["status"] == "finished")}
+    console.print(f"small KV cache ({kv_tokens} tokens): preemptions real {real_preempted}, simulated "
+                  f"{sim_engine.preemptions}; mean response real {out['small_kv']['real_mean']:.1f} s, simulated "
+                  f"{out['small_kv']['sim_mean']:.1f} s")
     return out
+
+
+def preemptions(url: str) -> float | None:
+    """vLLM's count of preempted requests (its /metrics)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    found = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("vllm:num_preemptions_total")]
+    return sum(found) if found else None
 
 
 def gateway(args, console, tmp: Path) -> dict:
@@ -290,6 +323,7 @@ def main() -> None:
     ap.add_argument("--tune-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[3, 4])
     ap.add_argument("--goodput", default="ttft:5000 tpot:150")
     ap.add_argument("--poisson", type=int, default=120)
+    ap.add_argument("--small-kv-gib", type=float, default=0.06)
     ap.add_argument("--json")
     args = ap.parse_args()
     if (args.targets or args.accuracy or args.gateway) and not (args.full or args.fast):

