@@ -160,6 +160,8 @@ def accuracy(args, console, tmp: Path) -> dict:
     cost = CostModel.from_table(load_timing_table(TIMING))
     out: dict = {"concurrency": [], "runs": []}
     eng = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=16))
+    # a fresh server for each part: on these machines something ends vLLM servers that have lived
+    # about half an hour (see bench_engines.py)
     with open_engine(eng, "smollm2", console=console) as engine:
         for c in (1, 2, 4, 8, 16):  # c requests of 256 random tokens, 64 new tokens each, sent together
             ttft, itl = engine.timing_point(c, 256, 63)
@@ -168,14 +170,16 @@ def accuracy(args, console, tmp: Path) -> dict:
             s_ttft = statistics.median(r["first_token_s"] for r in recs)
             s_itl = statistics.median((r["last_token_s"] - r["first_token_s"]) / 63 for r in recs)
             out["concurrency"].append({"c": c, "real_ttft": ttft, "sim_ttft": s_ttft, "real_itl": itl, "sim_itl": s_itl})
+            args.checkpoint("accuracy", out)
             console.print(f"concurrency {c}: ITL real {itl * 1e3:.1f} ms sim {s_itl * 1e3:.1f} ms "
                           f"({s_itl / itl - 1:+.1%}); TTFT real {ttft * 1e3:.0f} ms sim {s_ttft * 1e3:.0f} ms "
                           f"({s_ttft / ttft - 1:+.1%})")
-        for name, arrivals, n, load, repeats in (("burst 32", "burst", 32, None, 1), ("burst 64", "burst", 64, None, 1),
-                                                 ("poisson 80%", "poisson", args.poisson, 0.8, 1),
-                                                 ("poisson 90%", "poisson", args.poisson, 0.9, 3),
-                                                 ("poisson 95%", "poisson", args.poisson, 0.95, 3)):
-            reals = []
+    for name, arrivals, n, load, repeats in (("burst 32", "burst", 32, None, 1), ("burst 64", "burst", 64, None, 1),
+                                             ("poisson 80%", "poisson", args.poisson, 0.8, 1),
+                                             ("poisson 90%", "poisson", args.poisson, 0.9, 3),
+                                             ("poisson 95%", "poisson", args.poisson, 0.95, 3)):
+        reals = []
+        with open_engine(eng, "smollm2", console=console) as engine:
             for rep in range(repeats):
                 cfg = ReplayConfig(out=str(tmp / f"real-{name}-{rep}".replace(" ", "")), profile="reference", timing=TIMING,
                                    predictor=args.fast, policy="fcfs", engine=eng, overwrite=True,
@@ -193,6 +197,7 @@ def accuracy(args, console, tmp: Path) -> dict:
                 row["real_rps"] = reals[-1]["throughput_rps"]
                 row["capacity_rps"] = continuous_capacity(cost, EngineModel(), done["prompt_tokens"], done["output_tokens"])
             out["runs"].append(row)
+            args.checkpoint("accuracy", out)
             console.print(f"{name}: real mean {row['real_mean']} s, simulated {row['sim_mean']:.2f} s; TTFT real "
                           f"{row['real_ttft']} s, simulated {row['sim_ttft']:.2f} s")
     # preemption: a KV cache too small for a burst, the same burst simulated with that cache
@@ -330,6 +335,13 @@ def main() -> None:
         ap.error("--targets, --accuracy and --gateway need --full and/or --fast predictors")
     console = Console(stderr=True, width=160)
     out: dict = {}
+
+    def checkpoint(part: str, data: dict) -> None:  # a long part's numbers so far survive an interruption
+        out[part] = data
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+    args.checkpoint = checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         for part, fn in (("speed", speed), ("targets", targets), ("gateway", gateway), ("accuracy", accuracy)):
             if getattr(args, part):

@@ -173,3 +173,69 @@ def test_ctrl_c_cancels_open_streams_and_keeps_the_finished(fake, run_cli, tmp_p
     assert not meta["complete"]
     assert (df["status"] == "finished").sum() >= 1 and (df["status"] == "cancelled").sum() >= 10
     assert set(df["status"]) <= {"finished", "cancelled"}
+
+
+# the guard that ends a managed server's process group (engines/guard.py), with a stand-in server:
+# a process that starts a child of its own, as vLLM starts its engine core
+STAND_IN = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
+PARENT = """import subprocess, sys, time
+guard = subprocess.Popen([sys.executable, '-m', 'rtlm_cli.engines.guard', '--', sys.executable, '-c', {stand_in!r}],
+                         stderr=open({log!r}, 'w'), start_new_session=True)
+print(guard.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _group_alive(group: int) -> bool:
+    return bool(_pids_in(group))
+
+
+def _wait_gone(group: int, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and _group_alive(group):
+        time.sleep(0.2)
+    return not _group_alive(group)
+
+
+@pytest.mark.parametrize("how", ["rtlm killed", "rtlm stops the server"])
+def test_the_guard_ends_the_servers_whole_group_and_says_why(tmp_path, how):
+    import subprocess
+    import sys
+
+    log = tmp_path / "server.log"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.format(stand_in=STAND_IN, log=str(log))],
+                              stdout=subprocess.PIPE, text=True)
+    group = None
+    try:
+        group = int(parent.stdout.readline())  # the guard leads its own group
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_pids_in(group)) < 3:  # guard, server, its child
+            time.sleep(0.1)
+        assert len(_pids_in(group)) == 3
+        time.sleep(1.0)  # nothing ends the group while rtlm is there
+        assert len(_pids_in(group)) == 3
+        if how == "rtlm killed":
+            parent.kill()  # SIGKILL: nothing of rtlm's own runs
+        else:
+            os.kill(group, signal.SIGTERM)  # what VLLMServer.stop sends the guard
+        assert _wait_gone(group), _pids_in(group)
+        expected = "is gone" if how == "rtlm killed" else "asked to stop"
+        assert expected in log.read_text()
+    finally:
+        parent.kill()
+        parent.wait(10)
+        if group is not None and _group_alive(group):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _pids_in(group: int) -> list[int]:
+    import psutil
+
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == group and p.status() != psutil.STATUS_ZOMBIE:  # not yet reaped: gone
+                out.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out

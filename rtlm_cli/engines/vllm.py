@@ -114,7 +114,7 @@ class VLLMServer:
                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         log = open(self.log_path, "ab")
         guard = [sys.executable, "-m", "rtlm_cli.engines.guard", "--", *self.command(source)]
-        self.proc = subprocess.Popen(guard, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(guard, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         log.close()
         status = self.console.status(f"starting vLLM for {self.model} on {self.url} (about a minute on a CPU)") \
@@ -155,11 +155,11 @@ class VLLMServer:
         return (errors or lines or ["no log"])[-1].strip()[:300]
 
     def stop(self) -> None:
-        """Close the guard's pipe (it ends the process group), then make sure of it."""
+        """Ask the guard to end the process group, then make sure of it."""
         if self.proc is None:
             return
         try:
-            self.proc.stdin.close()
+            self.proc.terminate()
         except OSError:
             pass
         try:
