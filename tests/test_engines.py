@@ -219,7 +219,7 @@ def test_the_guard_ends_the_servers_whole_group_and_says_why(tmp_path, how):
         else:
             os.kill(group, signal.SIGTERM)  # what VLLMServer.stop sends the guard
         assert _wait_gone(group), _pids_in(group)
-        expected = "is gone" if how == "rtlm killed" else "asked to stop"
+        expected = "is gone" if how == "rtlm killed" else f"SIGTERM from another process (pid {os.getpid()}"
         assert expected in log.read_text()
     finally:
         parent.kill()

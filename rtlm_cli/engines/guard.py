@@ -39,18 +39,30 @@ def end_group(proc: subprocess.Popen) -> None:
 def main() -> None:
     cmd = sys.argv[sys.argv.index("--") + 1:]
     parent = os.getppid()
-    reason: list[str] = []
-    signal.signal(signal.SIGTERM, lambda *_: reason.append("rtlm asked to stop the server (SIGTERM)"))
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
-    while not reason:  # until rtlm stops it or goes, or the server ends by itself
-        if proc.poll() is not None:
-            reason.append(f"the server exited by itself (code {proc.returncode})")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # taken below, with who sent it
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}))
+    reason = None
+    while reason is None:  # until rtlm stops it or goes, or the server ends by itself
+        got = signal.sigtimedwait({signal.SIGTERM}, 0.2)
+        if got is not None:
+            reason = f"SIGTERM from {'rtlm' if got.si_pid == parent else 'another process'} ({describe(got.si_pid)})"
+        elif proc.poll() is not None:
+            reason = f"the server exited by itself (code {proc.returncode})"
         elif os.getppid() != parent:
-            reason.append(f"rtlm (pid {parent}) is gone")
-        else:
-            time.sleep(0.2)
-    print(f"rtlm guard: ending the server's process group: {reason[0]}", file=sys.stderr, flush=True)
+            reason = f"rtlm (pid {parent}) is gone"
+    print(f"rtlm guard: ending the server's process group: {reason}", file=sys.stderr, flush=True)
     end_group(proc)
+
+
+def describe(pid: int) -> str:
+    """A sender's pid and command line, as far as /proc still knows it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\x00", b" ").decode(errors="replace").strip()
+        return f"pid {pid}: {cmdline[:200]}"
+    except OSError:
+        return f"pid {pid}"
 
 
 if __name__ == "__main__":
