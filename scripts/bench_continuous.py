@@ -18,7 +18,8 @@ Parts (each can be skipped; time-measuring parts run alone on the cores):
               a run with a small KV cache (preemption counts).
   --gateway   rtlm's own queue in front of the simulated engine (`--dispatch gateway`), steady state:
               gateway against direct at 90% and 95% of capacity, K = 8, 16, 18 in flight (0.5x, 1x,
-              1.1x max_num_seqs); with deadlines (--slo) and shedding, goodput against FCFS's; two
+              1.1x max_num_seqs); with deadlines (--slo, loose to tight) and shedding, goodput against
+              FCFS's; two
               heterogeneous backends (the vllm-cpu table and the shipped H200 table): offloading
               against none and against round-robin placement.
               Targets: gateway >= 70% of the oracle's gain at 95% and at least what direct takes, p99
@@ -162,18 +163,29 @@ def accuracy(args, console, tmp: Path) -> dict:
     eng = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=16))
     # a fresh server for each part: on these machines something ends vLLM servers that have lived
     # about half an hour (see bench_engines.py)
-    with open_engine(eng, "smollm2", console=console) as engine:
-        for c in (1, 2, 4, 8, 16):  # c requests of 256 random tokens, 64 new tokens each, sent together
-            ttft, itl = engine.timing_point(c, 256, 63)
-            reqs = [Request(rid=i, arrival_s=0.0, prompt_id=str(i), prompt_tokens=256, true_tokens=64) for i in range(c)]
-            recs = ContinuousEngine(EngineModel(), StepCost(cost), make_policy("fcfs")).run(reqs)
-            s_ttft = statistics.median(r["first_token_s"] for r in recs)
-            s_itl = statistics.median((r["last_token_s"] - r["first_token_s"]) / 63 for r in recs)
-            out["concurrency"].append({"c": c, "real_ttft": ttft, "sim_ttft": s_ttft, "real_itl": itl, "sim_itl": s_itl})
-            args.checkpoint("accuracy", out)
-            console.print(f"concurrency {c}: ITL real {itl * 1e3:.1f} ms sim {s_itl * 1e3:.1f} ms "
-                          f"({s_itl / itl - 1:+.1%}); TTFT real {ttft * 1e3:.0f} ms sim {s_ttft * 1e3:.0f} ms "
-                          f"({s_ttft / ttft - 1:+.1%})")
+    parts = set(args.accuracy_parts.split(","))
+    if "concurrency" in parts:
+        with open_engine(eng, "smollm2", console=console) as engine:
+            for c in (1, 2, 4, 8, 16):  # c requests of 256 random tokens, 64 new tokens each, sent together
+                outs = engine.timing_streams(c, 256, 63)
+                reqs = [Request(rid=i, arrival_s=0.0, prompt_id=str(i), prompt_tokens=256, true_tokens=64) for i in range(c)]
+                recs = ContinuousEngine(EngineModel(), StepCost(cost), make_policy("fcfs")).run(reqs)
+                row = {"c": c,
+                       # a decode step: the median gap between tokens (real) and the table's step at c running
+                       "real_step": statistics.median(x for o in outs for x in o.itl_s),
+                       "sim_step": StepCost(cost).decode(c, 256 + 32),
+                       # what a request sees: its mean inter-token time, prefill stalls of the others included
+                       "real_itl": statistics.median((o.e2e_s - o.ttft_s) / 63 for o in outs),
+                       "sim_itl": statistics.median((r["last_token_s"] - r["first_token_s"]) / 63 for r in recs),
+                       "real_ttft": statistics.median(o.ttft_s for o in outs),
+                       "sim_ttft": statistics.median(r["first_token_s"] for r in recs)}
+                out["concurrency"].append(row)
+                args.checkpoint("accuracy", out)
+                console.print(" ".join(f"{k} real {row['real_' + k] * 1e3:.1f} ms sim {row['sim_' + k] * 1e3:.1f} ms "
+                                       f"({row['sim_' + k] / row['real_' + k] - 1:+.1%});" for k in ("step", "itl", "ttft"))
+                              + f" concurrency {c}")
+    if "runs" not in parts:
+        return out
     for name, arrivals, n, load, repeats in (("burst 32", "burst", 32, None, 1), ("burst 64", "burst", 64, None, 1),
                                              ("poisson 80%", "poisson", args.poisson, 0.8, 1),
                                              ("poisson 90%", "poisson", args.poisson, 0.9, 3),
@@ -200,10 +212,13 @@ def accuracy(args, console, tmp: Path) -> dict:
             args.checkpoint("accuracy", out)
             console.print(f"{name}: real mean {row['real_mean']} s, simulated {row['sim_mean']:.2f} s; TTFT real "
                           f"{row['real_ttft']} s, simulated {row['sim_ttft']:.2f} s")
+    if "small-kv" not in parts:
+        return out
     # preemption: a KV cache too small for a burst, the same burst simulated with that cache
-    small = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=16, max_model_len=1024, kv_cache_gib=args.small_kv_gib))
+    small = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=16, max_model_len=1024, kv_cache_gib=1,
+                                                         vllm_args=(f"--num-gpu-blocks-override={args.small_kv_blocks}",)))
     with open_engine(small, "smollm2", console=console) as engine:
-        kv_tokens = engine.server.get("kv_cache_tokens")
+        kv_tokens = engine.server.get("kv_cache_tokens") or args.small_kv_blocks * (engine.server.get("block_size") or 128)
         cfg = ReplayConfig(out=str(tmp / "small-kv"), profile="reference", timing=TIMING, predictor=args.fast,
                            policy="fcfs", engine=small, overwrite=True,
                            workload=WorkloadConfig(arrivals="burst", num_requests=32, seed=11))
@@ -234,6 +249,18 @@ def preemptions(url: str) -> float | None:
 
 def gateway(args, console, tmp: Path) -> dict:
     pred = args.full or args.fast
+    parts = set(args.gateway_parts.split(","))
+    out: dict = {}
+    if "main" in parts:
+        out["rows"] = gateway_main(args, console, tmp, pred)
+    if "slo" in parts:
+        out["slo"] = gateway_slo(args, console, tmp, pred)
+    if "het" in parts:
+        out["heterogeneous"] = gateway_het(args, console, tmp, pred)
+    return out
+
+
+def gateway_main(args, console, tmp: Path, pred: str) -> list:
     rows = []
     for load in (0.9, 0.95):
         for seed in (0, 1, 2):
@@ -265,23 +292,33 @@ def gateway(args, console, tmp: Path) -> dict:
                   f"{r['oracle_vs_fcfs']:.3f}", "-" if r["gain_share"] is None or "fcfs" in r["run"] or "oracle" in r["run"]
                   else f"{r['gain_share']:.0%}", f"{r['p99_vs_fcfs']:.2f}")
     console.print(t)
-    # deadlines: a fixed SLO on response time, with shedding at the gateway
+    return rows
+
+
+def gateway_slo(args, console, tmp: Path, pred: str) -> list:
+    """Deadlines: a fixed SLO on response time (several, from loose to tight), shedding at the gateway."""
     slo_rows = []
-    for seed in (0, 1, 2):
-        f = sim(tmp / "s", "fcfs", 0.95, seed, args.requests, None, args.goodput, slo_override=args.slo)
-        for name, extra in (("rtlm gateway + shed", {"dispatch": "gateway", "shed": True}),
-                            ("rtlm gateway", {"dispatch": "gateway"}), ("rtlm direct", {})):
-            s = sim(tmp / "s", "rtlm", 0.95, seed, args.requests, pred, args.goodput, slo_override=args.slo, **extra)
-            slo_rows.append({"seed": seed, "run": name, "goodput_vs_fcfs": s["goodput_rps"] / f["goodput_rps"],
-                             "miss": s["deadline_miss_rate"], "fcfs_miss": f["deadline_miss_rate"], "shed": s["shed"]})
-    t = Table(title=f"deadlines at arrival + {args.slo:g} s, load 0.95: goodput (requests/s within deadline) against FCFS direct")
-    for c in ("seed", "run", "goodput vs fcfs", "miss rate", "fcfs miss rate", "shed"):
+    for slo in args.slo:
+        for seed in (0, 1, 2):
+            f = sim(tmp / "s", "fcfs", 0.95, seed, args.requests, None, args.goodput, slo_override=slo)
+            for name, extra in (("rtlm gateway + shed", {"dispatch": "gateway", "shed": True}),
+                                ("rtlm gateway", {"dispatch": "gateway"}), ("rtlm direct", {})):
+                s = sim(tmp / "s", "rtlm", 0.95, seed, args.requests, pred, args.goodput, slo_override=slo, **extra)
+                slo_rows.append({"slo_s": slo, "seed": seed, "run": name,
+                                 "goodput_vs_fcfs": s["goodput_rps"] / f["goodput_rps"],
+                                 "miss": s["deadline_miss_rate"], "fcfs_miss": f["deadline_miss_rate"], "shed": s["shed"]})
+    t = Table(title="deadlines at arrival + SLO, load 0.95: goodput (requests/s within deadline) against FCFS direct")
+    for c in ("slo s", "seed", "run", "goodput vs fcfs", "miss rate", "fcfs miss rate", "shed"):
         t.add_column(c, justify="right")
     for r in slo_rows:
-        t.add_row(str(r["seed"]), r["run"], f"{r['goodput_vs_fcfs']:.2f}", f"{r['miss']:.1%}", f"{r['fcfs_miss']:.1%}",
-                  str(r["shed"]))
+        t.add_row(f"{r['slo_s']:g}", str(r["seed"]), r["run"], f"{r['goodput_vs_fcfs']:.2f}", f"{r['miss']:.1%}",
+                  f"{r['fcfs_miss']:.1%}", str(r["shed"]))
     console.print(t)
-    # two heterogeneous backends: this CPU through vLLM and an H200 (transformers), load of their sum
+    return slo_rows
+
+
+def gateway_het(args, console, tmp: Path, pred: str) -> list:
+    """Two heterogeneous backends: this CPU through vLLM and an H200 (transformers), load of their sum."""
     het = []
     for seed in (0, 1, 2):
         two = {"workers": ("cpu=vllm-cpu", "gpu=h200"), "allow_static_timing": True, "dispatch": "gateway"}
@@ -297,7 +334,7 @@ def gateway(args, console, tmp: Path) -> dict:
     for r in het:
         t.add_row(str(r["seed"]), r["placement"], f"{r['mean']:.2f}", f"{r['vs_fcfs']:.3f}", f"{r['p99']:.1f}")
     console.print(t)
-    return {"rows": rows, "slo": slo_rows, "heterogeneous": het}
+    return het
 
 
 def _mix():
@@ -321,14 +358,18 @@ def main() -> None:
     ap.add_argument("--targets", action="store_true")
     ap.add_argument("--accuracy", action="store_true")
     ap.add_argument("--gateway", action="store_true")
-    ap.add_argument("--slo", type=float, default=60.0)
+    ap.add_argument("--slo", type=lambda v: [float(x) for x in v.split(",")], default=[60.0, 30.0, 20.0],
+                    help="--gateway's deadlines: seconds after arrival (comma-separated)")
+    ap.add_argument("--gateway-parts", default="main,slo,het", help="which parts of --gateway to run (comma-separated)")
     ap.add_argument("--full")
     ap.add_argument("--fast")
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--tune-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[3, 4])
     ap.add_argument("--goodput", default="ttft:5000 tpot:150")
     ap.add_argument("--poisson", type=int, default=120)
-    ap.add_argument("--small-kv-gib", type=float, default=0.06)
+    ap.add_argument("--small-kv-blocks", type=int, default=24, help="the small-KV run's cache, in vLLM blocks")
+    ap.add_argument("--accuracy-parts", default="concurrency,runs,small-kv",
+                    help="which parts of --accuracy to run (comma-separated)")
     ap.add_argument("--json")
     args = ap.parse_args()
     if (args.targets or args.accuracy or args.gateway) and not (args.full or args.fast):

@@ -70,6 +70,23 @@ def test_offloading_sends_long_uncertain_requests_to_the_slow_backend_only_under
     assert len(slow) >= 2 and slow[1] == 30
 
 
+def test_offloading_prices_the_slow_backend_at_the_concurrency_it_would_run_at():
+    # b1's step slows with every request it holds (0.03 s x in flight: time-sliced, as a CPU engine
+    # nearly is), b0 is fast with 2 slots. A burst of 20 answers of 20 tokens: b1 takes a request
+    # while it would finish there sooner than behind b0's backlog (18 x 0.2 s over 2 slots at most)
+    # at the concurrency it would then run at: 0.6 s alone, 1.17 s as the second, 1.74 s as the
+    # third, 2.31 s as the fourth, which no backlog here ever reaches. Priced alone, as a static
+    # worker is, b1 would fill all four of its slots and serve its last two slowest of all.
+    sliced = [{"batch": b, "context": c, "prefill_s": 0.03, "decode_step_s": 0.03 * b} for b in (1, 64) for c in (16, 4096)]
+    workers = [Worker(0, "b0", CostModel(flat(0.01)), slots=2), Worker(1, "b1", CostModel(sliced), slots=4)]
+    gateway = Gateway(Scheduler(make_policy("sjf-pred"), workers, offload=True), workers)
+    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), make_policy("fcfs"), wid=w.wid,
+                                       name=w.name) for w in workers}
+    recs = simulate_gateway([req(i, 0.0, 20) for i in range(20)], gateway, engines)
+    assert all(r["status"] == "finished" for r in recs)
+    assert len([r for r in recs if r["worker"] == "b1" and r["start_s"] == 0.0]) == 3
+
+
 def test_shedding_records_requests_that_can_no_longer_meet_their_deadline():
     gateway, engines = setup([flat(0.01)], slots=1, policy="fcfs", shed=True)
     recs = simulate_gateway([req(i, 0.0, 50, deadline=1.2) for i in range(5)], gateway, engines)

@@ -94,6 +94,12 @@ class ServerEngine:
         """``batch`` synthetic requests of ``context`` random prompt tokens sent together, each asked
         for exactly ``decode_steps + 1`` tokens: (median TTFT, median inter-token latency). Random
         tokens per request and per call keep prefix caching out of it."""
+        outs = self.timing_streams(batch, context, decode_steps)
+        itl = [x for o in outs for x in o.itl_s]
+        return statistics.median(o.ttft_s for o in outs), statistics.median(itl) if itl else float("nan")
+
+    def timing_streams(self, batch: int, context: int, decode_steps: int) -> list:
+        """The streams of one timing point (see ``timing_point``), each timed on the client."""
         import numpy as np
 
         rng = np.random.default_rng(batch * 100_003 + context)  # this point's own generator
@@ -107,8 +113,7 @@ class ServerEngine:
         bad = [o for o in outs if o.status != "finished"]
         if bad:
             raise RtlmError(f"calibration request failed at batch {batch}, context {context}: {bad[0].error}")
-        itl = [x for o in outs for x in o.itl_s]
-        return statistics.median(o.ttft_s for o in outs), statistics.median(itl) if itl else float("nan")
+        return outs
 
 
 async def _drain(tasks) -> None:

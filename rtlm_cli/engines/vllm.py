@@ -32,14 +32,17 @@ SETUP_HINT = "install it with `bash scripts/setup.sh --vllm` (or set RTLM_VLLM_P
 class VLLMSettings:
     max_num_seqs: int = field(default=16, metadata={"help": "vllm engine: requests it runs at once (its batch, max_num_seqs)."})
     max_model_len: int = field(default=2048, metadata={"help": "vllm engine: longest prompt + answer, in tokens."})
-    kv_cache_gib: float = field(default=2.0, metadata={"help": "vllm engine: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE on a CPU); a small cache makes it preempt."})
+    kv_cache_gib: float = field(default=2.0, metadata={"help": "vllm engine: KV cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE on a CPU); for a smaller cache, which makes it preempt, --vllm-arg=--num-gpu-blocks-override=N."})
     prefix_caching: bool = field(default=False, metadata={"help": "vllm engine: reuse the KV cache of shared prompt prefixes (off: measurements of repeated prompts stay honest)."})
     vllm_args: tuple[str, ...] = field(default=(), metadata={"help": "vllm engine: one more argument for `vllm serve`, repeatable (e.g. --vllm-arg=--max-num-batched-tokens=512)."})
     startup_timeout_s: float = field(default=600.0, metadata={"help": "vllm engine: seconds to wait for the server to become healthy."})
 
     def validate(self) -> "VLLMSettings":
-        if self.max_num_seqs < 1 or self.max_model_len < 16 or self.kv_cache_gib <= 0:
-            raise RtlmError("--max-num-seqs must be >= 1, --max-model-len >= 16 and --kv-cache-gib > 0")
+        if self.max_num_seqs < 1 or self.max_model_len < 16:
+            raise RtlmError("--max-num-seqs must be >= 1 and --max-model-len >= 16")
+        if self.kv_cache_gib < 1 or not float(self.kv_cache_gib).is_integer():
+            raise RtlmError(f"--kv-cache-gib {self.kv_cache_gib:g}: vLLM reads it as a whole number of GiB (>= 1); for a "
+                            "smaller cache pass --vllm-arg=--num-gpu-blocks-override=N (N blocks of the KV cache)")
         return self
 
 

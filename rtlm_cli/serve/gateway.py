@@ -26,8 +26,6 @@ class Gateway:
         request) or round-robin (backends in turn, whatever their speed: a baseline)."""
         self.scheduler, self.placement, self.turn = scheduler, placement, 0
         self.by_id = {w.wid: w for w in workers}
-        self.in_flight = {w.wid: 0 for w in workers}
-        self.down: set[int] = set()  # backends that died: nothing more is sent there
         # fast backends first, then by speed, then by id: where an arrival goes when several are free
         self.order = sorted(workers, key=lambda w: (w.wid not in scheduler.fast, w.cost.step(1, 256), w.wid))
 
@@ -37,11 +35,20 @@ class Gateway:
 
     def finished(self, wid: int, now: float) -> list[tuple[Request, Worker]]:
         """A stream on ``wid`` ended (finished or failed): its slot takes the next request first."""
-        self.in_flight[wid] -= 1
+        self.by_id[wid].in_flight -= 1
         return self.fill(now, first=wid)
 
+    @property
+    def in_flight(self) -> dict[int, int]:
+        return {wid: w.in_flight for wid, w in self.by_id.items()}
+
+    @property
+    def down(self) -> set[int]:
+        """Backends that died: nothing more is sent there."""
+        return {wid for wid, w in self.by_id.items() if w.down}
+
     def take_down(self, wid: int) -> None:
-        self.down.add(wid)
+        self.by_id[wid].down = True
 
     def fill(self, now: float, first: int | None = None) -> list[tuple[Request, Worker]]:
         """Every free slot of a live backend takes the scheduler's next request for it."""
@@ -50,18 +57,18 @@ class Gateway:
             return self._round_robin(now)
         order = ([self.by_id[first]] if first is not None else []) + [w for w in self.order if w.wid != first]
         for w in order:
-            while w.wid not in self.down and self.in_flight[w.wid] < w.slots:
+            while not w.down and w.in_flight < w.slots:
                 r = self.scheduler.next_request(w, now)
                 if r is None:
                     break
-                self.in_flight[w.wid] += 1
+                w.in_flight += 1
                 out.append((r, w))
         return out
 
     def _round_robin(self, now: float) -> list[tuple[Request, Worker]]:
         out, ring = [], sorted(self.by_id.values(), key=lambda w: w.wid)
         while True:
-            free = [w for w in ring if w.wid not in self.down and self.in_flight[w.wid] < w.slots]
+            free = [w for w in ring if not w.down and w.in_flight < w.slots]
             if not free:
                 return out
             w = next((x for x in ring[self.turn:] + ring[:self.turn] if x in free))
@@ -69,7 +76,7 @@ class Gateway:
             if r is None:
                 return out
             self.turn = (ring.index(w) + 1) % len(ring)
-            self.in_flight[w.wid] += 1
+            w.in_flight += 1
             out.append((r, w))
 
     def take_shed(self) -> list[Request]:

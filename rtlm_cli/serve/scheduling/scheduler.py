@@ -19,7 +19,10 @@ never reads a clock: ``now`` is given.
   their order.
 - Strategic offloading (``offload``): workers slower than the fastest take a request only when
   the fast workers are congested, and then the longest, most uncertain one, and only if it would
-  finish sooner there than behind the fast workers' backlog.
+  finish sooner there than behind the fast workers' backlog. With per-slot dispatch both sides are
+  priced at the concurrency they would run at (a serving engine's step slows as it fills): on the
+  slow worker its requests in flight plus this one, on the fast ones their slots full, the backlog
+  drained by all their slots at once.
 - Shedding (``shed``, per-slot dispatch): a request that can no longer meet its deadline on the
   worker asking is taken out (``self.shed``) instead of being served late.
 """
@@ -43,6 +46,8 @@ class Worker:
     busy_until: float = 0.0
     running: list[Request] = field(default_factory=list)
     slots: int = 1  # requests it may hold at once: 1 batch for static workers, K for a serving engine
+    in_flight: int = 0  # per-slot dispatch: requests sent to it and not yet ended (the gateway keeps it)
+    down: bool = False  # per-slot dispatch: the backend died; nothing more goes there
 
 
 class Scheduler:
@@ -95,7 +100,7 @@ class Scheduler:
         (offloading) takes only an offload candidate."""
         while self._waiting:
             if self.offload and worker.wid not in self.fast:
-                req = self._offload_candidate(worker, now)
+                req = self._offload_candidate(worker, now, per_slot=True)
             else:
                 req = self._pop(self._by_key)
             if req is None:
@@ -206,26 +211,45 @@ class Scheduler:
             self._limits[key] = min(b for b in sizes if rate[b] >= 0.95 * best)
         return self._limits[key]
 
-    def _offload_candidate(self, worker: Worker, now: float) -> Request | None:
+    def _offload_candidate(self, worker: Worker, now: float, per_slot: bool = False) -> Request | None:
         fast = [w for w in self.workers if w.wid in self.fast]
-        backlog = sum(self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens) for r in self._waiting.values()) \
-            if len(self._waiting) < 64 else len(self._waiting) * self._mean_service()
         slots = sum(w.slots for w in fast)
-        backlog = backlog / slots + sum(max(w.busy_until - now, 0.0) for w in fast) / len(fast)
+        if per_slot:  # serving engines: priced at the concurrency each side would run at
+            k = max(w.slots for w in fast)
+            here_at, there_at = worker.in_flight + 1, k
+            if any(w.in_flight < w.slots for w in fast if not w.down):
+                return None  # a fast slot is free: not congested
+            backlog = self._backlog(lambda r: self._service(self._fast_ref, r, k)) / slots
+        else:
+            here_at = there_at = 1
+            backlog = self._backlog(lambda r: self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens)) / slots \
+                + sum(max(w.busy_until - now, 0.0) for w in fast) / len(fast)
         while self._by_size:
             _, rid = self._by_size[0]
             if rid not in self._waiting:
                 heapq.heappop(self._by_size)
                 continue
             req = self._waiting[rid]
-            here = worker.cost.service_s(req.prompt_tokens, req.predicted_tokens)
-            there = backlog + self._fast_ref.service_s(req.prompt_tokens, req.predicted_tokens)
+            here = self._service(worker.cost, req, here_at)
+            there = backlog + self._service(self._fast_ref, req, there_at)
             if here < there:
                 heapq.heappop(self._by_size)
                 return req
             return None
         return None
 
-    def _mean_service(self) -> float:
+    def _backlog(self, service) -> float:
+        """The waiting requests' total service (a sample of 64 scaled up when more wait)."""
+        if len(self._waiting) < 64:
+            return sum(service(r) for r in self._waiting.values())
         sample = list(self._waiting.values())[:64]
-        return sum(self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens) for r in sample) / len(sample)
+        return len(self._waiting) * sum(service(r) for r in sample) / len(sample)
+
+    @staticmethod
+    def _service(cost: CostModel, r: Request, concurrency: int) -> float:
+        """``r``'s predicted service on ``cost`` sharing each step with ``concurrency - 1`` others
+        (1: alone, as a static batch of one)."""
+        if concurrency <= 1:
+            return cost.service_s(r.prompt_tokens, r.predicted_tokens)
+        ctx = (int(r.prompt_tokens + r.predicted_tokens / 2) // 16 + 1) * 16
+        return cost.prefill(1, (r.prompt_tokens // 16 + 1) * 16) + max(r.predicted_tokens - 1, 0) * cost.step(concurrency, ctx)
