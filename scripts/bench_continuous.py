@@ -184,12 +184,10 @@ def accuracy(args, console, tmp: Path) -> dict:
                 console.print(" ".join(f"{k} real {row['real_' + k] * 1e3:.1f} ms sim {row['sim_' + k] * 1e3:.1f} ms "
                                        f"({row['sim_' + k] / row['real_' + k] - 1:+.1%});" for k in ("step", "itl", "ttft"))
                               + f" concurrency {c}")
-    if "runs" not in parts:
-        return out
-    for name, arrivals, n, load, repeats in (("burst 32", "burst", 32, None, 1), ("burst 64", "burst", 64, None, 1),
-                                             ("poisson 80%", "poisson", args.poisson, 0.8, 1),
-                                             ("poisson 90%", "poisson", args.poisson, 0.9, 3),
-                                             ("poisson 95%", "poisson", args.poisson, 0.95, 3)):
+    workloads = (("burst 32", "burst", 32, None, 1), ("burst 64", "burst", 64, None, 1),
+                 ("poisson 80%", "poisson", args.poisson, 0.8, 1), ("poisson 90%", "poisson", args.poisson, 0.9, 3),
+                 ("poisson 95%", "poisson", args.poisson, 0.95, 3))
+    for name, arrivals, n, load, repeats in workloads if "runs" in parts else ():
         reals = []
         with open_engine(eng, "smollm2", console=console) as engine:
             for rep in range(repeats):
