@@ -47,6 +47,28 @@ def test_at_most_k_in_flight_and_the_engine_queue_stays_empty():
     # rtlm's queue, not the engine's, orders: after the first three, shortest prompt... here all alike, by rid
 
 
+def test_fcfs_behind_a_gateway_of_k_max_num_seqs_is_the_engines_own_fcfs_request_by_request():
+    # Same engine, arrival order, K = max_num_seqs: nothing may change, and no request may start
+    # before it was sent, even while the engine is in the middle of a run of alike steps (found: an
+    # arrival handed to an engine whose clock lagged behind it started at the engine's clock)
+    import random
+
+    from rtlm_cli.serve.continuous import simulate_continuous
+
+    rng = random.Random(3)
+    t, reqs = 0.0, []
+    for i in range(300):
+        t += rng.expovariate(1 / 0.09)
+        reqs.append(req(i, t, rng.randint(2, 60), prompt=rng.randint(10, 400)))
+    direct = simulate_continuous(reqs, make_policy("fcfs"), EngineModel(max_num_seqs=4), CostModel(FLAT))
+    workers = [Worker(0, "engine", CostModel(FLAT), slots=4)]
+    gateway = Gateway(Scheduler(make_policy("fcfs"), workers), workers)
+    engines = {0: ContinuousEngine(EngineModel(max_num_seqs=4), StepCost(CostModel(FLAT)), make_policy("fcfs"))}
+    behind = simulate_gateway(reqs, gateway, engines)
+    assert all(r["start_s"] >= r["arrival_s"] for r in behind)
+    assert [(r["start_s"], r["finish_s"]) for r in behind] == [(r["start_s"], r["finish_s"]) for r in direct]
+
+
 def test_the_backend_that_frees_first_takes_the_next_request():
     # One slot each, a burst of 12 answers of 10 tokens: b0 takes 0.1 s a request, b1 0.27 s. Slots
     # free at 0.1 (b0), 0.2 (b0), 0.27 (b1), 0.3, 0.4, 0.5 (b0), 0.54 (b1), 0.6, 0.7, 0.8 (b0): each

@@ -103,9 +103,14 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, engines: dict) -
     def send(dispatched, now: float) -> None:
         for r, w in dispatched:
             engine = engines[w.wid]
+            left = []
+            while engine.busy() and engine.now < now:  # mid-run: it takes the request at a step boundary
+                left += engine.advance(now)             # at or after ``now``, never before it was sent
             if not engine.busy():
                 engine.now = max(engine.now, now)
             engine.arrive(r, at=now)
+            for _ in left:  # requests that ended on the way there free their slots then
+                send(gateway.finished(engine.wid, engine.now), engine.now)
         for r in gateway.take_shed():
             records[r.rid] = shed_record(r, now)
 
