@@ -4,6 +4,8 @@ and returns its path (None when there is nothing to draw)."""
 
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ def _grid(n: int, width: float = 4.2, height: float = 3.2):
 
 def _save(fig, path: Path, title: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)))  # a one-panel figure is narrow
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     _plt().close(fig)
