@@ -67,6 +67,21 @@ async def _order_probe(client, url: str, sign: int) -> bool | None:
         await asyncio.gather(*blockers, *probes, return_exceptions=True)
 
 
+async def at_arrivals(requests: list[Request], now, stop: asyncio.Event):
+    """Each request at its arrival (seconds from the run's start, as ``now()`` counts them), in
+    arrival order, until ``stop`` is set."""
+    for r in sorted(requests, key=lambda r: (r.arrival_s, r.rid)):
+        wait = r.arrival_s - now()
+        if wait > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                pass
+        if stop.is_set():
+            return
+        yield r
+
+
 async def run_direct(requests: list[Request], policy, client, url: str, max_new_tokens: int, sign: int,
                      predict=None, board=None) -> tuple[list[dict], bool]:
     """Send each request at its arrival (seconds from the run's start); (records in request order,
@@ -116,15 +131,7 @@ async def run_direct(requests: list[Request], policy, client, url: str, max_new_
     watcher = asyncio.create_task(watch())
     tasks = []
     try:
-        for r in sorted(requests, key=lambda r: (r.arrival_s, r.rid)):
-            wait = r.arrival_s - now()
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), wait)
-                except TimeoutError:
-                    pass
-            if stop.is_set():
-                break
+        async for r in at_arrivals(requests, now, stop):
             state["arrived"] += 1
             tasks.append(asyncio.create_task(one(r)))
         stopper = asyncio.create_task(stop.wait())

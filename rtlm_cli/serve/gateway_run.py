@@ -16,6 +16,7 @@ import signal
 import time
 
 from rtlm_cli.formats.run import cancelled, record
+from rtlm_cli.serve.direct import at_arrivals
 from rtlm_cli.serve.gateway import Gateway, shed_record
 from rtlm_cli.serve.scheduling.request import Request
 
@@ -89,15 +90,7 @@ async def run_gateway(requests: list[Request], gateway: Gateway, client, urls: d
 
     watcher = asyncio.create_task(watch())
     try:
-        for r in sorted(requests, key=lambda r: (r.arrival_s, r.rid)):
-            wait = r.arrival_s - now()
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), wait)
-                except TimeoutError:
-                    pass
-            if stop.is_set():
-                break
+        async for r in at_arrivals(requests, now, stop):
             state["arrived"] += 1
             if predict is not None:
                 costs[r.rid] = predict(r)
