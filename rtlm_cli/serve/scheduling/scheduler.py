@@ -219,7 +219,7 @@ class Scheduler:
             here_at, there_at = worker.in_flight + 1, k
             if any(w.in_flight < w.slots for w in fast if not w.down):
                 return None  # a fast slot is free: not congested
-            backlog = self._backlog(lambda r: self._service(self._fast_ref, r, k)) / slots
+            backlog = self._backlog(lambda r: self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens, k)) / slots
         else:
             here_at = there_at = 1
             backlog = self._backlog(lambda r: self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens)) / slots \
@@ -230,8 +230,8 @@ class Scheduler:
                 heapq.heappop(self._by_size)
                 continue
             req = self._waiting[rid]
-            here = self._service(worker.cost, req, here_at)
-            there = backlog + self._service(self._fast_ref, req, there_at)
+            here = worker.cost.service_s(req.prompt_tokens, req.predicted_tokens, here_at)
+            there = backlog + self._fast_ref.service_s(req.prompt_tokens, req.predicted_tokens, there_at)
             if here < there:
                 heapq.heappop(self._by_size)
                 return req
@@ -244,12 +244,3 @@ class Scheduler:
             return sum(service(r) for r in self._waiting.values())
         sample = list(self._waiting.values())[:64]
         return len(self._waiting) * sum(service(r) for r in sample) / len(sample)
-
-    @staticmethod
-    def _service(cost: CostModel, r: Request, concurrency: int) -> float:
-        """``r``'s predicted service on ``cost`` sharing each step with ``concurrency - 1`` others
-        (1: alone, as a static batch of one)."""
-        if concurrency <= 1:
-            return cost.service_s(r.prompt_tokens, r.predicted_tokens)
-        ctx = (int(r.prompt_tokens + r.predicted_tokens / 2) // 16 + 1) * 16
-        return cost.prefill(1, (r.prompt_tokens // 16 + 1) * 16) + max(r.predicted_tokens - 1, 0) * cost.step(concurrency, ctx)
