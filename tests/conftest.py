@@ -1,5 +1,6 @@
 import os
 import re
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -65,3 +66,26 @@ def prompt_file(tmp_path):
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def in_group(group: int, zombies: bool = True) -> list:
+    """The processes (psutil) of process group ``group``; ``zombies``: also those that have exited
+    and are not yet reaped by their parent."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == group and (zombies or p.status() != psutil.STATUS_ZOMBIE):
+                out.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out
+
+
+def left_in_group(group: int, seconds: float, zombies: bool = True) -> list:
+    """Waits up to ``seconds`` for process group ``group`` to empty; what is left in it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and in_group(group, zombies):
+        time.sleep(0.2)
+    return in_group(group, zombies)

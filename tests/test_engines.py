@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import one_line_error
+from conftest import in_group, left_in_group, one_line_error
 from fake_openai import FakeOpenAI, tokens_for
 
 from rtlm_cli.formats.profile import MEASURED_COLUMNS, load_profile
@@ -186,17 +186,6 @@ time.sleep(120)
 """
 
 
-def _group_alive(group: int) -> bool:
-    return bool(_pids_in(group))
-
-
-def _wait_gone(group: int, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and _group_alive(group):
-        time.sleep(0.2)
-    return not _group_alive(group)
-
-
 @pytest.mark.parametrize("how", ["rtlm killed", "rtlm stops the server"])
 def test_the_guard_ends_the_servers_whole_group_and_says_why(tmp_path, how):
     import subprocess
@@ -209,33 +198,22 @@ def test_the_guard_ends_the_servers_whole_group_and_says_why(tmp_path, how):
     try:
         group = int(parent.stdout.readline())  # the guard leads its own group
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(_pids_in(group)) < 3:  # guard, server, its child
+        while time.monotonic() < deadline and len(in_group(group, zombies=False)) < 3:  # guard, server, its child
             time.sleep(0.1)
-        assert len(_pids_in(group)) == 3
+        assert len(in_group(group, zombies=False)) == 3
         time.sleep(1.0)  # nothing ends the group while rtlm is there
-        assert len(_pids_in(group)) == 3
+        assert len(in_group(group, zombies=False)) == 3
         if how == "rtlm killed":
             parent.kill()  # SIGKILL: nothing of rtlm's own runs
         else:
             os.kill(group, signal.SIGTERM)  # what VLLMServer.stop sends the guard
-        assert _wait_gone(group), _pids_in(group)
+        left = left_in_group(group, 30, zombies=False)  # a stopped guard waits for rtlm to reap it
+        assert not left, left
         expected = "is gone" if how == "rtlm killed" else f"SIGTERM from another process (pid {os.getpid()}"
         assert expected in log.read_text()
     finally:
         parent.kill()
         parent.wait(10)
-        if group is not None and _group_alive(group):
+        if group is not None and in_group(group, zombies=False):
             os.killpg(group, signal.SIGKILL)
 
-
-def _pids_in(group: int) -> list[int]:
-    import psutil
-
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == group and p.status() != psutil.STATUS_ZOMBIE:  # not yet reaped: gone
-                out.append(p.pid)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return out

@@ -12,7 +12,7 @@ import time
 
 import psutil
 import pytest
-from conftest import one_line_error
+from conftest import in_group, left_in_group, one_line_error
 
 from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings
 from rtlm_cli.formats.profile import load_profile
@@ -154,10 +154,8 @@ def test_killing_rtlm_leaves_no_vllm_process(tmp_path, prompts):
         assert group is not None and proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.poll() else ""
         proc.kill()  # SIGKILL: no cleanup of rtlm's own can run
         proc.wait(30)
-        deadline = time.time() + 60
-        while time.time() < deadline and in_group(group):
-            time.sleep(0.5)
-        assert not in_group(group), [p.cmdline()[:4] for p in in_group(group)]
+        left = left_in_group(group, 60)
+        assert not left, [p.cmdline()[:4] for p in left]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -165,13 +163,3 @@ def test_killing_rtlm_leaves_no_vllm_process(tmp_path, prompts):
             for p in in_group(group):
                 p.kill()
 
-
-def in_group(group: int) -> list:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == group:
-                out.append(p)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return out
