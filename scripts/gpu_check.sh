@@ -10,10 +10,16 @@
 #   machine reaches no registry, so nothing is installed; missing Python packages are named and the
 #   script stops. Carry a .gguf that is too big for one transfer in two parts and join them first:
 #   cat part-a part-b > model.gguf.
+# Environment: PROMPTS (default sharegpt; a prompt file, e.g. a ShareGPT-style .json, where the 120 MB wheel cannot
+#   travel), DEVICE (default cuda; DEVICE=cpu rehearses every step here, without the CUDA checks, on a
+#   smaller timing table), PYTHON (default python3), OUT (where to write; default docs/gpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-smollm2}
 PY=${PYTHON:-python3}
+PROMPTS=${PROMPTS:-sharegpt}
+DEVICE=${DEVICE:-cuda}
+if [ "$DEVICE" = cpu ]; then CAL_BATCHES=1,4; CAL_CONTEXTS=128; else CAL_BATCHES=1,8,32,128; CAL_CONTEXTS=128,1024; fi
 OUTDIR=${OUT:-docs/gpu}/$(date -u +%Y-%m-%d)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export RTLM_HOME=${RTLM_HOME:-$(mktemp -d)}
@@ -33,36 +39,39 @@ if [ -n "$missing" ]; then
   echo "gpu_check: this Python lacks: $missing (install them, or point PYTHON at one that has them)" >&2
   exit 2
 fi
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-  || { echo "gpu_check: torch sees no CUDA device" >&2; exit 2; }
+if [ "$DEVICE" != cpu ]; then
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    || { echo "gpu_check: torch sees no CUDA device" >&2; exit 2; }
+fi
 
 rtlm() { "$PY" -m rtlm_cli.cli "$@"; }
 {
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  revision: ${RTLM_REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
   "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| transformers', transformers.__version__)"
 } > "$OUTDIR/machine.txt"
 cat "$OUTDIR/machine.txt"
 
 echo "== 1/4 profile on the GPU: 32 ShareGPT prompts, batches of 8, cap 128, timing table, telemetry"
-rtlm profile --model "$MODEL" --device cuda -n 32 -b 8 --max-new-tokens 128 --calibrate \
-  --calibration-batches 1,8,32,128 --calibration-contexts 128,1024 --out "$tmp/profile" --json > "$OUTDIR/profile.json"
-"$PY" - "$tmp/profile" "$OUTDIR" <<'PY'
+rtlm profile --model "$MODEL" --prompts "$PROMPTS" --device "$DEVICE" -n 32 -b 8 --max-new-tokens 128 --calibrate \
+  --calibration-batches "$CAL_BATCHES" --calibration-contexts "$CAL_CONTEXTS" --out "$tmp/profile" --json > "$OUTDIR/profile.json"
+"$PY" - "$tmp/profile" "$OUTDIR" "$DEVICE" <<'PY'
 import json, sys
 import pandas as pd
-src, out = sys.argv[1], sys.argv[2]
+src, out, device = sys.argv[1:4]
 pd.read_parquet(f"{src}/timing.parquet").to_csv(f"{out}/timing.csv", index=False)
 df = pd.read_parquet(f"{src}/requests")
 cols = ["prompt_id", "prompt_tokens", "output_tokens", "ended", "ttft_s", "e2e_s", "tpot_s", "batch_size",
         "gpu_mem_bytes", "gpu_util_percent", "gpu_power_w", "rss_bytes"]
 df[cols].to_csv(f"{out}/requests.csv", index=False)
-assert df["gpu_mem_bytes"].notna().all(), "pynvml telemetry is missing on a CUDA device"
+if device != "cpu":
+    assert df["gpu_mem_bytes"].notna().all(), "pynvml telemetry is missing on a CUDA device"
 print(json.dumps({"telemetry": {"gpu_mem_peak_GiB": df["gpu_mem_bytes"].max() / 2**30,
                                 "gpu_util_mean": df["gpu_util_percent"].mean()}}, indent=1))
 PY
 
 echo "== 2/4 a real replay on a cuda worker: a burst of 32, fcfs and shortest prompt first, batches of up to 8"
-rtlm serve-local --profile "$tmp/profile" --model "$MODEL" --worker cuda --policy fcfs,sjf-input --arrivals burst \
+rtlm serve-local --profile "$tmp/profile" --model "$MODEL" --worker "$DEVICE" --policy fcfs,sjf-input --arrivals burst \
   -n 32 --max-batch 8 --no-dashboard --out "$tmp/real" --json > "$OUTDIR/replay_real.json"
 
 echo "== 3/4 the simulator on the same workload, priced by the GPU's table"
@@ -78,8 +87,10 @@ for p in real:
 PY
 
 echo "== 4/4 the CUDA-only tests"
-if "$PY" -c "import pytest, hypothesis" 2>/dev/null; then
-  RTLM_TEST_MODEL="$MODEL" "$PY" -m pytest -q -m gpu tests/test_model.py 2>&1 | tail -3 | tee "$OUTDIR/tests.txt"
+if [ "$DEVICE" = cpu ]; then
+  echo "DEVICE=cpu: CUDA tests not run" | tee "$OUTDIR/tests.txt"
+elif "$PY" -c "import pytest, hypothesis" 2>/dev/null; then
+  RTLM_TEST_MODEL="$MODEL" RTLM_TEST_PROMPTS="$PROMPTS" "$PY" -m pytest -q -m gpu tests/test_model.py 2>&1 | tail -3 | tee "$OUTDIR/tests.txt"
 else
   echo "pytest or hypothesis missing: CUDA tests not run" | tee "$OUTDIR/tests.txt"
 fi

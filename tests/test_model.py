@@ -106,7 +106,8 @@ def test_cuda_profile_with_gpu_telemetry(run_cli, tmp_path):
     pynvml telemetry is present (skipped where torch sees no CUDA device)."""
     out = tmp_path / "cuda"
     model = os.environ.get("RTLM_TEST_MODEL", "smollm2")  # scripts/gpu_check.sh passes the model it carried
-    r = run_cli("profile", "--model", model, "-n", 4, "--max-new-tokens", 8, "-b", 2, "--device", "cuda", "--calibrate",
+    prompts = os.environ.get("RTLM_TEST_PROMPTS", "sharegpt")  # and the prompts (the ShareGPT wheel is 120 MB)
+    r = run_cli("profile", "--model", model, "--prompts", prompts, "-n", 4, "--max-new-tokens", 8, "-b", 2, "--device", "cuda", "--calibrate",
                 "--calibration-batches", "1,2", "--calibration-contexts", "64", "--out", out, "--json")
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "meta.json").read_text())
