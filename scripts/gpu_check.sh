@@ -19,7 +19,9 @@ MODEL=${1:-smollm2}
 PY=${PYTHON:-python3}
 PROMPTS=${PROMPTS:-sharegpt}
 DEVICE=${DEVICE:-cuda}
-if [ "$DEVICE" = cpu ]; then CAL_BATCHES=1,4; CAL_CONTEXTS=128; else CAL_BATCHES=1,8,32,128; CAL_CONTEXTS=128,1024; fi
+# On a GPU a decode step of this small model is ~20 ms of kernel launches: 64 timed steps a cell, not 16
+# (the 2026-11-27 H200 table's small cells were 30-90% off with 16; docs/gpu/README.md).
+if [ "$DEVICE" = cpu ]; then CAL_BATCHES=1,4; CAL_CONTEXTS=128; CAL_STEPS=16; else CAL_BATCHES=1,8,32,128; CAL_CONTEXTS=128,1024; CAL_STEPS=64; fi
 OUTDIR=${OUT:-docs/gpu}/$(date -u +%Y-%m-%d)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export RTLM_HOME=${RTLM_HOME:-$(mktemp -d)}
@@ -54,7 +56,7 @@ cat "$OUTDIR/machine.txt"
 
 echo "== 1/4 profile on the GPU: 32 ShareGPT prompts, batches of 8, cap 128, timing table, telemetry"
 rtlm profile --model "$MODEL" --prompts "$PROMPTS" --device "$DEVICE" -n 32 -b 8 --max-new-tokens 128 --calibrate \
-  --calibration-batches "$CAL_BATCHES" --calibration-contexts "$CAL_CONTEXTS" --out "$tmp/profile" --json > "$OUTDIR/profile.json"
+  --calibration-batches "$CAL_BATCHES" --calibration-contexts "$CAL_CONTEXTS" --calibration-steps "$CAL_STEPS" --out "$tmp/profile" --json > "$OUTDIR/profile.json"
 "$PY" - "$tmp/profile" "$OUTDIR" "$DEVICE" <<'PY'
 import json, sys
 import pandas as pd

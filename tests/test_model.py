@@ -82,8 +82,11 @@ def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
 def test_real_replay_of_four_requests(run_cli, tmp_path):
     prof = tmp_path / "prof"
     r = run_cli("profile", "-n", 4, "--max-new-tokens", 6, "--max-prompt-tokens", 128, "--device", "cpu", "--calibrate",
-                "--calibration-batches", "1,2", "--calibration-contexts", "64,128", "--out", prof)
+                "--calibration-batches", "1,2", "--calibration-contexts", "64,128", "--calibration-steps", 8,
+                "--calibration-repeats", 2, "--out", prof)
     assert r.exit_code == 0, r.output
+    table = pd.read_parquet(prof / "timing.parquet")
+    assert len(table) == 4 and (table["decode_steps"] == 8).all() and (table["repeats"] == 2).all()
     out = tmp_path / "run"
     r = run_cli("serve-local", "--profile", prof, "--policy", "oracle", "--load", 0.7, "-n", 4, "--max-batch", 2,
                 "--no-dashboard", "--out", out, "--json")

@@ -143,6 +143,8 @@ def test_bad_inputs_leave_existing_data_untouched(run_cli, tmp_path, prompt_file
     assert "another model" in _bad(run_cli, "--model", "fake:ms_prefill=1", "--prompts", prompt_file, *common)
     assert "other settings" in _bad(run_cli, "--model", "fake", "--prompts", prompt_file, "--max-new-tokens", 7, *common)
     assert "--batch-size" in _bad(run_cli, "--model", "fake", "--prompts", prompt_file, "-b", 0, *common)
+    assert "--calibration-steps" in _bad(run_cli, "--model", "fake", "--prompts", prompt_file, "--calibrate",
+                                         "--calibration-steps", 1, *common)
     assert tree_digest(out) == before
 
 

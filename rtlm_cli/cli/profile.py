@@ -37,6 +37,8 @@ def profile(
     calibration_batches: Optional[str] = option(P, "calibration_batches", "--calibration-batches"),
     calibration_contexts: str = option(P, "calibration_contexts", "--calibration-contexts",
                                        default=",".join(map(str, P.calibration_contexts))),
+    calibration_steps: int = option(P, "calibration_steps", "--calibration-steps"),
+    calibration_repeats: int = option(P, "calibration_repeats", "--calibration-repeats"),
     max_concurrency: int = option(P, "max_concurrency", "--max-concurrency"),
     as_json: bool = typer.Option(False, "--json", help="Print the profile's summary as JSON on stdout."),
     engine: EngineConfig = None,
@@ -63,7 +65,7 @@ def profile(
                                       repetition_penalty=repetition_penalty, seed=seed),
         calibrate=calibrate, calibration_batches=tuple(batches) if batches else None,
         calibration_contexts=tuple(numbers(calibration_contexts, "--calibration-contexts", int, "128,512")),
-        engine=engine, max_concurrency=max_concurrency,
+        calibration_steps=calibration_steps, calibration_repeats=calibration_repeats, engine=engine, max_concurrency=max_concurrency,
     )
     result = run_profile(cfg, console=console)
     if as_json:

@@ -31,8 +31,8 @@ class ProfileConfig:
     calibration_contexts: tuple[int, ...] = field(default=CALIBRATION_CONTEXTS, metadata={"help": "Context lengths to sweep."})
     engine: EngineConfig = field(default_factory=EngineConfig)
     max_concurrency: int = field(default=64, metadata={"help": "vllm/openai engines: requests in flight at once while profiling (the server batches them continuously; more than it runs at once keeps it full)."})
-    calibration_steps: int = 16
-    calibration_repeats: int = 3
+    calibration_steps: int = field(default=16, metadata={"help": "Decode steps timed per cell of the timing table (more: steadier cells where a step is a few milliseconds, as on a GPU)."})
+    calibration_repeats: int = field(default=3, metadata={"help": "Times each cell is measured (the table keeps the median)."})
     flush_every: int = 32
 
     def validate(self) -> "ProfileConfig":
@@ -42,6 +42,8 @@ class ProfileConfig:
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (g.max_new_tokens >= 1, f"--max-new-tokens must be >= 1, got {g.max_new_tokens}"),
             (self.max_prompt_tokens >= 1, f"--max-prompt-tokens must be >= 1, got {self.max_prompt_tokens}"),
+            (self.calibration_steps >= 2, f"--calibration-steps must be >= 2, got {self.calibration_steps}"),
+            (self.calibration_repeats >= 1, f"--calibration-repeats must be >= 1, got {self.calibration_repeats}"),
             (g.temperature >= 0, f"--temperature must be >= 0, got {g.temperature}"),
             (0 < g.top_p <= 1, f"--top-p must be in (0, 1], got {g.top_p}"),
             (g.repetition_penalty > 0, f"--repetition-penalty must be > 0, got {g.repetition_penalty}"),
