@@ -12,13 +12,17 @@
 #   cat part-a part-b > model.gguf.
 # Environment: PROMPTS (default sharegpt; a prompt file, e.g. a ShareGPT-style .json, where the 120 MB wheel cannot
 #   travel), DEVICE (default cuda; DEVICE=cpu rehearses every step here, without the CUDA checks, on a
-#   smaller timing table), PYTHON (default python3), OUT (where to write; default docs/gpu).
+#   smaller timing table), N (prompts profiled and replayed; default 32), TESTS (default 1; 0 skips
+#   the CUDA tests, as a second run in a lease may), PYTHON (default python3), OUT (where to write;
+#   default docs/gpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-smollm2}
 PY=${PYTHON:-python3}
 PROMPTS=${PROMPTS:-sharegpt}
 DEVICE=${DEVICE:-cuda}
+N=${N:-32}
+TESTS=${TESTS:-1}
 # On a GPU a decode step of this small model is ~20 ms of kernel launches: 64 timed steps a cell, not 16
 # (the 2026-11-27 H200 table's small cells were 30-90% off with 16; docs/gpu/README.md).
 if [ "$DEVICE" = cpu ]; then CAL_BATCHES=1,4; CAL_CONTEXTS=128; CAL_STEPS=16; else CAL_BATCHES=1,8,32,128; CAL_CONTEXTS=128,1024; CAL_STEPS=64; fi
@@ -54,8 +58,8 @@ rtlm() { "$PY" -m rtlm_cli.cli "$@"; }
 } > "$OUTDIR/machine.txt"
 cat "$OUTDIR/machine.txt"
 
-echo "== 1/4 profile on the GPU: 32 ShareGPT prompts, batches of 8, cap 128, timing table, telemetry"
-rtlm profile --model "$MODEL" --prompts "$PROMPTS" --device "$DEVICE" -n 32 -b 8 --max-new-tokens 128 --calibrate \
+echo "== 1/4 profile on the GPU: $N ShareGPT prompts, batches of 8, cap 128, timing table, telemetry"
+rtlm profile --model "$MODEL" --prompts "$PROMPTS" --device "$DEVICE" -n "$N" -b 8 --max-new-tokens 128 --calibrate \
   --calibration-batches "$CAL_BATCHES" --calibration-contexts "$CAL_CONTEXTS" --calibration-steps "$CAL_STEPS" --out "$tmp/profile" --json > "$OUTDIR/profile.json"
 "$PY" - "$tmp/profile" "$OUTDIR" "$DEVICE" <<'PY'
 import json, sys
@@ -72,16 +76,22 @@ print(json.dumps({"telemetry": {"gpu_mem_peak_GiB": df["gpu_mem_bytes"].max() / 
                                 "gpu_util_mean": df["gpu_util_percent"].mean()}}, indent=1))
 PY
 
-echo "== 2/4 a real replay on a cuda worker: a burst of 32, fcfs and shortest prompt first, batches of up to 8"
+echo "== 2/4 a real replay on a cuda worker: a burst of $N, fcfs and shortest prompt first, batches of up to 8"
 rtlm serve-local --profile "$tmp/profile" --model "$MODEL" --worker "$DEVICE" --policy fcfs,sjf-input --arrivals burst \
-  -n 32 --max-batch 8 --no-dashboard --out "$tmp/real" --json > "$OUTDIR/replay_real.json"
+  -n "$N" --max-batch 8 --no-dashboard --out "$tmp/real" --json > "$OUTDIR/replay_real.json"
 
 echo "== 3/4 the simulator on the same workload, priced by the GPU's table"
-rtlm serve-local --simulate --profile "$tmp/profile" --policy fcfs,sjf-input --arrivals burst -n 32 --max-batch 8 \
+rtlm serve-local --simulate --profile "$tmp/profile" --policy fcfs,sjf-input --arrivals burst -n "$N" --max-batch 8 \
   --out "$tmp/sim" --json > "$OUTDIR/replay_simulated.json"
-"$PY" - "$OUTDIR" <<'PY'
+"$PY" - "$OUTDIR" "$tmp" <<'PY'
 import json, sys
-out = sys.argv[1]
+import pandas as pd
+out, tmp = sys.argv[1:3]
+cols = ["mode", "policy", "rid", "prompt_tokens", "true_tokens", "output_tokens", "batch_id", "batch_size", "arrival_s",
+        "start_s", "first_token_s", "finish_s"]
+runs = [pd.read_parquet(f"{tmp}/{mode}/{p}/requests.parquet").assign(mode=mode, policy=p)
+        for mode in ("real", "sim") for p in ("fcfs", "sjf-input")]
+pd.concat(runs)[cols].to_csv(f"{out}/replay_requests.csv", index=False)  # request by request, both sides
 real = {r["policy"]: r["e2el_s"]["mean"] for r in json.load(open(f"{out}/replay_real.json"))}
 sim = {r["policy"]: r["e2el_s"]["mean"] for r in json.load(open(f"{out}/replay_simulated.json"))}
 for p in real:
@@ -89,7 +99,9 @@ for p in real:
 PY
 
 echo "== 4/4 the CUDA-only tests"
-if [ "$DEVICE" = cpu ]; then
+if [ "$TESTS" = 0 ]; then
+  echo "TESTS=0: CUDA tests not run"
+elif [ "$DEVICE" = cpu ]; then
   echo "DEVICE=cpu: CUDA tests not run" | tee "$OUTDIR/tests.txt"
 elif "$PY" -c "import pytest, hypothesis" 2>/dev/null; then
   RTLM_TEST_MODEL="$MODEL" RTLM_TEST_PROMPTS="$PROMPTS" "$PY" -m pytest -q -m gpu tests/test_model.py 2>&1 | tail -3 | tee "$OUTDIR/tests.txt"
