@@ -12,7 +12,7 @@ REF=reference
 OUT=demo
 mkdir -p $OUT
 
-echo "== 1/5 profile 12 ShareGPT prompts on this device (64-token answers) + timing table"
+echo "== 1/5 profile 12 ShareGPT prompts on this device (64-token answers) + timing table (a rerun resumes $OUT/profile and recalibrates; delete it to profile afresh)"
 $RTLM profile -n 12 --max-new-tokens 64 --batch-size 4 --calibrate --calibration-batches 1,2,4 \
   --calibration-contexts 128,512 --out $OUT/profile
 

@@ -117,6 +117,17 @@ def test_offloading_takes_the_slow_engines_capacity_when_the_fast_one_alone_is_o
     assert mean_response(needed) < mean_response(only_paying)
 
 
+def test_the_fast_sides_load_is_read_off_realised_lengths():
+    # Predictions half the true length (10 tokens expected, 20 realised): read off predictions, the
+    # fast backend would look half loaded (0.67) and the slow one would not be needed; the ends it
+    # sees scale the reading back to the true 1.33.
+    arrivals = [req(i, 0.15 * i, 20, pred=10) for i in range(80)]
+    gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
+    simulate_gateway(arrivals, gateway, engines)
+    assert gateway.scheduler.length_bias() == pytest.approx(2.0)
+    assert gateway.scheduler.fast_load() == pytest.approx(0.2 / 0.15)
+
+
 def test_offloading_prices_the_slow_backend_at_the_concurrency_it_would_run_at():
     # b1's step slows with every request it holds (0.03 s x in flight: time-sliced, as a CPU engine
     # nearly is), b0 is fast with 2 slots. A burst of 20 answers of 20 tokens arriving one by one:

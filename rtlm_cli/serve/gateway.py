@@ -33,9 +33,13 @@ class Gateway:
         self.scheduler.arrive(r, now)
         return self.fill(now)
 
-    def finished(self, wid: int, now: float) -> list[tuple[Request, Worker]]:
-        """A stream on ``wid`` ended (finished or failed): its slot takes the next request first."""
+    def finished(self, wid: int, now: float, req: Request | None = None,
+                 output_tokens: int | None = None) -> list[tuple[Request, Worker]]:
+        """A stream on ``wid`` ended (finished or failed): its slot takes the next request first.
+        A finished request's ``output_tokens`` tell the scheduler how the expected lengths come out."""
         self.by_id[wid].in_flight -= 1
+        if req is not None and output_tokens is not None:
+            self.scheduler.ended(req, output_tokens)
         return self.fill(now, first=wid)
 
     @property
@@ -97,8 +101,14 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, engines: dict) -
     request's end, which frees a gateway slot; an ordinary step is at most one step long), never past
     the next arrival; a request reaches its engine when the gateway sends it (after its prediction)."""
     arrivals = sorted(requests, key=lambda r: (r.arrival_s + r.prediction_cost_s, r.rid))
+    by_rid = {r.rid: r for r in requests}
     records: dict[int, dict] = {}
     i = 0
+
+    def ended(engine, rid: int):
+        rec = engine.records[rid]
+        return gateway.finished(engine.wid, engine.now, by_rid[rid], rec["output_tokens"] if rec["status"] == "finished"
+                                else None)
 
     def send(dispatched, now: float) -> None:
         for r, w in dispatched:
@@ -109,8 +119,8 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, engines: dict) -
             if not engine.busy():
                 engine.now = max(engine.now, now)
             engine.arrive(r, at=now)
-            for _ in left:  # requests that ended on the way there free their slots then
-                send(gateway.finished(engine.wid, engine.now), engine.now)
+            for rid in left:  # requests that ended on the way there free their slots then
+                send(ended(engine, rid), engine.now)
         for r in gateway.take_shed():
             records[r.rid] = shed_record(r, now)
 
@@ -126,7 +136,7 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, engines: dict) -
             i += 1
             continue
         for rid in engine.advance(t_next):
-            send(gateway.finished(engine.wid, engine.now), engine.now)
+            send(ended(engine, rid), engine.now)
     for e in engines.values():
         records.update(e.records)
     return [records[r.rid] for r in requests]

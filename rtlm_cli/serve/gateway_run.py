@@ -51,7 +51,7 @@ async def run_gateway(requests: list[Request], gateway: Gateway, client, urls: d
 
     async def one(r: Request, wid: int) -> None:
         url = urls[wid]
-        sent, in_flight = now(), gateway.in_flight[wid]
+        sent, in_flight = now(), gateway.by_id[wid].in_flight
         try:
             # no priority: rtlm's queue orders; the engine holds at most K and needs no priority scheduling
             o = await client.stream(*client.chat_body(r.prompt, max_new_tokens), url)
@@ -76,7 +76,7 @@ async def run_gateway(requests: list[Request], gateway: Gateway, client, urls: d
             "server_queue_s": o.server.get("queue_time_s", float("nan")),
             "server_ttft_s": o.server.get("time_to_first_token_s", float("nan")),
         }
-        launch(gateway.finished(wid, now()))
+        launch(gateway.finished(wid, now(), r, o.output_tokens if o.status == "finished" else None))
 
     async def watch() -> None:
         while board is not None:

@@ -76,6 +76,8 @@ class Scheduler:
         self._fast_k, self._fast_slots = max(w.slots for w in fast), sum(w.slots for w in fast)
         self._recent: deque[tuple[float, float]] = deque()  # offloading: (arrival, its work on the fast side)
         self._recent_work = 0.0
+        self._lengths: deque[tuple[float, float]] = deque()  # offloading: (expected, realised) tokens of the latest ends
+        self._lengths_sum = [0.0, 0.0]
 
     # -- the interface ---------------------------------------------------------------------------
     def arrive(self, req: Request, now: float) -> None:
@@ -126,6 +128,24 @@ class Scheduler:
     def finished(self, worker: Worker, now: float) -> None:
         worker.running = []
         worker.busy_until = now
+
+    def ended(self, req: Request, output_tokens: int) -> None:
+        """Per-slot dispatch: a request finished with ``output_tokens``. Offloading reads the fast
+        side's load off expected lengths, scaled by how the latest ones came out (``length_bias``)."""
+        if not self.offload:
+            return
+        pair = (self._size(req), float(output_tokens))
+        self._lengths.append(pair)
+        self._lengths_sum = [self._lengths_sum[0] + pair[0], self._lengths_sum[1] + pair[1]]
+        if len(self._lengths) > self.LOAD_WINDOW:
+            old = self._lengths.popleft()
+            self._lengths_sum = [self._lengths_sum[0] - old[0], self._lengths_sum[1] - old[1]]
+
+    def length_bias(self) -> float:
+        """Realised over expected tokens of the latest requests that finished (1 until 32 have)."""
+        if len(self._lengths) < 32 or self._lengths_sum[0] <= 0:
+            return 1.0
+        return self._lengths_sum[1] / self._lengths_sum[0]
 
     @property
     def queue_len(self) -> int:
@@ -244,16 +264,17 @@ class Scheduler:
 
     OFFLOAD_WINDOW = 64  # per-slot offloading weighs this many of the first requests in priority order
     LOAD_WINDOW = 256  # and reads the fast side's load off this many latest arrivals
-    OVERLOAD = 0.95  # at or above this load on the fast side alone, the slow backends are needed
+    OVERLOAD = 1.0  # at or above this load on the fast side alone, the slow backends are needed
 
     def fast_load(self) -> float | None:
         """The load the latest arrivals put on the fast backends alone: their work there (each
         request's service at those backends' concurrency, spread over all their slots) per second
-        of arrivals; at 1 they cannot keep up by themselves. None until 32 have arrived."""
+        of arrivals, their expected lengths scaled by how the latest ended ones came out
+        (``length_bias``); at 1 they cannot keep up by themselves. None until 32 have arrived."""
         if len(self._recent) < 32 or self._recent[-1][0] <= self._recent[0][0]:
             return None
         first = self._recent[0]
-        return (self._recent_work - first[1]) / (self._recent[-1][0] - first[0])
+        return self.length_bias() * (self._recent_work - first[1]) / (self._recent[-1][0] - first[0])
 
     def _offload_slot(self, worker: Worker, now: float) -> Request | None:
         """A free slot of a slow serving engine, only while every live fast slot is taken: of the
