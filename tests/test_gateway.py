@@ -14,6 +14,7 @@ from rtlm_cli.serve.continuous import ContinuousEngine, EngineModel, StepCost
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.gateway import Gateway, simulate_gateway
 from rtlm_cli.serve.gateway_run import run_gateway
+from rtlm_cli.serve.scheduling.offload import Offloader
 from rtlm_cli.serve.scheduling.policies import make_policy
 from rtlm_cli.serve.scheduling.request import Request
 from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
@@ -109,8 +110,8 @@ def test_offloading_takes_the_slow_engines_capacity_when_the_fast_one_alone_is_o
     arrivals = [req(i, 0.15 * i, 20) for i in range(80)]
     gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
     needed = simulate_gateway(arrivals, gateway, engines)
-    assert gateway.scheduler.fast_load() == pytest.approx(0.2 / 0.15)
-    monkeypatch.setattr(Scheduler, "OVERLOAD", float("inf"))  # never read as overloaded
+    assert gateway.scheduler.offloader.fast_load() == pytest.approx(0.2 / 0.15)
+    monkeypatch.setattr(Offloader, "OVERLOAD", float("inf"))  # never read as overloaded
     gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
     only_paying = simulate_gateway(arrivals, gateway, engines)
     assert sum(r["worker"] == "b1" for r in needed) > sum(r["worker"] == "b1" for r in only_paying)
@@ -124,8 +125,8 @@ def test_the_fast_sides_load_is_read_off_realised_lengths():
     arrivals = [req(i, 0.15 * i, 20, pred=10) for i in range(80)]
     gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
     simulate_gateway(arrivals, gateway, engines)
-    assert gateway.scheduler.length_bias() == pytest.approx(2.0)
-    assert gateway.scheduler.fast_load() == pytest.approx(0.2 / 0.15)
+    assert gateway.scheduler.offloader.length_bias() == pytest.approx(2.0)
+    assert gateway.scheduler.offloader.fast_load() == pytest.approx(0.2 / 0.15)
 
 
 def test_offloading_prices_the_slow_backend_at_the_concurrency_it_would_run_at():

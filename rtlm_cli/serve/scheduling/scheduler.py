@@ -18,11 +18,7 @@ never reads a clock: ``now`` is given.
   the least expected price per member runs. Policies blind to lengths batch the next requests in
   their order.
 - Strategic offloading (``offload``): workers slower than the fastest take a request only when
-  the fast workers are congested. Static workers (RT-LM's rule): the longest, most uncertain one,
-  and only if it would finish sooner there than behind the fast workers' backlog. Serving engines
-  (per-slot dispatch), where a long request holds one slot rather than a whole batch: the request
-  whose move saves the most waiting in all (its own and that of those behind it), only if it
-  would finish no later there, unless the fast engines alone are overloaded; see ``_offload_slot``.
+  the fast workers are congested; which one is ``offload.Offloader``'s to say.
 - Shedding (``shed``, per-slot dispatch): a request that can no longer meet its deadline on the
   worker asking is taken out (``self.shed``) instead of being served late.
 """
@@ -31,24 +27,13 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
-from dataclasses import dataclass, field
 
-from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.scheduling.offload import Offloader
 from rtlm_cli.serve.scheduling.policies import Policy
 from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.serve.scheduling.worker import Worker
 
-
-@dataclass
-class Worker:
-    wid: int
-    name: str
-    cost: CostModel
-    busy_until: float = 0.0
-    running: list[Request] = field(default_factory=list)
-    slots: int = 1  # requests it may hold at once: 1 batch for static workers, K for a serving engine
-    in_flight: int = 0  # per-slot dispatch: requests sent to it and not yet ended (the gateway keeps it)
-    down: bool = False  # per-slot dispatch: the backend died; nothing more goes there
+__all__ = ["Scheduler", "Worker"]
 
 
 class Scheduler:
@@ -64,38 +49,26 @@ class Scheduler:
         speed = [w.cost.step(1, 256) for w in workers]
         self.fast = {w.wid for w, s in zip(workers, speed) if s <= min(speed) * 1.05}
         self._by_key: list[tuple[float, int]] = []
-        self._by_size: list[tuple[float, int]] = []  # longest, most uncertain first (offloading)
         self._waiting: dict[int, Request] = {}
-        self._fast_ref = workers[min(self.fast)].cost
         self._limits: dict[tuple[int, int, int], int] = {}
         self.alike_log_ratio = math.log(alike_ratio)
         self.cap_tokens = cap_tokens
         self.shed_late = shed
         self.shed: list[Request] = []  # taken out: their deadline could no longer be met
-        fast = [w for w in workers if w.wid in self.fast]
-        self._fast_k, self._fast_slots = max(w.slots for w in fast), sum(w.slots for w in fast)
-        self._recent: deque[tuple[float, float]] = deque()  # offloading: (arrival, its work on the fast side)
-        self._recent_work = 0.0
-        self._lengths: deque[tuple[float, float]] = deque()  # offloading: (expected, realised) tokens of the latest ends
-        self._lengths_sum = [0.0, 0.0]
+        self.offloader = Offloader(self) if self.offload else None
 
     # -- the interface ---------------------------------------------------------------------------
     def arrive(self, req: Request, now: float) -> None:
         self._waiting[req.rid] = req
         heapq.heappush(self._by_key, (self.policy.key(req), req.rid))
-        if self.offload:
-            heapq.heappush(self._by_size, (-req.predicted_service_s * (1.0 + req.uncertainty), req.rid))
-            work = self._fast_ref.service_s(req.prompt_tokens, self._size(req), self._fast_k) / self._fast_slots
-            self._recent.append((now, work))
-            self._recent_work += work
-            if len(self._recent) > self.LOAD_WINDOW:
-                self._recent_work -= self._recent.popleft()[1]
+        if self.offloader:
+            self.offloader.arrived(req, now)
 
     def next_batch(self, worker: Worker, now: float) -> list[Request]:
         if not self._waiting:
             return []
-        if self.offload and worker.wid not in self.fast:
-            req = self._offload_candidate(worker, now)
+        if self.offloader and worker.wid not in self.fast:
+            req = self.offloader.for_batch(worker, now)
             batch = [req] if req else []
         else:
             batch = self._consolidate(worker, self._pop(self._by_key))
@@ -111,8 +84,8 @@ class Scheduler:
         """Per-slot dispatch: the request a free slot of ``worker`` takes now, or None. A slow worker
         (offloading) takes only an offload candidate."""
         while self._waiting:
-            if self.offload and worker.wid not in self.fast:
-                req = self._offload_slot(worker, now)
+            if self.offloader and worker.wid not in self.fast:
+                req = self.offloader.for_slot(worker, now)
             else:
                 req = self._pop(self._by_key)
             if req is None:
@@ -130,22 +103,9 @@ class Scheduler:
         worker.busy_until = now
 
     def ended(self, req: Request, output_tokens: int) -> None:
-        """Per-slot dispatch: a request finished with ``output_tokens``. Offloading reads the fast
-        side's load off expected lengths, scaled by how the latest ones came out (``length_bias``)."""
-        if not self.offload:
-            return
-        pair = (self._size(req), float(output_tokens))
-        self._lengths.append(pair)
-        self._lengths_sum = [self._lengths_sum[0] + pair[0], self._lengths_sum[1] + pair[1]]
-        if len(self._lengths) > self.LOAD_WINDOW:
-            old = self._lengths.popleft()
-            self._lengths_sum = [self._lengths_sum[0] - old[0], self._lengths_sum[1] - old[1]]
-
-    def length_bias(self) -> float:
-        """Realised over expected tokens of the latest requests that finished (1 until 32 have)."""
-        if len(self._lengths) < 32 or self._lengths_sum[0] <= 0:
-            return 1.0
-        return self._lengths_sum[1] / self._lengths_sum[0]
+        """Per-slot dispatch: a request finished with ``output_tokens`` (offloading learns from it)."""
+        if self.offloader:
+            self.offloader.ended(req, output_tokens)
 
     @property
     def queue_len(self) -> int:
@@ -240,86 +200,3 @@ class Scheduler:
             best = max(rate.values())
             self._limits[key] = min(b for b in sizes if rate[b] >= 0.95 * best)
         return self._limits[key]
-
-    def _offload_candidate(self, worker: Worker, now: float) -> Request | None:
-        """Static workers (RT-LM's rule): the longest, most uncertain request, if it would finish
-        sooner on this slow worker than behind the fast workers' backlog, all priced at batch 1."""
-        fast = [w for w in self.workers if w.wid in self.fast]
-        slots = sum(w.slots for w in fast)
-        backlog = self._backlog(lambda r: self._fast_ref.service_s(r.prompt_tokens, r.predicted_tokens)) / slots \
-            + sum(max(w.busy_until - now, 0.0) for w in fast) / len(fast)
-        while self._by_size:
-            _, rid = self._by_size[0]
-            if rid not in self._waiting:
-                heapq.heappop(self._by_size)
-                continue
-            req = self._waiting[rid]
-            here = worker.cost.service_s(req.prompt_tokens, req.predicted_tokens)
-            there = backlog + self._fast_ref.service_s(req.prompt_tokens, req.predicted_tokens)
-            if here < there:
-                heapq.heappop(self._by_size)
-                return req
-            return None
-        return None
-
-    OFFLOAD_WINDOW = 64  # per-slot offloading weighs this many of the first requests in priority order
-    LOAD_WINDOW = 256  # and reads the fast side's load off this many latest arrivals
-    OVERLOAD = 1.0  # at or above this load on the fast side alone, the slow backends are needed
-
-    def fast_load(self) -> float | None:
-        """The load the latest arrivals put on the fast backends alone: their work there (each
-        request's service at those backends' concurrency, spread over all their slots) per second
-        of arrivals, their expected lengths scaled by how the latest ended ones came out
-        (``length_bias``); at 1 they cannot keep up by themselves. None until 32 have arrived."""
-        if len(self._recent) < 32 or self._recent[-1][0] <= self._recent[0][0]:
-            return None
-        first = self._recent[0]
-        return self.length_bias() * (self._recent_work - first[1]) / (self._recent[-1][0] - first[0])
-
-    def _offload_slot(self, worker: Worker, now: float) -> Request | None:
-        """A free slot of a slow serving engine, only while every live fast slot is taken: of the
-        first ``OFFLOAD_WINDOW`` waiting requests in priority order, the one whose move there saves
-        the most waiting in all, among those that would finish no later there than behind the fast
-        engines. Behind them a request waits for the ones ahead of it to drain through all their
-        slots, and moving it spares each one behind it its share of a slot. Both sides are priced at
-        the concurrency they would run at (a serving engine's step slows as it fills): here its
-        requests in flight plus this one, there their slots full. When the fast side alone is
-        overloaded (``fast_load`` >= ``OVERLOAD``), the slow engines' capacity is needed, not only
-        their help in a burst: the slot then takes the request that saves the most, even one that
-        would finish later there (waiting for a request that pays would let the queue grow until
-        every request pays, and all wait that long)."""
-        fast = [w for w in self.workers if w.wid in self.fast and not w.down]
-        if not fast:
-            return self._pop(self._by_key)  # the fast backends are gone: the next request in order
-        if any(w.in_flight < w.slots for w in fast):
-            return None  # a fast slot is free: not congested
-        load = self.fast_load()
-        needed = load is not None and load >= self.OVERLOAD
-        window = []
-        while self._by_key and len(window) < self.OFFLOAD_WINDOW:
-            entry = heapq.heappop(self._by_key)
-            if entry[1] in self._waiting:
-                window.append(entry)
-        here_at, behind, ahead = worker.in_flight + 1, len(self._waiting), 0.0
-        best, best_saving = None, (-math.inf if needed else 0.0)
-        for _, rid in window:
-            r = self._waiting[rid]
-            behind -= 1
-            size = self._size(r)
-            there = self._fast_ref.service_s(r.prompt_tokens, size, self._fast_k)
-            here = worker.cost.service_s(r.prompt_tokens, size, here_at)
-            saving = ahead + there + behind * there / self._fast_slots - here
-            if (needed or here <= ahead + there) and saving > best_saving + 1e-9:  # ties: the earlier
-                best, best_saving = r, saving
-            ahead += there / self._fast_slots
-        for entry in window:
-            if best is None or entry[1] != best.rid:
-                heapq.heappush(self._by_key, entry)
-        return best
-
-    def _backlog(self, service) -> float:
-        """The waiting requests' total service (a sample of 64 scaled up when more wait)."""
-        if len(self._waiting) < 64:
-            return sum(service(r) for r in self._waiting.values())
-        sample = list(self._waiting.values())[:64]
-        return len(self._waiting) * sum(service(r) for r in sample) / len(sample)
