@@ -21,7 +21,8 @@ Parts (each can be skipped; time-measuring parts run alone on the cores):
               1.1x max_num_seqs); with deadlines (--slo, loose to tight) and shedding, goodput against
               FCFS's; two heterogeneous backends (the vllm-cpu table and the shipped H200 table) at
               --het-loads of their combined capacity: offloading against none and against
-              round-robin placement, rtlm's order and FCFS's.
+              round-robin placement, rtlm's order and FCFS's; the real bursts of bench_engines.py,
+              simulated (direct against gateway).
               Targets: gateway >= 70% of the oracle's gain at 95% and at least what direct takes, p99
               <= 2x FCFS; with deadlines and shedding, goodput >= 1.2x FCFS's.
 
@@ -259,6 +260,35 @@ def gateway(args, console, tmp: Path) -> dict:
         out["slo"] = gateway_slo(args, console, tmp, pred)
     if "het" in parts:
         out["heterogeneous"] = gateway_het(args, console, tmp, pred)
+    if "bursts" in parts:
+        out["bursts"] = gateway_bursts(args, console, tmp)
+    return out
+
+
+def gateway_bursts(args, console, tmp: Path) -> dict:
+    """The real-burst benchmark of bench_engines.py (32 at once, draws 0-4, max_num_seqs 8 and 16, the
+    fast predictor) in the simulator: does it show the gateway's loss against direct dispatch that the
+    real runs show, with no round trip priced?"""
+    out: dict = {}
+    for seqs in (8, 16):
+        runs = (("fcfs", "direct"), ("rtlm", "direct"), ("oracle", "direct"), ("rtlm", "gateway"), ("oracle", "gateway"))
+        means = {}
+        for policy, dispatch in runs:
+            vals = []
+            for draw in range(5):
+                cfg = ReplayConfig(out=str(tmp / "b"), profile="reference", timing=TIMING, simulate=True,
+                                   batching="continuous", overwrite=True, policy=policy, dispatch=dispatch,
+                                   predictor=args.fast if policy == "rtlm" else None,
+                                   engine_model=EngineModel(max_num_seqs=seqs),
+                                   workload=WorkloadConfig(arrivals="burst", num_requests=32, seed=draw))
+                vals.append(replay(cfg, console=None, dashboard=False)["summary"]["e2el_s"]["mean"])
+            means[f"{policy} {dispatch}"] = statistics.fmean(vals)
+        f = means["fcfs direct"]
+        share = {k: (f - means[k]) / (f - means["oracle direct"]) for k in ("rtlm direct", "rtlm gateway")}
+        out[seqs] = {"means": means, "gain_share_vs_direct_oracle": share}
+        console.print(f"simulated bursts, max_num_seqs {seqs}: " + ", ".join(f"{k} {v:.2f} s" for k, v in means.items())
+                      + f"; rtlm's share of the oracle's gain: direct {share['rtlm direct']:.0%}, "
+                        f"gateway {share['rtlm gateway']:.0%}")
     return out
 
 
@@ -370,7 +400,8 @@ def main() -> None:
     ap.add_argument("--gateway", action="store_true")
     ap.add_argument("--slo", type=lambda v: [float(x) for x in v.split(",")], default=[60.0, 30.0, 20.0],
                     help="--gateway's deadlines: seconds after arrival (comma-separated)")
-    ap.add_argument("--gateway-parts", default="main,slo,het", help="which parts of --gateway to run (comma-separated)")
+    ap.add_argument("--gateway-parts", default="main,slo,het,bursts",
+                    help="which parts of --gateway to run (comma-separated)")
     ap.add_argument("--het-loads", type=lambda v: [float(x) for x in v.split(",")], default=[0.7, 0.8, 0.9],
                     help="--gateway's two-backend part: loads, shares of the backends' combined capacity")
     ap.add_argument("--full")

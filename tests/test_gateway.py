@@ -183,15 +183,24 @@ def servers():
 def test_the_real_gateway_makes_the_simulators_decisions(servers):
     # Two fake servers of fixed step times (30 and 60 ms a token, no queue of their own), two slots
     # each, a burst of 14 ordered by prompt length: the simulator, given the same step times, sends
-    # the same requests to the same backends in the same order as the real gateway over HTTP.
+    # the same requests to the same backends in the same order as the real gateway over HTTP. The
+    # burst joins rtlm's queue whole before any of it is sent: the first four out are the four
+    # shortest prompts, not the first four to arrive.
     fast, slow = servers(ms_per_token=30), servers(ms_per_token=60)
-    prompts = [" ".join(["word"] * (3 + (5 * i) % 17)) + f" q{i}" for i in range(14)]
+    prompts = [" ".join(["word"] * (3 + (7 * i) % 13)) + f" q{i}" for i in range(14)]
     reqs = [Request(rid=i, arrival_s=0.0, prompt_id=f"p{i}", prompt=p, prompt_tokens=30 + len(p.split()),
                     true_tokens=tokens_for(p, 64)[0]) for i, p in enumerate(prompts)]
 
     def order(recs, names):
-        sent = sorted((r["start_s"], r["rid"]) for r in recs)
-        return [(rid, names[next(r["worker"] for r in recs if r["rid"] == rid)]) for _, rid in sent]
+        """(request, backend) in the order sent; requests sent together (within 5 ms: one fill of
+        free slots, as the real gateway's sends are microseconds apart) by id."""
+        groups: list[tuple[float, list[int]]] = []
+        for t, rid in sorted((r["start_s"], r["rid"]) for r in recs):
+            if groups and t - groups[-1][0] < 0.005:
+                groups[-1][1].append(rid)
+            else:
+                groups.append((t, [rid]))
+        return [(rid, names[next(r["worker"] for r in recs if r["rid"] == rid)]) for _, g in groups for rid in sorted(g)]
 
     gateway, engines = setup([flat(0.03), flat(0.06)], slots=2)
     sim = simulate_gateway(reqs, gateway, engines)
@@ -208,6 +217,8 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
     real, interrupted = asyncio.run(go())
     assert not interrupted and all(r["status"] == "finished" for r in real)
     assert order(real, {fast.url: "b0", slow.url: "b1"}) == order(sim, {"b0": "b0", "b1": "b1"})
+    shortest = sorted(range(14), key=lambda i: (len(prompts[i].split()), i))[:4]
+    assert sorted(rid for rid, _ in order(sim, {"b0": "b0", "b1": "b1"})[:4]) == sorted(shortest)
     assert max(fast.peak_streams, slow.peak_streams) <= 2  # the servers' own count of open streams
 
 

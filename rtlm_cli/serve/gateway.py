@@ -29,9 +29,12 @@ class Gateway:
         # fast backends first, then by speed, then by id: where an arrival goes when several are free
         self.order = sorted(workers, key=lambda w: (w.wid not in scheduler.fast, w.cost.step(1, 256), w.wid))
 
-    def arrive(self, r: Request, now: float) -> list[tuple[Request, Worker]]:
+    def arrive(self, r: Request, now: float, fill: bool = True) -> list[tuple[Request, Worker]]:
+        """``r`` joins rtlm's queue; free slots then take what the scheduler gives them, unless
+        ``fill`` is False: more requests arrive at this instant (a burst), and all of them should
+        be in the queue before any is sent, or the first K of a burst go out in arrival order."""
         self.scheduler.arrive(r, now)
-        return self.fill(now)
+        return self.fill(now) if fill else []
 
     def finished(self, wid: int, now: float, req: Request | None = None,
                  output_tokens: int | None = None) -> list[tuple[Request, Worker]]:
@@ -132,8 +135,9 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, engines: dict) -
         if engine is None or t_next <= at:
             if t_next == math.inf:
                 break
-            send(gateway.arrive(arrivals[i], t_next), t_next)
-            i += 1
+            i += 1  # every request available at this instant joins the queue before any is sent
+            more = i < len(arrivals) and arrivals[i].arrival_s + arrivals[i].prediction_cost_s <= t_next
+            send(gateway.arrive(arrivals[i - 1], t_next, fill=not more), t_next)
             continue
         for rid in engine.advance(t_next):
             send(ended(engine, rid), engine.now)
