@@ -67,11 +67,11 @@ TIMING = "vllm-cpu"
 WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
 
 
-def sim(out: Path, policy: str, load: float, seed: int, n: int, predictor: str | None, goodput: str,
-        slo_override: float | None = None, **extra) -> dict:
+def sim(out: Path, policy: str, load: float | None, seed: int, n: int, predictor: str | None, goodput: str,
+        slo_override: float | None = None, arrivals: str = "poisson", **extra) -> dict:
     cfg = ReplayConfig(out=str(out), profile="reference", timing=TIMING, predictor=predictor, policy=policy,
                        simulate=True, batching="continuous", overwrite=True, goodput=tuple(goodput.split()),
-                       workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed,
+                       workload=WorkloadConfig(arrivals=arrivals, load=load, num_requests=n, seed=seed,
                                                slo_s=slo_override), **extra)
     summary = replay(cfg, console=None, dashboard=False)["summary"]
     if len(extra.get("workers", ())) > 1:  # how many requests each backend served
@@ -274,15 +274,10 @@ def gateway_bursts(args, console, tmp: Path) -> dict:
         runs = (("fcfs", "direct"), ("rtlm", "direct"), ("oracle", "direct"), ("rtlm", "gateway"), ("oracle", "gateway"))
         means = {}
         for policy, dispatch in runs:
-            vals = []
-            for draw in range(5):
-                cfg = ReplayConfig(out=str(tmp / "b"), profile="reference", timing=TIMING, simulate=True,
-                                   batching="continuous", overwrite=True, policy=policy, dispatch=dispatch,
-                                   predictor=args.fast if policy == "rtlm" else None,
-                                   engine_model=EngineModel(max_num_seqs=seqs),
-                                   workload=WorkloadConfig(arrivals="burst", num_requests=32, seed=draw))
-                vals.append(replay(cfg, console=None, dashboard=False)["summary"]["e2el_s"]["mean"])
-            means[f"{policy} {dispatch}"] = statistics.fmean(vals)
+            means[f"{policy} {dispatch}"] = statistics.fmean(
+                sim(tmp / "b", policy, None, draw, 32, args.fast if policy == "rtlm" else None, args.goodput,
+                    arrivals="burst", dispatch=dispatch, engine_model=EngineModel(max_num_seqs=seqs))["e2el_s"]["mean"]
+                for draw in range(5))
         f = means["fcfs direct"]
         share = {k: (f - means[k]) / (f - means["oracle direct"]) for k in ("rtlm direct", "rtlm gateway")}
         out[seqs] = {"means": means, "gain_share_vs_direct_oracle": share}

@@ -69,8 +69,9 @@ async def _order_probe(client, url: str, sign: int) -> bool | None:
 
 async def at_arrivals(requests: list[Request], now, stop: asyncio.Event):
     """Each request at its arrival (seconds from the run's start, as ``now()`` counts them), in
-    arrival order, until ``stop`` is set."""
-    for r in sorted(requests, key=lambda r: (r.arrival_s, r.rid)):
+    arrival order, until ``stop`` is set: (the request, the one arriving after it or None)."""
+    order = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
+    for r, following in zip(order, order[1:] + [None]):
         wait = r.arrival_s - now()
         if wait > 0:
             try:
@@ -79,7 +80,7 @@ async def at_arrivals(requests: list[Request], now, stop: asyncio.Event):
                 pass
         if stop.is_set():
             return
-        yield r
+        yield r, following
 
 
 async def run_direct(requests: list[Request], policy, client, url: str, max_new_tokens: int, sign: int,
@@ -131,7 +132,7 @@ async def run_direct(requests: list[Request], policy, client, url: str, max_new_
     watcher = asyncio.create_task(watch())
     tasks = []
     try:
-        async for r in at_arrivals(requests, now, stop):
+        async for r, _ in at_arrivals(requests, now, stop):
             state["arrived"] += 1
             tasks.append(asyncio.create_task(one(r)))
         stopper = asyncio.create_task(stop.wait())

@@ -91,19 +91,19 @@ async def run_gateway(requests: list[Request], gateway: Gateway, client, urls: d
 
     watcher = asyncio.create_task(watch())
     try:
-        order = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
-        after = {a.rid: b for a, b in zip(order, order[1:])}
         held = None  # when the requests held back for a burst's rest began to wait
-        async for r in at_arrivals(requests, now, stop):
+        async for r, following in at_arrivals(requests, now, stop):
             state["arrived"] += 1
             if predict is not None:
                 costs[r.rid] = predict(r)
             # a burst joins the queue whole before any of it is sent (for at most COALESCE_S)
-            nxt, t = after.get(r.rid), now()
-            held = t if held is None else held
-            more = nxt is not None and nxt.arrival_s <= t and t - held < COALESCE_S
+            t = now()
+            if held is None:
+                held = t
+            more = following is not None and following.arrival_s <= t and t - held < COALESCE_S
             launch(gateway.arrive(r, t, fill=not more))
-            held = held if more else None
+            if not more:
+                held = None
         while len(records) < len(requests) and not stop.is_set():
             if not tasks:  # nothing in flight and nothing can be sent: every backend is down
                 for r in requests:
