@@ -5,7 +5,8 @@ most ``max_running`` requests at once (the rest wait in a queue ordered by prior
 when ``priorities == "honour"``; in arrival order when "ignore"; a priority is a 400 when
 "refuse"), reports its queue on /metrics as vLLM does, counts the streams it holds open and their
 peak, and injects faults on request: a prompt containing FAIL500 gets a 500, FAIL503ONCE a 503 the
-first time, CUT a stream cut after two tokens.
+first time, CUT a stream cut after two tokens. ``gate`` N: nothing starts until N requests have
+arrived (a burst is then ordered whole, whatever order its connections were made in).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def tokens_for(prompt: str, max_tokens: int) -> tuple[int, str]:
 
 class FakeOpenAI:
     def __init__(self, model: str = "smollm2", ms_per_token: float = 5.0, max_running: int = 1_000_000,
-                 priorities: str = "honour", api_key: str | None = None):
+                 priorities: str = "honour", api_key: str | None = None, gate: int = 0):
         self.model, self.step_s, self.max_running = model, ms_per_token / 1000.0, max_running
-        self.priorities, self.api_key = priorities, api_key
+        self.priorities, self.api_key, self.gate = priorities, api_key, gate
+        self.arrived = 0
         self.open_streams = self.peak_streams = self.running = 0
         self.started: list[str] = []  # prompts in the order they started running
         self.seen_headers: list[dict] = []
@@ -98,21 +100,26 @@ class FakeOpenAI:
         return web.json_response({"count": 30 + len(text.split())})
 
     async def _slot(self, priority: int) -> None:
-        if self.running < self.max_running and not self._waiting:
-            self.running += 1
-            return
+        """Wait for a running slot: the queue is a heap on (priority, arrival), lower first."""
+        self.arrived += 1
         ready = asyncio.get_running_loop().create_future()
-        order = priority if self.priorities == "honour" else 0
-        heapq.heappush(self._waiting, (order, next(self._seq), ready))
+        heapq.heappush(self._waiting, (self._order(priority), next(self._seq), ready))
+        self._admit()
         await ready
+
+    def _order(self, priority: int) -> int:
+        return priority if self.priorities == "honour" else 0
+
+    def _admit(self) -> None:
+        while self.arrived >= self.gate and self._waiting and self.running < self.max_running:
+            _, _, ready = heapq.heappop(self._waiting)
+            if not ready.done():  # a client that went away while waiting
+                self.running += 1
+                ready.set_result(None)
 
     def _release(self) -> None:
         self.running -= 1
-        while self._waiting and self.running < self.max_running:
-            _, _, ready = heapq.heappop(self._waiting)
-            if not ready.done():
-                self.running += 1
-                ready.set_result(None)
+        self._admit()
 
     async def complete(self, request):
         self.transports.add(request.transport)

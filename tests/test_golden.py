@@ -30,11 +30,17 @@ COLUMNS = ["rid", "prompt_id", "arrival_s", "start_s", "first_token_s", "last_to
 
 
 def check(name: str, df: pd.DataFrame) -> None:
-    text = df[COLUMNS].to_csv(index=False, float_format="%.9g")
+    check_frame(name, df[COLUMNS])
+
+
+def check_frame(name: str, df: pd.DataFrame) -> None:
+    """``df`` as CSV equals the golden file ``name`` (written instead with RTLM_REGEN_GOLDEN=1)."""
+    text = df.to_csv(index=False, float_format="%.9g")
     path = GOLDEN / f"{name}.csv.gz"
     if os.environ.get("RTLM_REGEN_GOLDEN") == "1":
         path.write_bytes(gzip.compress(text.encode(), mtime=0))
-    assert text == gzip.decompress(path.read_bytes()).decode(), f"{name}: the simulator's output moved"
+    assert path.is_file(), f"{path} is missing: regenerate with RTLM_REGEN_GOLDEN=1"
+    assert text == gzip.decompress(path.read_bytes()).decode(), f"{name}: the decisions moved"
 
 
 CLI_CASES = {

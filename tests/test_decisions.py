@@ -1,0 +1,171 @@
+"""Every path's decisions pinned: which request ran where, in which batch or send, and when.
+
+Three simulated paths over 2,000 requests (static batches; a continuous-batching engine fed
+directly; rtlm's gateway in front of two such engines) and three real ones over a short burst (the
+hf executor's dispatcher on a table-priced fake engine with an injected clock; direct dispatch and
+the gateway against fake OpenAI-compatible servers, as the servers saw it). Recorded before the
+serving floor was restructured, and identical after it; a change that moves them says why.
+Regenerate with ``RTLM_REGEN_GOLDEN=1 pytest tests/test_decisions.py``.
+"""
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_openai import FakeOpenAI, tokens_for
+from test_executor import NoBoard, SyncWorkers, TableEngine, VirtualClock
+from test_golden import GOLDEN, check_frame
+
+from rtlm_cli.engines.openai import Client, ClientSettings
+from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.paths import source_path
+from rtlm_cli.serve.continuous import ContinuousEngine, EngineModel, StepCost, simulate_continuous
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.direct import run_direct
+from rtlm_cli.serve.executor import dispatch
+from rtlm_cli.serve.gateway import Gateway, simulate_gateway
+from rtlm_cli.serve.gateway_run import run_gateway
+from rtlm_cli.serve.scheduling.policies import make_policy
+from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
+from rtlm_cli.serve.simulate import simulate
+
+TIMES = ["start_s", "first_token_s", "finish_s"]
+
+
+def table(name: str) -> CostModel:
+    return CostModel.from_table(load_timing_table(source_path(name)), name)
+
+
+def workload(n: int, seed: int, gap_s: float, cost: CostModel, slack_s: float = 40.0) -> list[Request]:
+    """Seeded Poisson arrivals with a mixture predictor's fields; a third of them with deadlines."""
+    rng = np.random.default_rng(seed)
+    out, t = [], 0.0
+    for i in range(n):
+        t += float(rng.exponential(gap_s))
+        prompt = int(rng.integers(30, 700))
+        p = float(rng.uniform())
+        ended = float(rng.integers(5, 250))
+        pred = p * 256 + (1 - p) * ended
+        true = 256 if rng.uniform() < p else int(ended)
+        out.append(Request(rid=i, arrival_s=round(t, 6), prompt_id=f"p{i}", prompt_tokens=prompt, predicted_tokens=pred,
+                           p90_tokens=pred, capped_prob=p, ended_tokens=ended, uncertainty=float(rng.uniform()),
+                           predicted_service_s=cost.service_s(prompt, pred),
+                           deadline_s=t + slack_s if i % 3 == 0 else None, true_tokens=true,
+                           true_service_s=cost.service_s(prompt, true), prediction_cost_s=1e-4))
+    return out
+
+
+def frame(records, extra=()) -> pd.DataFrame:
+    return pd.DataFrame(records)[["rid", "worker", "batch_id", *TIMES, "status", *extra]]
+
+
+# -- the three simulated paths, 2,000 requests each ------------------------------------------------
+def test_simulated_static_batches():
+    cpu, gpu = table("reference"), table("h200")
+    workers = [Worker(0, "gpu", gpu), Worker(1, "cpu", cpu)]
+    scheduler = Scheduler(make_policy("rtlm"), workers, max_batch=8, offload=True, cap_tokens=256.0)
+    recs = simulate(workload(2000, 21, 0.6, cpu), scheduler)
+    check_frame("decisions-sim-static", frame(recs))
+
+
+@pytest.mark.parametrize("policy", ["rtlm", "sjf-pred", "fcfs"])
+def test_simulated_continuous_direct(policy):
+    cost = table("vllm-cpu")
+    recs = simulate_continuous(workload(2000, 22, 3.0, cost), make_policy(policy), EngineModel(max_num_seqs=8), cost, 1)
+    check_frame(f"decisions-sim-direct-{policy}", frame(recs, ["priority", "preemptions"]))
+
+
+def test_simulated_gateway_offload_and_shed():
+    cpu, gpu = table("vllm-cpu"), table("h200")
+    workers = [Worker(0, "cpu", cpu, slots=8), Worker(1, "gpu", gpu, slots=8)]
+    scheduler = Scheduler(make_policy("rtlm"), workers, offload=True, shed=True, cap_tokens=256.0)
+    fifo = make_policy("fcfs")
+    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), fifo, 1, w.wid, w.name)
+               for w in workers}
+    recs = simulate_gateway(workload(2000, 23, 0.35, cpu, slack_s=12.0), Gateway(scheduler, workers), engines)
+    check_frame("decisions-sim-gateway", frame(recs))
+
+
+# -- the three real paths, a short burst each -----------------------------------------------------
+def test_real_hf_executor_batches():
+    """The hf executor's dispatcher (injected clock, table-priced fake engines): its batches, in order."""
+    cpu, gpu = table("reference"), table("h200")
+    reqs = [r for r in workload(60, 24, 0.3, cpu)]
+    workers = [Worker(0, "gpu", gpu), Worker(1, "cpu", cpu)]
+    scheduler = Scheduler(make_policy("rtlm"), workers, max_batch=4, offload=True, cap_tokens=256.0)
+    clock = VirtualClock()
+    engines = {w.wid: TableEngine(w.cost, reqs) for w in workers}
+    recs, _ = dispatch(reqs, scheduler, SyncWorkers(engines, clock), clock, NoBoard())
+    check_frame("decisions-real-hf", frame(recs).sort_values(["batch_id", "rid"], kind="stable"))
+
+
+def burst(n: int) -> list[Request]:
+    prompts = [" ".join(["word"] * (3 + (7 * i) % 13)) + f" q{i}" for i in range(n)]
+    return [Request(rid=i, arrival_s=0.0, prompt_id=f"p{i}", prompt=p, prompt_tokens=30 + len(p.split()),
+                    predicted_tokens=tokens_for(p, 64)[0] + (5 * i) % 9 + i / 100,
+                    true_tokens=tokens_for(p, 64)[0]) for i, p in enumerate(prompts)]
+
+
+@pytest.fixture
+def servers():
+    made = []
+    yield lambda **kw: made.append(FakeOpenAI(**kw)) or made[-1]
+    for s in made:
+        s.close()
+
+
+@pytest.mark.parametrize("policy", ["sjf-pred", "fcfs"])
+def test_real_direct_dispatch(servers, policy):
+    """Direct dispatch: the priority each request carried, and the order one-at-a-time server ran them
+    (it starts nothing until the whole burst has arrived, so connection order cannot matter)."""
+    reqs = burst(12)
+    server = servers(ms_per_token=2, max_running=1, gate=len(reqs))
+
+    async def go():
+        async with Client(ClientSettings(urls=(server.url,))) as client:
+            await client.check()
+            return await run_direct(reqs, make_policy(policy), client, server.url, 64, 1)
+
+    recs, _ = asyncio.run(go())
+    prompt_rid = {r.prompt: r.rid for r in reqs}
+    started = {prompt_rid[p]: i for i, p in enumerate(server.started)}
+    df = pd.DataFrame([{"rid": r["rid"], "priority": r["priority"], "served": started[r["rid"]]} for r in recs])
+    if policy == "fcfs":  # no priority: a server's own arrival order, which is the connections'
+        assert df["priority"].isna().all()
+        df = df.drop(columns="served")
+    check_frame(f"decisions-real-direct-{policy}", df)
+
+
+def test_real_gateway(servers):
+    """The gateway over two fake servers of different speeds, two slots each: which request went to
+    which server, in the order sent (requests sent together, within 5 ms, by id)."""
+    fast, slow = servers(ms_per_token=30), servers(ms_per_token=60)
+    reqs = burst(14)
+    workers = [Worker(0, "b0", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.03, "decode_step_s": 0.03}]), slots=2),
+               Worker(1, "b1", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.06, "decode_step_s": 0.06}]), slots=2)]
+    gateway = Gateway(Scheduler(make_policy("sjf-pred"), workers), workers)
+
+    async def go():
+        async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
+            await client.check()
+            return await run_gateway(reqs, gateway, client, {0: fast.url, 1: slow.url}, gateway.scheduler.policy, 64, 1)
+
+    recs, _ = asyncio.run(go())
+    names = {fast.url: "b0", slow.url: "b1"}
+    groups: list[tuple[float, list[int]]] = []
+    for t, rid in sorted((r["start_s"], r["rid"]) for r in recs):
+        if groups and t - groups[-1][0] < 0.005:
+            groups[-1][1].append(rid)
+        else:
+            groups.append((t, [rid]))
+    worker = {r["rid"]: names[r["worker"]] for r in recs}
+    df = pd.DataFrame([{"send": i, "rid": rid, "backend": worker[rid]} for i, (_, g) in enumerate(groups)
+                       for rid in sorted(g)])
+    assert max(fast.peak_streams, slow.peak_streams) <= 2
+    check_frame("decisions-real-gateway", df)
+
+
+def test_golden_files_exist():
+    assert len(list(GOLDEN.glob("decisions-*.csv.gz"))) == 9
