@@ -58,7 +58,7 @@ def training_tables(result) -> list:
 def run_table(metas: list[dict]) -> Table:
     modes = sorted({m["mode"] if not m.get("engine") else f"{m['mode']}, {m['engine']}" for m in metas})
     table = Table(title="replay" + (f" ({'; '.join(modes)})" if metas else ""))
-    for col in ("run", "policy", "load", "done", "mean s", "p50 s", "p95 s", "ttft p50 s", "req/s", "tok/s", "batch", "misses"):
+    for col in ("run", "policy", "load", "done", "mean s", "p50 s", "p95 s", "ttft p50 s", "req/s", "tok/s", "in flight", "misses"):
         table.add_column(col, justify="left" if col in ("run", "policy") else "right")
     for m in metas:
         s, w = m["summary"], m["workload"]
@@ -66,7 +66,7 @@ def run_table(metas: list[dict]) -> Table:
         load = f"{w['offered_load']:.2f}" if w.get("offered_load") else "-"
         table.add_row(Path(m["out"]).name, m["policy"], load, f"{s['completed']}/{s['requests']}", f"{s['e2el_s']['mean']:.2f}",
                       f"{s['e2el_s']['p50']:.2f}", f"{s['e2el_s']['p95']:.2f}", f"{s['ttft_s']['p50']:.2f}",
-                      f"{s['throughput_rps']:.3f}", f"{s['throughput_tps']:.1f}", f"{s['mean_batch_size']:.1f}", miss)
+                      f"{s['throughput_rps']:.3f}", f"{s['throughput_tps']:.1f}", f"{s.get('mean_in_flight', s['mean_batch_size']):.1f}", miss)
     return table
 
 

@@ -51,17 +51,12 @@ from rtlm_cli.formats.profile import load_profile
 from rtlm_cli.formats.run import load_run
 from rtlm_cli.formats.timing import load_timing_table
 from rtlm_cli.serve.config import ReplayConfig
-from rtlm_cli.serve.continuous import (
-    ContinuousEngine,
-    EngineModel,
-    StepCost,
-    continuous_capacity,
-)
 from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.decide.policies import make_policy
+from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.job import replay
-from rtlm_cli.serve.scheduling.policies import make_policy
-from rtlm_cli.serve.scheduling.request import Request
-from rtlm_cli.serve.workload import WorkloadConfig
+from rtlm_cli.serve.sim.continuous import serve_directly
+from rtlm_cli.serve.sim.server import ServerLimits, StepCost, capacity_rps
 
 TIMING = "vllm-cpu"
 WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
@@ -69,12 +64,11 @@ WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
 
 def sim(out: Path, policy: str, load: float | None, seed: int, n: int, predictor: str | None, goodput: str,
         slo_override: float | None = None, arrivals: str = "poisson", **extra) -> dict:
-    cfg = ReplayConfig(out=str(out), profile="reference", timing=TIMING, predictor=predictor, policy=policy,
-                       simulate=True, batching="continuous", overwrite=True, goodput=tuple(goodput.split()),
-                       workload=WorkloadConfig(arrivals=arrivals, load=load, num_requests=n, seed=seed,
-                                               slo_s=slo_override), **extra)
+    cfg = ReplayConfig.of(str(out), profile="reference", timing=TIMING, predictor=predictor, policy=policy,
+                          simulate=True, batching="continuous", overwrite=True, goodput=tuple(goodput.split()),
+                          arrivals=arrivals, load=load, num_requests=n, seed=seed, slo_s=slo_override, **extra)
     summary = replay(cfg, console=None, dashboard=False)["summary"]
-    if len(extra.get("workers", ())) > 1:  # how many requests each backend served
+    if len(extra.get("specs", ())) > 1:  # how many requests each backend served
         _, df = load_run(out)
         summary = {**summary, "per_worker": {str(k): int(v) for k, v in df["worker"].value_counts().items()}}
     return summary
@@ -83,8 +77,7 @@ def sim(out: Path, policy: str, load: float | None, seed: int, n: int, predictor
 def speed(args, console) -> dict:
     _, df = load_profile("reference")
     cost = CostModel.from_table(load_timing_table(TIMING))
-    model = EngineModel()
-    cap = continuous_capacity(cost, model, df["prompt_tokens"], df["output_tokens"])
+    cap = capacity_rps(cost, ServerLimits(), df["prompt_tokens"], df["output_tokens"])
     rng = np.random.default_rng(0)  # this benchmark's own generator
     pick = rng.integers(0, len(df), 100_000)
     times = np.cumsum(rng.exponential(1 / (0.95 * cap), len(pick)))
@@ -94,8 +87,7 @@ def speed(args, console) -> dict:
     out = {}
     for policy in ("fcfs", "oracle"):
         t0 = time.perf_counter()
-        engine = ContinuousEngine(model, StepCost(cost), make_policy(policy))
-        engine.run(reqs)
+        _, engine = serve_directly(reqs, make_policy(policy), cost)
         out[policy] = {"seconds": time.perf_counter() - t0, "steps": engine.steps}
         console.print(f"speed: 100,000 requests, {policy}, load 0.95: {out[policy]['seconds']:.2f} s on one core "
                       f"({engine.steps:,} engine steps; target < 10 s)")
@@ -174,7 +166,7 @@ def accuracy(args, console, tmp: Path) -> dict:
             for c in (1, 2, 4, 8, 16):  # c requests of 256 random tokens, 64 new tokens each, sent together
                 outs = engine.timing_streams(c, 256, 63)
                 reqs = [Request(rid=i, arrival_s=0.0, prompt_id=str(i), prompt_tokens=256, true_tokens=64) for i in range(c)]
-                recs = ContinuousEngine(EngineModel(), StepCost(cost), make_policy("fcfs")).run(reqs)
+                recs, _ = serve_directly(reqs, make_policy("fcfs"), cost)
                 row = {"c": c,
                        # a decode step: the median gap between tokens (real) and the table's step at c running
                        "real_step": statistics.median(x for o in outs for x in o.itl_s),
@@ -196,11 +188,10 @@ def accuracy(args, console, tmp: Path) -> dict:
         reals = []
         with open_engine(eng, "smollm2", console=console) as engine:
             for rep in range(repeats):
-                cfg = ReplayConfig(out=str(tmp / f"real-{name}-{rep}".replace(" ", "")), profile="reference", timing=TIMING,
-                                   predictor=args.fast, policy="fcfs", engine=eng, overwrite=True,
-                                   workload=WorkloadConfig(arrivals=arrivals, num_requests=n, seed=7,
-                                                           rate=None if load is None else load * continuous_capacity(
-                                                               cost, EngineModel(), *_mix())))
+                rate = None if load is None else load * capacity_rps(cost, ServerLimits(), *_mix())
+                cfg = ReplayConfig.of(str(tmp / f"real-{name}-{rep}".replace(" ", "")), profile="reference",
+                                      timing=TIMING, predictor=args.fast, policy="fcfs", engine=eng, overwrite=True,
+                                      arrivals=arrivals, num_requests=n, seed=7, rate=rate)
                 meta = replay(cfg, console=None, dashboard=False, engine=engine)
                 reals.append(meta["summary"])
                 _, real_df = load_run(cfg.out)
@@ -210,7 +201,7 @@ def accuracy(args, console, tmp: Path) -> dict:
             if name == "burst 64":  # saturated: its throughput against the capacity formula on its own requests
                 done = real_df[real_df["status"] == "finished"]
                 row["real_rps"] = reals[-1]["throughput_rps"]
-                row["capacity_rps"] = continuous_capacity(cost, EngineModel(), done["prompt_tokens"], done["output_tokens"])
+                row["capacity_rps"] = capacity_rps(cost, ServerLimits(), done["prompt_tokens"], done["output_tokens"])
             out["runs"].append(row)
             args.checkpoint("accuracy", out)
             console.print(f"{name}: real mean {row['real_mean']} s, simulated {row['sim_mean']:.2f} s; TTFT real "
@@ -222,16 +213,14 @@ def accuracy(args, console, tmp: Path) -> dict:
                                                          vllm_args=(f"--num-gpu-blocks-override={args.small_kv_blocks}",)))
     with open_engine(small, "smollm2", console=console) as engine:
         kv_tokens = engine.server.get("kv_cache_tokens") or args.small_kv_blocks * (engine.server.get("block_size") or 128)
-        cfg = ReplayConfig(out=str(tmp / "small-kv"), profile="reference", timing=TIMING, predictor=args.fast,
-                           policy="fcfs", engine=small, overwrite=True,
-                           workload=WorkloadConfig(arrivals="burst", num_requests=32, seed=11))
+        cfg = ReplayConfig.of(str(tmp / "small-kv"), profile="reference", timing=TIMING, predictor=args.fast,
+                              policy="fcfs", engine=small, overwrite=True, arrivals="burst", num_requests=32, seed=11)
         meta = replay(cfg, console=None, dashboard=False, engine=engine)
         real_preempted = preemptions(engine.client.settings.urls[0])
         _, real_df = load_run(cfg.out)
-    sim_engine = ContinuousEngine(EngineModel(kv_cache_tokens=kv_tokens), StepCost(cost), make_policy("fcfs"))
     reqs = [Request(rid=int(r.rid), arrival_s=float(r.start_s), prompt_id=r.prompt_id, prompt_tokens=int(r.prompt_tokens),
                     true_tokens=max(int(r.output_tokens), 1)) for r in real_df.itertuples() if r.status == "finished"]
-    recs = sim_engine.run(reqs)
+    recs, sim_engine = serve_directly(reqs, make_policy("fcfs"), cost, ServerLimits(kv_cache_tokens=kv_tokens))
     out["small_kv"] = {"kv_cache_tokens": kv_tokens, "real_preemptions": real_preempted,
                        "sim_preemptions": sim_engine.preemptions, "real_mean": meta["summary"]["e2el_s"]["mean"],
                        "sim_mean": statistics.fmean(r["finish_s"] for r in recs if r["status"] == "finished")}
@@ -276,7 +265,7 @@ def gateway_bursts(args, console, tmp: Path) -> dict:
         for policy, dispatch in runs:
             means[f"{policy} {dispatch}"] = statistics.fmean(
                 sim(tmp / "b", policy, None, draw, 32, args.fast if policy == "rtlm" else None, args.goodput,
-                    arrivals="burst", dispatch=dispatch, engine_model=EngineModel(max_num_seqs=seqs))["e2el_s"]["mean"]
+                    arrivals="burst", dispatch=dispatch, max_num_seqs=seqs)["e2el_s"]["mean"]
                 for draw in range(5))
         f = means["fcfs direct"]
         share = {k: (f - means[k]) / (f - means["oracle direct"]) for k in ("rtlm direct", "rtlm gateway")}
@@ -348,7 +337,7 @@ def gateway_het(args, console, tmp: Path, pred: str) -> list:
     """Two heterogeneous backends: this CPU through vLLM and an H200 (transformers), at 70/80/90% of
     their combined capacity; FCFS with first-free placement is the baseline."""
     het = []
-    two = {"workers": ("cpu=vllm-cpu", "gpu=h200"), "allow_static_timing": True, "dispatch": "gateway"}
+    two = {"specs": ("cpu=vllm-cpu", "gpu=h200"), "allow_static_timing": True, "dispatch": "gateway"}
     runs = (("rtlm", "first-free", {}), ("rtlm", "first-free + offload", {"offload": True}),
             ("rtlm", "round-robin", {"placement": "round-robin"}), ("fcfs", "first-free + offload", {"offload": True}))
     for load in args.het_loads:
@@ -381,7 +370,7 @@ def simulate_realised(df, cost: CostModel) -> dict:
     """The simulator on a real run's own requests: its send times, prompts and realised lengths."""
     reqs = [Request(rid=int(r.rid), arrival_s=float(r.start_s), prompt_id=r.prompt_id, prompt_tokens=int(r.prompt_tokens),
                     true_tokens=max(int(r.output_tokens), 1)) for r in df.itertuples() if r.status == "finished"]
-    recs = ContinuousEngine(EngineModel(), StepCost(cost), make_policy("fcfs")).run(reqs)
+    recs, _ = serve_directly(reqs, make_policy("fcfs"), cost)
     arrival = {int(r.rid): float(r.arrival_s) for r in df.itertuples()}
     return {"e2el": statistics.fmean(r["finish_s"] - arrival[r["rid"]] for r in recs),
             "ttft": statistics.fmean(r["first_token_s"] - arrival[r["rid"]] for r in recs)}

@@ -40,7 +40,6 @@ from rtlm_cli.profile.config import ProfileConfig
 from rtlm_cli.profile.job import profile
 from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
-from rtlm_cli.serve.workload import WorkloadConfig
 
 # (policy, dispatch): the engine's FCFS is the baseline; the gateway keeps rtlm's own queue in front
 # (its share of the oracle's gain is read against the direct oracle)
@@ -109,9 +108,9 @@ def profiling(args, console, tmp: Path) -> dict:
 def burst(args, console, tmp: Path, results: dict, engine, eng, seqs: int, draw: int, policy: str, dispatch: str):
     """One burst through the open engine, its numbers added to ``results``."""
     name = policy if dispatch == "direct" else f"{policy} gateway"
-    cfg = ReplayConfig(out=str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
-                       predictor=args.predictor, policy=policy, engine=eng, overwrite=True, dispatch=dispatch,
-                       workload=WorkloadConfig(arrivals="burst", num_requests=args.requests, seed=draw))
+    cfg = ReplayConfig.of(str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
+                          predictor=args.predictor, policy=policy, engine=eng, overwrite=True, dispatch=dispatch,
+                          arrivals="burst", num_requests=args.requests, seed=draw)
     t0 = time.perf_counter()
     meta = replay(cfg, console=None, dashboard=False, engine=engine)
     s = meta["summary"]

@@ -37,17 +37,16 @@ from rich.table import Table
 from rtlm_cli.paths import source_path
 from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
-from rtlm_cli.serve.scheduling.policies import POLICIES as POLICY_REGISTRY
-from rtlm_cli.serve.workload import WorkloadConfig
+from rtlm_cli.serve.decide.policies import POLICIES as POLICY_REGISTRY
 
 POLICIES = tuple(POLICY_REGISTRY.names())  # every registered policy, the baseline (fcfs) first
 
 
 def run(out: Path, profile: str, predictor: str, policy: str, load: float, n: int, max_batch: int, simulate: bool,
         seed: int = 0, console=None, **policy_params) -> dict:
-    cfg = ReplayConfig(out=str(out), profile=profile, predictor=predictor, policy=policy, simulate=simulate,
-                       max_batch=max_batch, overwrite=True, **policy_params,
-                       workload=WorkloadConfig(arrivals="poisson", load=load, num_requests=n, seed=seed))
+    cfg = ReplayConfig.of(str(out), profile=profile, predictor=predictor, policy=policy, simulate=simulate,
+                          max_batch=max_batch, overwrite=True, **policy_params, arrivals="poisson", load=load,
+                          num_requests=n, seed=seed)
     return replay(cfg, console=console, dashboard=False)
 
 

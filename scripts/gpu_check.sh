@@ -77,7 +77,7 @@ print(json.dumps({"telemetry": {"gpu_mem_peak_GiB": df["gpu_mem_bytes"].max() / 
 PY
 
 echo "== 2/4 a real replay on a cuda worker: a burst of $N, fcfs and shortest prompt first, batches of up to 8"
-rtlm serve-local --profile "$tmp/profile" --model "$MODEL" --worker "$DEVICE" --policy fcfs,sjf-input --arrivals burst \
+rtlm serve-local --profile "$tmp/profile" --model "$MODEL" --backend "$DEVICE" --policy fcfs,sjf-input --arrivals burst \
   -n "$N" --max-batch 8 --no-dashboard --out "$tmp/real" --json > "$OUTDIR/replay_real.json"
 
 echo "== 3/4 the simulator on the same workload, priced by the GPU's table"

@@ -1,12 +1,18 @@
 """A small OpenAI-compatible server for tests (aiohttp.web, 127.0.0.1, a free port, its own thread).
 
 It streams a deterministic answer per prompt (``tokens_for``) at a fixed time per token, runs at
-most ``max_running`` requests at once (the rest wait in a queue ordered by priority, lower first,
-when ``priorities == "honour"``; in arrival order when "ignore"; a priority is a 400 when
-"refuse"), reports its queue on /metrics as vLLM does, counts the streams it holds open and their
-peak, and injects faults on request: a prompt containing FAIL500 gets a 500, FAIL503ONCE a 503 the
-first time, CUT a stream cut after two tokens. ``gate`` N: nothing starts until N requests have
+most ``max_running`` requests at once (the rest wait in a queue ordered by priority: lower first
+when ``priorities == "lower-first"``, vLLM's order; higher first when "higher-first", SGLang's
+default; in arrival order when "ignore"; a priority is a 400 when "refuse"), reports its queue on
+/metrics as vLLM does, counts the streams it holds open and their peak, and injects faults on
+request: a prompt containing FAIL500 gets a 500, FAIL503ONCE a 503 the first time, CUT a stream cut
+after two tokens. ``gate`` N: nothing starts until N requests have
 arrived (a burst is then ordered whole, whatever order its connections were made in).
+``die_after`` N: the first request to arrive once N answers have finished kills it, as a killed server
+dies (that request and every open stream dropped, nothing answers after), so a fault comes at a
+point the test chose, not at a wall-clock time. ``die_at_answer`` N: it dies the same way once its
+N-th answer has been sent whole. ``on_answer`` (N, fn): fn() is called (on the server's thread)
+once the N-th answer has been sent, e.g. to interrupt the client at a chosen point.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ def tokens_for(prompt: str, max_tokens: int) -> tuple[int, str]:
 
 class FakeOpenAI:
     def __init__(self, model: str = "smollm2", ms_per_token: float = 5.0, max_running: int = 1_000_000,
-                 priorities: str = "honour", api_key: str | None = None, gate: int = 0):
+                 priorities: str = "lower-first", api_key: str | None = None, gate: int = 0,
+                 die_after: int | None = None, die_at_answer: int | None = None,
+                 on_answer: tuple | None = None):
         self.model, self.step_s, self.max_running = model, ms_per_token / 1000.0, max_running
-        self.priorities, self.api_key, self.gate = priorities, api_key, gate
-        self.arrived = 0
+        self.priorities, self.api_key, self.gate, self.die_after = priorities, api_key, gate, die_after
+        self.die_at_answer, self.on_answer = die_at_answer, on_answer
+        self.arrived = self.answered = 0
         self.open_streams = self.peak_streams = self.running = 0
         self.started: list[str] = []  # prompts in the order they started running
         self.seen_headers: list[dict] = []
@@ -59,9 +68,9 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self.complete)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(self.site.start())
+        self.port = self.site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready.set()
         self.loop.run_forever()
@@ -70,16 +79,28 @@ class FakeOpenAI:
         """Stop serving at once, as a server that dies: open connections are dropped, none answers."""
         if not self.loop.is_running():
             return
-
-        async def die():
-            for transport in list(self.transports):
-                transport.abort()
-            await self.runner.shutdown()
-            await self.runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(die(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._die(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+    async def _die(self) -> None:
+        for transport in list(self.transports):
+            transport.abort()
+        await self.runner.shutdown()
+        await self.runner.cleanup()
+
+    async def _die_now(self) -> None:
+        """Die without waiting for handlers (the runner's shutdown would wait for the one asleep here):
+        stop listening, drop every connection, stop the loop."""
+        self.site._server.close()
+        for transport in list(self.transports):
+            transport.abort()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        if others:  # sockets close, handlers end, on later turns of the loop
+            await asyncio.wait(others, timeout=1)
+        self.loop.stop()
 
     # -- endpoints --------------------------------------------------------------------------------
     async def models(self, request):
@@ -100,7 +121,7 @@ class FakeOpenAI:
         return web.json_response({"count": 30 + len(text.split())})
 
     async def _slot(self, priority: int) -> None:
-        """Wait for a running slot: the queue is a heap on (priority, arrival), lower first."""
+        """Wait for a running slot: the queue is a heap on (the priority's place, arrival)."""
         self.arrived += 1
         ready = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (self._order(priority), next(self._seq), ready))
@@ -108,7 +129,7 @@ class FakeOpenAI:
         await ready
 
     def _order(self, priority: int) -> int:
-        return priority if self.priorities == "honour" else 0
+        return {"lower-first": priority, "higher-first": -priority}.get(self.priorities, 0)
 
     def _admit(self) -> None:
         while self.arrived >= self.gate and self._waiting and self.running < self.max_running:
@@ -123,6 +144,9 @@ class FakeOpenAI:
 
     async def complete(self, request):
         self.transports.add(request.transport)
+        if self.die_after is not None and self.answered >= self.die_after:
+            asyncio.get_running_loop().create_task(self._die_now())
+            await asyncio.sleep(3600)  # dropped with the rest
         self.seen_headers.append(dict(request.headers))
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "bad api key"}}, status=401)
@@ -157,6 +181,12 @@ class FakeOpenAI:
                 await resp.write(_event({"choices": [], "usage": {"prompt_tokens": 30 + len(prompt.split()),
                                                                   "completion_tokens": n}}))
                 await resp.write(b"data: [DONE]\n\n")
+                self.answered += 1
+                if self.on_answer and self.answered == self.on_answer[0]:
+                    self.on_answer[1]()
+                if self.answered == self.die_at_answer:
+                    await resp.write_eof()
+                    asyncio.get_running_loop().create_task(self._die_now())
             finally:
                 self._release()
         finally:

@@ -20,18 +20,20 @@ from test_golden import GOLDEN, check_frame
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.formats.timing import load_timing_table
 from rtlm_cli.paths import source_path
-from rtlm_cli.serve.continuous import ContinuousEngine, EngineModel, StepCost, simulate_continuous
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.direct import run_direct
-from rtlm_cli.serve.executor import dispatch
-from rtlm_cli.serve.gateway import Gateway, simulate_gateway
-from rtlm_cli.serve.gateway_run import run_gateway
-from rtlm_cli.serve.scheduling.policies import make_policy
-from rtlm_cli.serve.scheduling.request import Request
-from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
-from rtlm_cli.serve.simulate import simulate
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.core import DecisionCore
+from rtlm_cli.serve.decide.gateway import Gateway
+from rtlm_cli.serve.decide.policies import make_policy
+from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
+from rtlm_cli.serve.sim.server import ServerLimits, SimulatedServer, StepCost
+from rtlm_cli.serve.live.streams import StreamDriver, run_direct, run_gateway
+from rtlm_cli.serve.live.workers import run_batches
+from rtlm_cli.serve.sim.static import simulate_batches
 
 TIMES = ["start_s", "first_token_s", "finish_s"]
+FLAT1 = [{"batch": 1, "context": 16, "prefill_s": 0.01, "decode_step_s": 0.01}]
 
 
 def table(name: str) -> CostModel:
@@ -64,27 +66,28 @@ def frame(records, extra=()) -> pd.DataFrame:
 # -- the three simulated paths, 2,000 requests each ------------------------------------------------
 def test_simulated_static_batches():
     cpu, gpu = table("reference"), table("h200")
-    workers = [Worker(0, "gpu", gpu), Worker(1, "cpu", cpu)]
-    scheduler = Scheduler(make_policy("rtlm"), workers, max_batch=8, offload=True, cap_tokens=256.0)
-    recs = simulate(workload(2000, 21, 0.6, cpu), scheduler)
+    backends = [Backend(0, "gpu", gpu, static=True), Backend(1, "cpu", cpu, static=True)]
+    core = DecisionCore(make_policy("rtlm"), backends, max_batch=8, offload=True, cap_tokens=256.0)
+    recs = simulate_batches(workload(2000, 21, 0.6, cpu), core)
     check_frame("decisions-sim-static", frame(recs))
 
 
 @pytest.mark.parametrize("policy", ["rtlm", "sjf-pred", "fcfs"])
 def test_simulated_continuous_direct(policy):
     cost = table("vllm-cpu")
-    recs = simulate_continuous(workload(2000, 22, 3.0, cost), make_policy(policy), EngineModel(max_num_seqs=8), cost, 1)
+    backend = Backend(0, "engine", cost, inflight=None)
+    core = DecisionCore(make_policy(policy), [backend])
+    server = SimulatedServer(ServerLimits(max_num_seqs=8), StepCost(cost))
+    recs = simulate_direct(workload(2000, 22, 3.0, cost), core, backend, server)
     check_frame(f"decisions-sim-direct-{policy}", frame(recs, ["priority", "preemptions"]))
 
 
 def test_simulated_gateway_offload_and_shed():
     cpu, gpu = table("vllm-cpu"), table("h200")
-    workers = [Worker(0, "cpu", cpu, slots=8), Worker(1, "gpu", gpu, slots=8)]
-    scheduler = Scheduler(make_policy("rtlm"), workers, offload=True, shed=True, cap_tokens=256.0)
-    fifo = make_policy("fcfs")
-    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), fifo, 1, w.wid, w.name)
-               for w in workers}
-    recs = simulate_gateway(workload(2000, 23, 0.35, cpu, slack_s=12.0), Gateway(scheduler, workers), engines)
+    backends = [Backend(0, "cpu", cpu, inflight=8), Backend(1, "gpu", gpu, inflight=8)]
+    core = DecisionCore(make_policy("rtlm"), backends, offload=True, shed=True, cap_tokens=256.0)
+    servers = {b.bid: SimulatedServer(ServerLimits(max_num_seqs=8), StepCost(b.cost), b.bid, b.name) for b in backends}
+    recs = simulate_gateway(workload(2000, 23, 0.35, cpu, slack_s=12.0), Gateway(core), servers)
     check_frame("decisions-sim-gateway", frame(recs))
 
 
@@ -93,11 +96,11 @@ def test_real_hf_executor_batches():
     """The hf executor's dispatcher (injected clock, table-priced fake engines): its batches, in order."""
     cpu, gpu = table("reference"), table("h200")
     reqs = [r for r in workload(60, 24, 0.3, cpu)]
-    workers = [Worker(0, "gpu", gpu), Worker(1, "cpu", cpu)]
-    scheduler = Scheduler(make_policy("rtlm"), workers, max_batch=4, offload=True, cap_tokens=256.0)
+    backends = [Backend(0, "gpu", gpu, static=True), Backend(1, "cpu", cpu, static=True)]
+    core = DecisionCore(make_policy("rtlm"), backends, max_batch=4, offload=True, cap_tokens=256.0)
     clock = VirtualClock()
-    engines = {w.wid: TableEngine(w.cost, reqs) for w in workers}
-    recs, _ = dispatch(reqs, scheduler, SyncWorkers(engines, clock), clock, NoBoard())
+    engines = {b.bid: TableEngine(b.cost, reqs) for b in backends}
+    recs, _ = run_batches(reqs, core, SyncWorkers(engines, clock), clock, NoBoard())
     check_frame("decisions-real-hf", frame(recs).sort_values(["batch_id", "rid"], kind="stable"))
 
 
@@ -123,10 +126,13 @@ def test_real_direct_dispatch(servers, policy):
     reqs = burst(12)
     server = servers(ms_per_token=2, max_running=1, gate=len(reqs))
 
+    backend = Backend(0, server.url, CostModel(FLAT1), inflight=None)
+    core = DecisionCore(make_policy(policy), [backend])
+
     async def go():
         async with Client(ClientSettings(urls=(server.url,))) as client:
             await client.check()
-            return await run_direct(reqs, make_policy(policy), client, server.url, 64, 1)
+            return await run_direct(StreamDriver(reqs, core, client, {0: server.url}, 64), backend)
 
     recs, _ = asyncio.run(go())
     prompt_rid = {r.prompt: r.rid for r in reqs}
@@ -143,14 +149,15 @@ def test_real_gateway(servers):
     which server, in the order sent (requests sent together, within 5 ms, by id)."""
     fast, slow = servers(ms_per_token=30), servers(ms_per_token=60)
     reqs = burst(14)
-    workers = [Worker(0, "b0", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.03, "decode_step_s": 0.03}]), slots=2),
-               Worker(1, "b1", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.06, "decode_step_s": 0.06}]), slots=2)]
-    gateway = Gateway(Scheduler(make_policy("sjf-pred"), workers), workers)
+    backends = [Backend(0, "b0", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.03, "decode_step_s": 0.03}]), inflight=2),
+                Backend(1, "b1", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.06, "decode_step_s": 0.06}]), inflight=2)]
+    core = DecisionCore(make_policy("sjf-pred"), backends)
 
     async def go():
         async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
             await client.check()
-            return await run_gateway(reqs, gateway, client, {0: fast.url, 1: slow.url}, gateway.scheduler.policy, 64, 1)
+            driver = StreamDriver(reqs, core, client, {0: fast.url, 1: slow.url}, 64)
+            return await run_gateway(driver, Gateway(core))
 
     recs, _ = asyncio.run(go())
     names = {fast.url: "b0", slow.url: "b1"}

@@ -3,7 +3,6 @@ profiling with requests in flight, direct dispatch with priorities, the prefligh
 
 import os
 import signal
-import threading
 import time
 
 import pandas as pd
@@ -112,16 +111,14 @@ def test_the_preflight_refuses_a_server_without_priorities(fake, run_cli, tmp_pa
 
 
 def test_a_server_dying_mid_run_leaves_failed_records_and_a_complete_run(fake, run_cli, tmp_path):
-    server = fake(max_running=2, ms_per_token=30)
-    killer = threading.Timer(1.5, server.close)
-    killer.start()
+    # the server dies once its third answer is sent: the one running beside it and the 16 queued fail
+    server = fake(max_running=2, ms_per_token=30, die_at_answer=3)
     r = serve(run_cli, server.url, tmp_path / "run", n=20)
-    killer.join()
     assert r.exit_code == 0, r.output
     meta, df = load_run(tmp_path / "run")
     assert meta["complete"] and len(df) == 20
     done, failed = df[df["status"] == "finished"], df[df["status"] == "failed"]
-    assert len(done) >= 1 and len(failed) >= 10 and len(done) + len(failed) == 20
+    assert len(done) == server.answered == 3 and len(failed) == 17
     assert failed["error"].str.len().gt(0).all()
     assert (done["finish_reason"].isin(["stop", "length"])).all()
 
@@ -164,14 +161,14 @@ def test_the_connection_pool_is_never_smaller_than_the_burst(fake, run_cli, tmp_
 
 
 def test_ctrl_c_cancels_open_streams_and_keeps_the_finished(fake, run_cli, tmp_path):
-    server = fake(max_running=1, ms_per_token=20)
-    threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    # Ctrl-C once the server has sent its third answer
+    server = fake(max_running=1, ms_per_token=20, on_answer=(3, lambda: os.kill(os.getpid(), signal.SIGINT)))
     t0 = time.monotonic()
     r = serve(run_cli, server.url, tmp_path / "run", n=30)
     assert r.exit_code == 130 and time.monotonic() - t0 < 20
     meta, df = load_run(tmp_path / "run")
     assert not meta["complete"]
-    assert (df["status"] == "finished").sum() >= 1 and (df["status"] == "cancelled").sum() >= 10
+    assert (df["status"] == "finished").sum() >= 3 and (df["status"] == "cancelled").sum() >= 10
     assert set(df["status"]) <= {"finished", "cancelled"}
 
 

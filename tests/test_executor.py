@@ -10,10 +10,11 @@ from test_scheduling import CPU, GPU
 
 from rtlm_cli.engines.base import BatchResult, Generation
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.executor import dispatch
-from rtlm_cli.serve.scheduling.policies import POLICIES, make_policy
-from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
-from rtlm_cli.serve.simulate import simulate
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.core import DecisionCore
+from rtlm_cli.serve.decide.policies import POLICIES, make_policy
+from rtlm_cli.serve.live.workers import run_batches
+from rtlm_cli.serve.sim.static import simulate_batches
 
 
 class VirtualClock:
@@ -61,12 +62,12 @@ class SyncWorkers:
     def __init__(self, engines: dict, clock: VirtualClock):
         self.engines, self.clock = engines, clock
 
-    def submit(self, wid, batch):
+    def submit(self, bid, batch):
         try:
-            res = self.engines[wid].generate(batch)
-            self.clock.finish_at(self.clock.now() + res.wall_s, (wid, batch, res, None))
+            res = self.engines[bid].generate(batch)
+            self.clock.finish_at(self.clock.now() + res.wall_s, (bid, batch, res, None))
         except RuntimeError as e:
-            self.clock.finish_at(self.clock.now() + 0.5, (wid, batch, None, f"RuntimeError: {e}"))
+            self.clock.finish_at(self.clock.now() + 0.5, (bid, batch, None, f"RuntimeError: {e}"))
 
 
 class NoBoard:
@@ -87,20 +88,20 @@ def batches(records):
     return [(bid, w, s, sorted(m)) for bid, (w, s, m) in sorted(out.items())]
 
 
-def scheduler(policy, tables, max_batch):
-    workers = [Worker(i, f"w{i}", CostModel(t)) for i, t in enumerate(tables)]
-    return Scheduler(make_policy(policy), workers, max_batch=max_batch, offload=len(tables) > 1, cap_tokens=256.0)
+def core(policy, tables, max_batch):
+    backends = [Backend(i, f"w{i}", CostModel(t), static=True) for i, t in enumerate(tables)]
+    return DecisionCore(make_policy(policy), backends, max_batch=max_batch, offload=len(tables) > 1, cap_tokens=256.0)
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES.names()))
 @pytest.mark.parametrize("max_batch,tables", [(1, (CPU,)), (8, (CPU,)), (4, (GPU, CPU))])
 def test_the_executor_makes_the_simulators_batches_in_its_order(policy, max_batch, tables):
     requests = hand_made(n=300, seed=5)
-    sim = simulate(requests, scheduler(policy, tables, max_batch))
+    sim = simulate_batches(requests, core(policy, tables, max_batch))
     clock = VirtualClock()
-    s = scheduler(policy, tables, max_batch)
-    engines = {w.wid: TableEngine(w.cost, requests) for w in s.workers}
-    real, interrupted = dispatch(requests, s, SyncWorkers(engines, clock), clock, NoBoard())
+    c = core(policy, tables, max_batch)
+    engines = {b.bid: TableEngine(b.cost, requests) for b in c.backends}
+    real, interrupted = run_batches(requests, c, SyncWorkers(engines, clock), clock, NoBoard())
     assert not interrupted and len(batches(sim)) > 20
     assert batches(real) == batches(sim)
     for a, b in zip(real, sim):  # and every request's first and last token at the same instants
@@ -111,9 +112,9 @@ def test_a_failing_batch_is_recorded_failed_and_the_run_goes_on():
     requests = hand_made(n=120, seed=2)
     doomed = {requests[i].prompt_id for i in (3, 40, 77)}  # chosen here, not by the prompts' wording
     clock = VirtualClock()
-    s = scheduler("rtlm", (CPU,), 4)
-    real, _ = dispatch(requests, s, SyncWorkers({0: TableEngine(s.workers[0].cost, requests, doomed)}, clock),
-                       clock, NoBoard())
+    c = core("rtlm", (CPU,), 4)
+    real, _ = run_batches(requests, c, SyncWorkers({0: TableEngine(c.backends[0].cost, requests, doomed)}, clock),
+                          clock, NoBoard())
     failed = [r for r in real if r["status"] == "failed"]
     by_batch = {}
     for r in real:

@@ -10,14 +10,16 @@ from test_continuous import FLAT
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.formats.run import load_run
-from rtlm_cli.serve.continuous import ContinuousEngine, EngineModel, StepCost
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.gateway import Gateway, simulate_gateway
-from rtlm_cli.serve.gateway_run import run_gateway
-from rtlm_cli.serve.scheduling.offload import Offloader
-from rtlm_cli.serve.scheduling.policies import make_policy
-from rtlm_cli.serve.scheduling.request import Request
-from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.core import DecisionCore
+from rtlm_cli.serve.decide.gateway import Gateway
+from rtlm_cli.serve.decide.offload import Offloader
+from rtlm_cli.serve.decide.policies import make_policy
+from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.live.streams import StreamDriver, run_gateway
+from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
+from rtlm_cli.serve.sim.server import ServerLimits, SimulatedServer, StepCost
 
 
 def flat(step_s: float) -> list[dict]:
@@ -25,12 +27,14 @@ def flat(step_s: float) -> list[dict]:
     return [{"batch": b, "context": c, "prefill_s": step_s, "decode_step_s": step_s} for b in (1, 64) for c in (16, 4096)]
 
 
+def servers_for(backends, seqs=8):
+    return {b.bid: SimulatedServer(ServerLimits(max_num_seqs=seqs), StepCost(b.cost), b.bid, b.name) for b in backends}
+
+
 def setup(tables, slots, policy="sjf-input", offload=False, shed=False):
-    workers = [Worker(i, f"b{i}", CostModel(t), slots=slots) for i, t in enumerate(tables)]
-    scheduler = Scheduler(make_policy(policy), workers, offload=offload, shed=shed)
-    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), make_policy("fcfs"), wid=w.wid,
-                                       name=w.name) for w in workers}
-    return Gateway(scheduler, workers), engines
+    """A gateway of K = ``slots`` per backend over simulated engines priced by ``tables``."""
+    backends = [Backend(i, f"b{i}", CostModel(t), inflight=slots) for i, t in enumerate(tables)]
+    return Gateway(DecisionCore(make_policy(policy), backends, offload=offload, shed=shed)), servers_for(backends)
 
 
 def req(rid, arrival, tokens, prompt=50, unc=0.5, deadline=None, pred=None):
@@ -40,12 +44,21 @@ def req(rid, arrival, tokens, prompt=50, unc=0.5, deadline=None, pred=None):
                    predicted_service_s=cost.service_s(prompt, pred or tokens))
 
 
-def test_at_most_k_in_flight_and_the_engine_queue_stays_empty():
+def test_at_most_k_in_flight_and_rtlm_orders_what_waits():
     gateway, engines = setup([FLAT], slots=3)
-    recs = simulate_gateway([req(i, 0.01 * i, 5 + (7 * i) % 40) for i in range(40)], gateway, engines)
+    recs = simulate_gateway([req(i, 0.01 * i, 5 + (7 * i) % 40, prompt=20 + (13 * i) % 90) for i in range(40)],
+                            gateway, engines)
     assert all(r["status"] == "finished" for r in recs)
-    assert engines[0].peak_held <= 3  # K <= max_num_seqs: nothing ever waits inside the engine
-    # rtlm's queue, not the engine's, orders: after the first three, shortest prompt... here all alike, by rid
+    assert max(r["in_flight"] for r in recs) == 3  # what the engine held at each send: K, never more
+    # rtlm's queue orders: of two requests waiting at a send, the shorter prompt (sjf-input) went first
+    sent = sorted(recs, key=lambda r: (r["start_s"], r["rid"]))
+    waited = 0
+    for i, a in enumerate(sent):
+        for b in sent[i + 1:]:
+            if b["arrival_s"] < a["start_s"]:
+                waited += 1
+                assert (a["prompt_tokens"], a["rid"]) < (b["prompt_tokens"], b["rid"]) or a["start_s"] == b["start_s"]
+    assert waited > 50  # the queue was deep enough for the order to matter
 
 
 def test_fcfs_behind_a_gateway_of_k_max_num_seqs_is_the_engines_own_fcfs_request_by_request():
@@ -54,18 +67,15 @@ def test_fcfs_behind_a_gateway_of_k_max_num_seqs_is_the_engines_own_fcfs_request
     # arrival handed to an engine whose clock lagged behind it started at the engine's clock)
     import random
 
-    from rtlm_cli.serve.continuous import simulate_continuous
-
     rng = random.Random(3)
     t, reqs = 0.0, []
     for i in range(300):
         t += rng.expovariate(1 / 0.09)
         reqs.append(req(i, t, rng.randint(2, 60), prompt=rng.randint(10, 400)))
-    direct = simulate_continuous(reqs, make_policy("fcfs"), EngineModel(max_num_seqs=4), CostModel(FLAT))
-    workers = [Worker(0, "engine", CostModel(FLAT), slots=4)]
-    gateway = Gateway(Scheduler(make_policy("fcfs"), workers), workers)
-    engines = {0: ContinuousEngine(EngineModel(max_num_seqs=4), StepCost(CostModel(FLAT)), make_policy("fcfs"))}
-    behind = simulate_gateway(reqs, gateway, engines)
+    one = Backend(0, "engine", CostModel(FLAT), inflight=None)
+    direct = simulate_direct(reqs, DecisionCore(make_policy("fcfs"), [one]), one, servers_for([one], 4)[0])
+    k4 = Backend(0, "engine", CostModel(FLAT), inflight=4)
+    behind = simulate_gateway(reqs, Gateway(DecisionCore(make_policy("fcfs"), [k4])), servers_for([k4], 4))
     assert all(r["start_s"] >= r["arrival_s"] for r in behind)
     assert [(r["start_s"], r["finish_s"]) for r in behind] == [(r["start_s"], r["finish_s"]) for r in direct]
 
@@ -110,7 +120,6 @@ def test_offloading_takes_the_slow_engines_capacity_when_the_fast_one_alone_is_o
     arrivals = [req(i, 0.15 * i, 20) for i in range(80)]
     gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
     needed = simulate_gateway(arrivals, gateway, engines)
-    assert gateway.scheduler.offloader.fast_load() == pytest.approx(0.2 / 0.15)
     monkeypatch.setattr(Offloader, "OVERLOAD", float("inf"))  # never read as overloaded
     gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
     only_paying = simulate_gateway(arrivals, gateway, engines)
@@ -118,15 +127,22 @@ def test_offloading_takes_the_slow_engines_capacity_when_the_fast_one_alone_is_o
     assert mean_response(needed) < mean_response(only_paying)
 
 
-def test_the_fast_sides_load_is_read_off_realised_lengths():
+def test_the_fast_sides_load_is_read_off_realised_lengths(monkeypatch):
     # Predictions half the true length (10 tokens expected, 20 realised): read off predictions, the
-    # fast backend would look half loaded (0.67) and the slow one would not be needed; the ends it
-    # sees scale the reading back to the true 1.33.
-    arrivals = [req(i, 0.15 * i, 20, pred=10) for i in range(80)]
-    gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
-    simulate_gateway(arrivals, gateway, engines)
-    assert gateway.scheduler.offloader.length_bias() == pytest.approx(2.0)
-    assert gateway.scheduler.offloader.fast_load() == pytest.approx(0.2 / 0.15)
+    # fast backend would look half loaded (0.67) and the slow one would take only what pays; scaled
+    # by how the ended requests came out, the load reads 1.33 and the slow backend takes more, as it
+    # does with exact predictions.
+    def run(pred):
+        arrivals = [req(i, 0.15 * i, 20, pred=pred) for i in range(80)]
+        return simulate_gateway(arrivals, *setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True))
+
+    def on_slow(recs):
+        return sum(r["worker"] == "b1" for r in recs)
+
+    exact, scaled = run(20), run(10)
+    monkeypatch.setattr(Offloader, "length_bias", lambda self: 1.0)  # read off predictions alone
+    unscaled = run(10)
+    assert on_slow(unscaled) < on_slow(scaled) <= on_slow(exact)
 
 
 def test_offloading_prices_the_slow_backend_at_the_concurrency_it_would_run_at():
@@ -138,11 +154,9 @@ def test_offloading_prices_the_slow_backend_at_the_concurrency_it_would_run_at()
     # ever wait (1.5 s ahead of the last) never reach. Priced alone, as a static worker is, b1 would
     # take a third and a fourth and serve them slowest of all.
     sliced = [{"batch": b, "context": c, "prefill_s": 0.03, "decode_step_s": 0.03 * b} for b in (1, 64) for c in (16, 4096)]
-    workers = [Worker(0, "b0", CostModel(flat(0.01)), slots=2), Worker(1, "b1", CostModel(sliced), slots=4)]
-    gateway = Gateway(Scheduler(make_policy("sjf-pred"), workers, offload=True), workers)
-    engines = {w.wid: ContinuousEngine(EngineModel(max_num_seqs=8), StepCost(w.cost), make_policy("fcfs"), wid=w.wid,
-                                       name=w.name) for w in workers}
-    recs = simulate_gateway([req(i, 0.0, 20) for i in range(20)], gateway, engines)
+    backends = [Backend(0, "b0", CostModel(flat(0.01)), inflight=2), Backend(1, "b1", CostModel(sliced), inflight=4)]
+    gateway = Gateway(DecisionCore(make_policy("sjf-pred"), backends, offload=True))
+    recs = simulate_gateway([req(i, 0.0, 20) for i in range(20)], gateway, servers_for(backends))
     assert all(r["status"] == "finished" for r in recs)
     assert [r["rid"] for r in recs if r["worker"] == "b1" and r["start_s"] == 0.0] == [6, 13]
 
@@ -157,7 +171,7 @@ def test_shedding_records_requests_that_can_no_longer_meet_their_deadline():
 
 def test_gateway_simulation_through_the_cli(run_cli, tmp_path):
     r = run_cli("serve-local", "--simulate", "--batching", "continuous", "--dispatch", "gateway", "--inflight", 4,
-                "--profile", "reference", "--worker", "cpu=vllm-cpu", "--worker", "gpu=h200", "--offload",
+                "--profile", "reference", "--backend", "cpu=vllm-cpu", "--backend", "gpu=h200", "--offload",
                 "--allow-static-timing", "--policy", "sjf-input", "--load", 0.9, "-n", 600, "--slo-factor", 3,
                 "--shed", "--out", tmp_path / "gw", "--json")
     assert r.exit_code == 0, r.output
@@ -204,17 +218,12 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
 
     gateway, engines = setup([flat(0.03), flat(0.06)], slots=2)
     sim = simulate_gateway(reqs, gateway, engines)
-    finishes = [r["finish_s"] for r in sim]
-    assert len(set(round(f, 6) for f in finishes)) == len(finishes)  # no ties, so wall-clock jitter cannot reorder
+    ends = sorted(r["finish_s"] for r in sim)
+    # no two ends closer than 20 ms: wall-clock jitter (a few ms a request here) cannot reorder them
+    assert min(b - a for a, b in zip(ends, ends[1:])) >= 0.02
 
     gateway, _ = setup([flat(0.03), flat(0.06)], slots=2)
-
-    async def go():
-        async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
-            await client.check()
-            return await run_gateway(reqs, gateway, client, {0: fast.url, 1: slow.url}, gateway.scheduler.policy, 64, 1)
-
-    real, interrupted = asyncio.run(go())
+    real, interrupted = asyncio.run(real_gateway(reqs, gateway, (fast.url, slow.url)))
     assert not interrupted and all(r["status"] == "finished" for r in real)
     assert order(real, {fast.url: "b0", slow.url: "b1"}) == order(sim, {"b0": "b0", "b1": "b1"})
     shortest = sorted(range(14), key=lambda i: (len(prompts[i].split()), i))[:4]
@@ -222,7 +231,14 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
     assert max(fast.peak_streams, slow.peak_streams) <= 2  # the servers' own count of open streams
 
 
-def test_real_gateway_k_in_flight_shedding_and_a_backend_killed_mid_run(servers, run_cli, tmp_path):
+async def real_gateway(requests, gateway, urls):
+    async with Client(ClientSettings(urls=urls)) as client:
+        await client.check()
+        driver = StreamDriver(requests, gateway.core, client, dict(enumerate(urls)), 64)
+        return await run_gateway(driver, gateway)
+
+
+def test_real_gateway_k_in_flight_and_a_backend_killed_mid_run(servers, run_cli, tmp_path):
     a, b = servers(ms_per_token=20), servers(ms_per_token=20)
     common = ("serve-local", "--engine", "openai", "--url", a.url, "--url", b.url, "--dispatch", "gateway",
               "--profile", "reference-64", "--policy", "sjf-input", "--arrivals", "burst", "--no-dashboard")
@@ -231,15 +247,18 @@ def test_real_gateway_k_in_flight_shedding_and_a_backend_killed_mid_run(servers,
     df = load_run(tmp_path / "k3")[1]
     assert (df["status"] == "finished").all() and max(a.peak_streams, b.peak_streams) <= 3
     assert set(df["worker"]) == {a.url, b.url}
-    # kill one backend mid-run: its in-flight requests fail (or go once more to the other with --retry-failed)
-    import threading
-
-    threading.Timer(0.6, a.close).start()
+    # one backend dies when a request arrives after it answered 4: that request and the one in
+    # flight there fail, and with --retry-failed go once more to the other
+    a, b = servers(ms_per_token=20, die_after=4), servers(ms_per_token=20)
+    common = ("serve-local", "--engine", "openai", "--url", a.url, "--url", b.url, "--dispatch", "gateway",
+              "--profile", "reference-64", "--policy", "sjf-input", "--arrivals", "burst", "--no-dashboard")
     r = run_cli(*common, "--inflight", 2, "-n", 30, "--retry-failed", "--out", tmp_path / "killed")
     assert r.exit_code == 0, r.output
     meta, df = load_run(tmp_path / "killed")
     assert meta["complete"] and (df["status"] == "finished").all()  # every one re-sent once to the live backend
-    assert (df["retries"] >= 1).sum() >= 1 and (df[df["retries"] >= 1]["worker"] == b.url).all()
+    assert 4 <= (df["worker"] == a.url).sum() <= a.answered  # what the dead one finished, and nothing after
+    retried = df[df["retries"] == 1]
+    assert 1 <= len(retried) <= 2 and (retried["worker"] == b.url).all()  # what it held when it died
 
 
 def test_real_gateway_offloads_to_the_slow_server_only_under_congestion_and_sheds(servers):
@@ -253,26 +272,19 @@ def test_real_gateway_offloads_to_the_slow_server_only_under_congestion_and_shed
     reqs = [Request(**{**r.__dict__, "prompt": words[r.rid]}) for r in reqs]
     long = Request(**{**req(24, 0.05, 30, unc=0.9, pred=30).__dict__, "prompt": "a long and uncertain one"})
     gateway, _ = setup([flat(0.01), flat(0.02)], slots=1, policy="sjf-pred", offload=True)
-
-    async def go(requests, gw):
-        async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
-            await client.check()
-            return await run_gateway(requests, gw, client, {0: fast.url, 1: slow.url}, gw.scheduler.policy, 64, 1)
-
-    recs, _ = asyncio.run(go(reqs + [long], gateway))
+    recs, _ = asyncio.run(real_gateway(reqs + [long], gateway, (fast.url, slow.url)))
     on_slow = [r["rid"] for r in sorted(recs, key=lambda r: r["start_s"]) if r["worker"] == slow.url]
     assert all(r["status"] == "finished" for r in recs) and on_slow[0] != 0  # r0 went to the idle fast server
     assert len(on_slow) >= 3 and 24 not in on_slow
-    # shedding: deadlines the queue cannot meet are dropped at the gateway, recorded, never served late
-    tight = [Request(**{**r.__dict__, "deadline_s": 0.5, "rid": i}) for i, r in enumerate(reqs)]
+    # shedding: deadlines the queue cannot meet are dropped at the gateway, recorded, never served late.
+    # Predictions are exact here, so a request sent is one the gateway expects to end in time: it ends
+    # within the 50 ms that HTTP and the event loops add to 24 answers of 10 ms a token.
+    tight = [Request(**{**r.__dict__, "predicted_tokens": float(r.true_tokens), "deadline_s": 0.5}) for r in reqs]
     gateway, _ = setup([flat(0.01)], slots=1, policy="fcfs", shed=True)
-
-    async def one_server(requests, gw):
-        async with Client(ClientSettings(urls=(fast.url,))) as client:
-            await client.check()
-            return await run_gateway(requests, gw, client, {0: fast.url}, gw.scheduler.policy, 64, 1)
-
-    recs, _ = asyncio.run(one_server(tight, gateway))
+    before = len(fast.started)
+    recs, _ = asyncio.run(real_gateway(tight, gateway, (fast.url,)))
     shed = [r for r in recs if r["status"] == "shed"]
-    assert shed and all("deadline could no longer be met" in r["error"] for r in shed)
-    assert all(r["finish_s"] <= r["deadline_s"] + 0.5 for r in recs if r["status"] == "finished")
+    done = [r for r in recs if r["status"] == "finished"]
+    assert shed and done and all("deadline could no longer be met" in r["error"] for r in shed)
+    assert all(r["finish_s"] <= r["deadline_s"] + 0.05 for r in done)
+    assert len(fast.started) - before == len(done)  # the shed ones never reached the server

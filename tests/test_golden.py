@@ -1,7 +1,7 @@
 """The simulator's output pinned: every request's times for fixed workloads and seeds.
 
-Recorded before the house was restructured (issue 12) and byte-identical after it. A change that
-moves these numbers must say why; regenerate with ``RTLM_REGEN_GOLDEN=1 pytest tests/test_golden.py``.
+A change that moves these numbers must say why; regenerate with
+``RTLM_REGEN_GOLDEN=1 pytest tests/test_golden.py``.
 """
 
 import gzip
@@ -16,10 +16,11 @@ from rtlm_cli.formats.run import load_run
 from rtlm_cli.formats.timing import load_timing_table
 from rtlm_cli.paths import source_path
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.scheduling.policies import make_policy
-from rtlm_cli.serve.scheduling.request import Request
-from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
-from rtlm_cli.serve.simulate import simulate
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.core import DecisionCore
+from rtlm_cli.serve.decide.policies import make_policy
+from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.sim.static import simulate_batches
 
 GOLDEN = Path(__file__).parent / "golden"
 REFERENCE = source_path("reference")  # the shipped reference profile
@@ -84,6 +85,6 @@ def hand_made(n: int = 600, seed: int = 11) -> list[Request]:
 @pytest.mark.parametrize("policy,max_batch", [("rtlm", 1), ("rtlm", 8), ("sjf-pred", 16), ("oracle", 8)])
 def test_scheduler_simulation_is_pinned(policy, max_batch):
     table = load_timing_table(REFERENCE)
-    workers = [Worker(0, "cpu", CostModel.from_table(table, "cpu"))]
-    scheduler = Scheduler(make_policy(policy), workers, max_batch=max_batch, cap_tokens=256.0)
-    check(f"lib-{policy}-b{max_batch}", pd.DataFrame(simulate(hand_made(), scheduler)))
+    backends = [Backend(0, "cpu", CostModel.from_table(table, "cpu"), static=True)]
+    core = DecisionCore(make_policy(policy), backends, max_batch=max_batch, cap_tokens=256.0)
+    check(f"lib-{policy}-b{max_batch}", pd.DataFrame(simulate_batches(hand_made(), core)))

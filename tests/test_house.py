@@ -1,6 +1,9 @@
 """The layout's rules, checked from the source: no import cycles (imports inside functions count),
 jobs never import each other, formats and engines import no stage, heavy libraries stay where a
-model runs, no module grows past ~300 lines; and adding a policy takes one class."""
+model runs; in ``serve/`` decisions never import where they run (``decide/`` imports neither
+``sim/`` nor ``live/``; ``sim/`` never imports ``live/``); no module reads another object's
+``_``-prefixed fields; no module over 300 lines, no function body over 60; and adding a policy
+takes one class."""
 
 import ast
 from pathlib import Path
@@ -8,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rtlm_cli.formats.run import load_run
-from rtlm_cli.serve.scheduling.policies import POLICIES, Policy, policy_help, register
+from rtlm_cli.serve.decide.policies import POLICIES, Policy, policy_help, register
 
 PACKAGE = Path(__file__).parent.parent / "rtlm_cli"
 # The job of each stage: the function a command calls. Stages share libraries, never jobs.
@@ -80,13 +83,61 @@ def test_heavy_libraries_are_imported_only_where_a_model_runs():
             pytest.fail(f"{m} imports {sorted(heavy)}: keep them in rtlm_cli/engines/")
 
 
+MODULE_LINES, BODY_LINES = 300, 60
+
+
 def test_no_module_over_300_lines():
-    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 320}
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MODULE_LINES}
     assert not long, long
+
+
+def body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its signature, decorators and docstring aside."""
+    body = fn.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        body = body[1:]
+    return body[-1].end_lineno - body[0].lineno + 1 if body else 0
+
+
+def test_no_function_body_over_60_lines():
+    long = {f"{m}.{fn.name}": n for m, p in MODULES.items() for fn in ast.walk(ast.parse(p.read_text()))
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and (n := body_lines(fn)) > BODY_LINES}
+    assert not long, long
+
+
+def test_body_lines_counts_what_it_says():
+    fn = ast.parse('def f(a,\n      b):\n    """Doc\n    more."""\n    x = 1\n\n    return x\n').body[0]
+    assert body_lines(fn) == 3
+
+
+@pytest.mark.parametrize("folder,never", [("decide", ("sim", "live")), ("sim", ("live",))])
+def test_decisions_never_import_where_they_run(folder, never):
+    prefix = f"rtlm_cli.serve.{folder}"
+    assert any(m.startswith(prefix + ".") for m in MODULES), f"no modules under {prefix}"
+    for m, deps in GRAPH.items():
+        if m == prefix or m.startswith(prefix + "."):
+            bad = sorted(d for d in deps for f in never if d.startswith(f"rtlm_cli.serve.{f}"))
+            assert not bad, f"{m} imports {bad}"
+
+
+def private_reads(path: Path) -> list[str]:
+    """``x._field`` where x is not ``self`` or ``cls``: another object's private field."""
+    return [f"{path.name}:{node.lineno} {ast.unparse(node)}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))]
+
+
+def test_no_module_reads_another_objects_private_fields(tmp_path):
+    found = [hit for p in MODULES.values() for hit in private_reads(p)]
+    assert not found, found
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(core):\n    return core._waiting\n")
+    assert private_reads(bad) == ["bad.py:2 core._waiting"]  # the check can fail
 
 
 def test_the_cli_help_lists_every_policy(run_cli):
     text = " ".join(run_cli("serve-local", "--help").output.split())
+    assert "--backend" in text and "--worker" not in text  # the old spelling works, hidden
     for name in POLICIES.names():
         assert f"{name}:" in text
 

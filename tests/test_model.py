@@ -64,6 +64,8 @@ def test_prefill_features_train_save_and_predict(run_cli, tmp_path):
                 "--rounds", 20, "--no-ablation", "--json")
     assert r.exit_code == 0, r.output
     meta = json.loads((pred / "meta.json").read_text())
+    tokenizer = json.loads((pred / "tokenizer.json").read_text())  # the prompt family counts the model's tokens
+    assert tokenizer["model"]["type"] == "BPE" and len(tokenizer["model"]["vocab"]) > 40_000
     assert "prefill_entropy" in meta["feature_names"] and "prefill_pc15" in meta["feature_names"]
     assert meta["feature_cost_s_per_prompt"]["prefill"] > meta["feature_cost_s_per_prompt"]["text"]
     state = json.loads((pred / "prefill_state.json").read_text())

@@ -69,7 +69,10 @@ def test_training_beats_baselines_and_saves_documented_files(trained):
     assert chosen["kendall_tau"] > rows["prompt length only"]["kendall_tau"] + 0.1
     assert chosen["kendall_tau"] > rows["constant mean"]["kendall_tau"]
     assert {"only text", "without text", "only prompt", "without prompt"} <= set(rows)
-    assert {p.name for p in out.iterdir()} >= {"meta.json", "regressor.txt", "capped.txt", "p90.txt", "tokenizer.json"} - {"tokenizer.json"}
+    # the fake model has no tokenizer (its prompt family counts words): no tokenizer.json; the real
+    # model's predictor carries one (test_model.py)
+    files = {p.name for p in out.iterdir()}
+    assert {"meta.json", "regressor.txt", "capped.txt", "p90.txt"} <= files and "tokenizer.json" not in files
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kind"] == "rtlm.predictor" and meta["method"] == "mixture"
     assert meta["feature_names"][-1] == "prompt_tokens" and meta["training_profiles"][0]["sha256"]

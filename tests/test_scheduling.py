@@ -1,4 +1,4 @@
-"""Policies, consolidation, placement and the simulator, on hand-made requests (no model)."""
+"""Policies, consolidation, offloading and the static simulator, on hand-made requests (no model)."""
 
 import dataclasses
 import math
@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.scheduling.policies import POLICIES, make_policy
-from rtlm_cli.serve.scheduling.request import Request, Status
-from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
-from rtlm_cli.serve.simulate import ARRIVAL, FINISH, simulate
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.consolidate import Consolidator
+from rtlm_cli.serve.decide.core import DecisionCore
+from rtlm_cli.serve.decide.policies import POLICIES, make_policy
+from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.sim.static import simulate_batches
 
 # A CPU-like table: a decode step costs 40 ms at batch 1 and 80 ms at batch 8 (4x throughput).
 CPU = [{"batch": b, "context": c, "prefill_s": 0.001 * b * c / 16, "decode_step_s": s}
@@ -29,17 +31,19 @@ def req(rid, arrival=0.0, pred=100, true=None, prompt=50, unc=0.5, deadline=None
 
 
 def sched(policy="fcfs", workers=(CPU,), **kw):
-    ws = [Worker(i, f"w{i}", CostModel(t)) for i, t in enumerate(workers)]
-    return Scheduler(make_policy(policy), ws, **kw), ws
+    bs = [Backend(i, f"w{i}", CostModel(t), static=True) for i, t in enumerate(workers)]
+    return DecisionCore(make_policy(policy), bs, **kw), bs
 
 
 def order(policy, reqs, **kw):
+    """The batches one worker runs, in order, for requests all waiting at t = 10."""
     s, (w,) = sched(policy, **kw)
     for r in reqs:
-        s.arrive(r, r.arrival_s)
+        s.add_request(r, r.arrival_s)
     out = []
-    while batch := s.next_batch(w, 10.0):
+    while batch := s.schedule(w, 10.0):
         out.append([r.rid for r in batch])
+        s.update(w, 10.0, batch)
     return out
 
 
@@ -105,7 +109,7 @@ def test_consolidation_runs_the_cheapest_batch_per_member_among_the_first_heads(
     reqs = [req(0, 0.0, pred=100, prompt=1000), req(1, 0.0, pred=101, prompt=40),
             req(2, 0.0, pred=102, prompt=40), req(3, 0.0, pred=103, prompt=40)]
     assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)] == [[1, 2, 3], [0]]
-    monkeypatch.setattr(Scheduler, "HEADS", 1)  # the head always leads: it takes two short prompts
+    monkeypatch.setattr(Consolidator, "HEADS", 1)  # the head always leads: it takes two short prompts
     assert [sorted(b) for b in order("sjf-pred", reqs, max_batch=3)] == [[0, 1, 2], [3]]
 
 
@@ -139,31 +143,31 @@ def test_consolidation_stops_when_a_member_would_cost_more_than_it_gains():
 
 def test_offloading_sends_long_uncertain_requests_to_the_slow_worker_only_under_congestion():
     s, (gpu, cpu) = sched("rtlm", workers=(GPU, CPU), offload=True)
-    s.arrive(req(0, 0.0, pred=50), 0.0)
-    assert s.next_batch(cpu, 0.0) == []  # not congested: the CPU stays idle
-    assert [r.rid for r in s.next_batch(gpu, 0.0)] == [0]
+    s.add_request(req(0, 0.0, pred=50), 0.0)
+    assert s.schedule(cpu, 0.0) == []  # not congested: the CPU stays idle
+    assert [r.rid for r in s.schedule(gpu, 0.0)] == [0]
     for i in range(1, 40):
-        s.arrive(req(i, 0.0, pred=400 if i == 7 else 100, unc=0.9 if i == 7 else 0.1), 0.0)
-    assert [r.rid for r in s.next_batch(cpu, 0.0)] == [7]  # the longest, most uncertain one
+        s.add_request(req(i, 0.0, pred=400 if i == 7 else 100, unc=0.9 if i == 7 else 0.1), 0.0)
+    assert [r.rid for r in s.schedule(cpu, 0.0)] == [7]  # the longest, most uncertain one
+    assert s.schedule(gpu, 0.0) == []  # busy with its batch until it is told the batch left
 
 
-def test_simulator_tie_break_is_pinned():
-    assert FINISH < ARRIVAL
-    # worker frees at t=4.0 exactly when a new, shorter request arrives: both are seen before dispatch
+def test_a_batch_ending_at_an_arrivals_instant_frees_its_worker_for_that_arrival():
+    # the worker frees exactly when a new, shorter request arrives: both are seen before dispatch
     cost = CostModel(CPU)
     first = req(0, 0.0, pred=100)
     t_end = cost.batch_times([50], [100])[2]
     reqs = [first, req(1, 0.0, pred=300), req(2, t_end, pred=5)]
     s, _ = sched("sjf-pred")
-    recs = simulate(reqs, s)
+    recs = simulate_batches(reqs, s)
     assert recs[2]["start_s"] == pytest.approx(t_end)  # the new short one goes before the waiting long one
     assert recs[1]["start_s"] > recs[2]["start_s"]
 
 
 def test_simulation_is_deterministic():
     reqs = [req(i, i * 0.5, pred=50 + 37 * i % 200) for i in range(50)]
-    a = simulate(reqs, sched("rtlm", max_batch=4)[0])
-    b = simulate(reqs, sched("rtlm", max_batch=4)[0])
+    a = simulate_batches(reqs, sched("rtlm", max_batch=4)[0])
+    b = simulate_batches(reqs, sched("rtlm", max_batch=4)[0])
     assert repr(a) == repr(b)  # NaN deadlines compare unequal as floats; their text does not
 
 
@@ -177,10 +181,10 @@ request_lists = st.lists(
 def test_simulator_properties(items, policy, max_batch, two_workers, offload):
     reqs = [req(i, round(t, 3), pred=p, true=n, prompt=pr) for i, (t, p, n, pr) in enumerate(items)]
     s, ws = sched(policy, workers=(GPU, CPU) if two_workers else (CPU,), max_batch=max_batch, offload=offload)
-    recs = simulate(reqs, s)
+    recs = simulate_batches(reqs, s)
     # every request finishes exactly once
     assert sorted(r["rid"] for r in recs) == list(range(len(reqs)))
-    assert all(r["status"] == Status.FINISHED.name.lower() for r in recs)
+    assert all(r["status"] == "finished" for r in recs)
     for r in recs:  # time never runs backwards
         assert r["arrival_s"] <= r["start_s"] <= r["first_token_s"] <= r["last_token_s"] <= r["finish_s"]
     batches = {}
@@ -194,10 +198,6 @@ def test_simulator_properties(items, policy, max_batch, two_workers, offload):
     for w in ws:
         spans = sorted((m[0]["start_s"], max(x["finish_s"] for x in m)) for m in batches.values() if m[0]["worker"] == w.name)
         assert all(a_end <= b_start + 1e-9 for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
-
-
-def test_status_enum_order():
-    assert not Status.RUNNING.is_finished and Status.FINISHED.is_finished and Status.CANCELLED.is_finished
 
 
 def test_cost_model_interpolates_and_extrapolates():

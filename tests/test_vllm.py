@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import psutil
 import pytest
@@ -120,8 +121,8 @@ def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_rec
                     "--policy", "sjf-input", "--arrivals", "burst", "-n", 4, "--out", tmp_path / "refused")
         text = one_line_error(r)
         assert r.exit_code == 2 and "serves in arrival order" in text and "--scheduling-policy priority" in text
-        # now kill it (its whole process group) while a burst is being served
-        killer = threading.Timer(6.0, lambda: os.killpg(server.proc.pid, signal.SIGKILL))
+        # now kill it (its whole process group) once it has answered 2 of a burst of 12
+        killer = threading.Thread(target=kill_after_answers, args=(server, 2), daemon=True)
         killer.start()
         r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
                     "--policy", "fcfs", "--arrivals", "burst", "-n", 12, "--max-new-tokens", 24, "--no-dashboard",
@@ -130,8 +131,24 @@ def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_rec
     assert r.exit_code == 0, r.output
     meta, df = load_run(tmp_path / "killed")
     assert meta["complete"] and len(df) == 12
-    assert (df["status"] == "finished").sum() >= 1 and (df["status"] == "failed").sum() >= 6
+    assert (df["status"] == "finished").sum() >= 2 and (df["status"] == "failed").sum() >= 6
     assert set(df["status"]) == {"finished", "failed"}
+
+
+def answered(url: str) -> float:
+    """Requests the server has answered, from its Prometheus counter (every finish reason)."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:request_success_total{"))
+
+
+def kill_after_answers(server: VLLMServer, n: int, limit_s: float = 120.0) -> None:
+    """SIGKILL the server's process group once it has answered ``n`` more requests (a fault at a point
+    in the run, not at a time); after ``limit_s`` regardless."""
+    deadline, before = time.time() + limit_s, answered(server.url)  # what earlier runs on it answered
+    while time.time() < deadline and answered(server.url) < before + n:
+        time.sleep(0.05)
+    os.killpg(server.proc.pid, signal.SIGKILL)
 
 
 def test_killing_rtlm_leaves_no_vllm_process(tmp_path, prompts):

@@ -3,9 +3,14 @@ simulated and real runs) and ``meta.json`` (written last: its presence marks a f
 its metrics, named as in vLLM's and GuideLLM's benchmarks: e2el (end-to-end latency = response
 time), ttft, tpot, queueing delay. Percentiles with numpy. No torch here. Columns: docs/formats.md.
 
-Schema 2 names what a run is with two words: ``mode`` (simulated | real) and ``engine`` (what
-generated the tokens: hf, fake, vllm, openai; none when simulated). Schema 1 used ``engine`` for
-simulator | real; such runs are read and upgraded in memory.
+Schema 3 says how a run ran in four words (``serve/mode.py``): ``mode`` (simulated | real),
+``batching`` (static | continuous), ``dispatch`` (batches | direct | gateway) and ``executes``
+(hf-workers | serving-engine), plus ``priority_order`` and ``engine`` (what generated the tokens:
+hf, fake, vllm, openai; none when simulated); its rows carry ``in_flight`` (what the backend held
+when the request was sent) apart from ``batch_size`` (its static batch, 0 on a serving engine).
+Older runs are read and upgraded in memory: schema 2 had no dispatch for static runs and used
+``batch_size`` for "in flight at the send" on serving engines; schema 1 used ``engine`` for
+simulator | real.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from rtlm_cli.formats.store import (
 )
 
 KIND = "run"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 REQUESTS_FILE = "requests.parquet"
 PERCENTILES = (50, 90, 95, 99)
 MODES = ("simulated", "real")
@@ -31,13 +36,15 @@ STATUSES = ("finished", "failed", "cancelled", "shed")
 
 
 def record(r, *, start_s: float, first_token_s: float, last_token_s: float, finish_s: float, worker: str,
-           batch_id: int, batch_size: int, output_tokens: int, status: str = "finished", ended: bool | None = None,
-           error: str = "") -> dict:
-    """One row of a run for a request ``r`` (a ``Request``): what it was, what happened to it."""
+           output_tokens: int, in_flight: int, batch_id: int = -1, batch_size: int = 0, status: str = "finished",
+           ended: bool | None = None, error: str = "") -> dict:
+    """One row of a run for a request ``r`` (a ``Request``): what it was, what happened to it.
+    ``in_flight``: the requests its backend held when it was sent, itself included (a static
+    worker: its batch); ``batch_id``/``batch_size``: its static batch (-1/0 on a serving engine)."""
     return {
         "rid": r.rid, "prompt_id": r.prompt_id, "arrival_s": r.arrival_s, "start_s": start_s,
         "first_token_s": first_token_s, "last_token_s": last_token_s, "finish_s": finish_s, "worker": worker,
-        "batch_id": batch_id, "batch_size": batch_size, "prompt_tokens": r.prompt_tokens,
+        "batch_id": batch_id, "batch_size": batch_size, "in_flight": in_flight, "prompt_tokens": r.prompt_tokens,
         "output_tokens": output_tokens, "true_tokens": r.true_tokens if r.true_tokens is not None else -1,
         "predicted_tokens": r.predicted_tokens, "p90_tokens": r.p90_tokens, "uncertainty": r.uncertainty,
         "predicted_service_s": r.predicted_service_s,
@@ -46,11 +53,12 @@ def record(r, *, start_s: float, first_token_s: float, last_token_s: float, fini
     }
 
 
-def cancelled(r, worker: str = "") -> dict:
-    """The row of a request that never ran to its end (Ctrl-C)."""
+def not_run(r, status: str, error: str = "", worker: str = "", in_flight: int = 0) -> dict:
+    """The row of a request that never ran to its end: cancelled (Ctrl-C), shed (its deadline could no
+    longer be met) or failed before it ran (no backend left, too large for the server)."""
     nan = float("nan")
-    return record(r, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker=worker, batch_id=-1,
-                  batch_size=0, output_tokens=0, status="cancelled")
+    return record(r, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker=worker,
+                  output_tokens=0, in_flight=in_flight, status=status, error=error)
 
 
 def with_latencies(df):
@@ -89,7 +97,8 @@ def summarize(df, goodput: dict | None = None) -> dict:
         "makespan_s": makespan,
         "throughput_rps": len(done) / makespan if makespan > 0 else float("nan"),
         "throughput_tps": float(done["output_tokens"].sum()) / makespan if makespan > 0 else float("nan"),
-        "mean_batch_size": float(done["batch_size"].mean()) if len(done) else float("nan"),
+        "mean_batch_size": float(done["batch_size"][done["batch_size"] > 0].mean()) if len(done) else float("nan"),
+        "mean_in_flight": float(done["in_flight"].mean()) if len(done) else float("nan"),
         "prediction_cost_s_mean": float(df["prediction_cost_s"].mean()),
     }
     if goodput:
@@ -121,16 +130,26 @@ def write_run(out: Path, records: list[dict], meta: dict) -> dict:
     return meta
 
 
-def upgrade_meta(meta: dict) -> dict:
-    """A run's meta in the current schema (schema 1: ``engine`` was simulator | real, always hf)."""
-    if meta.get("schema_version", 1) == 1:
+def upgrade(meta: dict, df):
+    """A run's meta and rows in the current schema (see the module's docstring)."""
+    version = meta.get("schema_version", 1)
+    if version == 1:
         simulated = meta.get("engine") == "simulator"
-        meta = {**meta, "schema_version": SCHEMA_VERSION, "mode": "simulated" if simulated else "real",
-                "engine": None if simulated else "hf", "batching": "static", "upgraded_from": 1}
-    return meta
+        meta = {**meta, "mode": "simulated" if simulated else "real", "engine": None if simulated else "hf",
+                "batching": "static"}
+    if version <= 2:
+        static = meta.get("batching", "static") == "static"
+        settings = meta.get("engine_settings") or {}
+        meta = {**meta, "schema_version": SCHEMA_VERSION, "upgraded_from": version,
+                "dispatch": "batches" if static else meta.get("dispatch") or "direct",
+                "executes": "hf-workers" if static else "serving-engine",
+                "priority_order": settings.get("priority_order", "lower-first")}
+        df = df.assign(in_flight=df["batch_size"], batch_size=df["batch_size"] if static else 0)
+    return meta, df
 
 
 def load_run(path: str | Path):
+    """(meta, rows) of a run directory, in the current schema."""
     path = Path(path)
     meta = read_meta(path, KIND)
     if meta.get("schema_version", 1) > SCHEMA_VERSION:
@@ -138,4 +157,4 @@ def load_run(path: str | Path):
                         f"{SCHEMA_VERSION}: upgrade rtlm")
     import pandas as pd
 
-    return upgrade_meta(meta), pd.read_parquet(path / REQUESTS_FILE)
+    return upgrade(meta, pd.read_parquet(path / REQUESTS_FILE))

@@ -103,6 +103,77 @@ def _eval_row(name: str, kind: str, actual, predicted, cap) -> dict:
     return {"model": name, "kind": kind, **metrics.evaluate(actual, predicted, edges)}
 
 
+@dataclass
+class _Split:
+    """The held-out split's features and targets, and fits on a subset of the feature families."""
+
+    cfg: TrainConfig
+    names: list[str]
+    owner: np.ndarray  # each feature's family
+    Xtr: np.ndarray
+    Xte: np.ndarray
+    y_tr: np.ndarray
+    y_te: np.ndarray
+    ended_tr: np.ndarray
+    cap: float
+
+    def fit(self, families, method: str, with_p90: bool = False):
+        idx = np.flatnonzero(np.isin(self.owner, families))
+        c = self.cfg
+        model = LengthModel.fit(method, self.Xtr[:, idx], self.y_tr, self.ended_tr, self.cap,
+                                [self.names[i] for i in idx], c.threads, c.seed, c.rounds, with_p90)
+        return model, idx
+
+    def row(self, name: str, kind: str, predicted, actual=None) -> dict:
+        return _eval_row(name, kind, self.y_te if actual is None else actual, predicted, self.cap)
+
+    def held_out_row(self, name: str, kind: str, families, method: str) -> dict:
+        model, idx = self.fit(families, method)
+        return self.row(name, kind, model.predict(self.Xte[:, idx])["predicted"])
+
+
+def _baseline_rows(s: _Split) -> list[dict]:
+    """Constant mean; RT-LM's signal as is (the combined uncertainty score, mapped to tokens by a line
+    fitted on training rows); prompt length alone."""
+    score = s.names.index("uncertainty_score")
+    slope, icpt = np.polyfit(s.Xtr[:, score], s.y_tr, 1)
+    return [s.row("constant mean", "baseline", np.full(len(s.y_te), s.y_tr.mean())),
+            s.row("uncertainty score only", "baseline", icpt + slope * s.Xte[:, score]),
+            s.held_out_row("prompt length only", "baseline", ("prompt",), "log")]
+
+
+def _variant_rows(s: _Split, label: str) -> list[dict]:
+    """The chosen families under every other method, and (``ablation``) each family alone and left out."""
+    cfg = s.cfg
+    rows = [s.held_out_row(f"{label} ({m})", "method", cfg.families, m) for m in METHODS if m != cfg.method]
+    if cfg.ablation and len(cfg.families) > 1:
+        for fam in cfg.families:
+            rows.append(s.held_out_row(f"only {fam}", "ablation", (fam,), cfg.method))
+            rest = tuple(f for f in cfg.families if f != fam)
+            rows.append(s.held_out_row(f"without {fam}", "ablation", rest, cfg.method))
+    return rows
+
+
+def _load_split(cfg: TrainConfig):
+    """(rows, metas, held-out mask, the split, the feature context, every family computed)."""
+    df, metas = load_training_data(cfg.profiles)
+    if len(df) < MIN_ROWS:
+        raise RtlmError(f"the profiles hold {len(df)} requests; training needs at least {MIN_ROWS}: profile more prompts")
+    model_id = metas[0]["model"]["model_id"]
+    cap = float(profile_format.cap(metas[0])) if cfg.target == "output_tokens" else float("inf")
+    ctx = F.FeatureContext(model=model_id, device=cfg.device, tokenizer_file=tokenizer_file(model_id))
+    test = split_by_prompt(df["prompt_id"].tolist(), cfg.test_size, cfg.seed)
+    tr, te = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
+    y_tr, ended_tr = tr[cfg.target].to_numpy(float), tr["ended"].to_numpy(bool)
+    ctx.fit_targets = F.probe_targets(y_tr, ended_tr)
+    # the baselines need the text family (uncertainty score) and the prompt family (length)
+    fams = tuple(dict.fromkeys(cfg.families + ("text", "prompt")))
+    names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
+    _, Xte, _ = F.compute(fams, te["prompt"].tolist(), ctx)
+    split = _Split(cfg, names, np.asarray(owner), Xtr, Xte, y_tr, te[cfg.target].to_numpy(float), ended_tr, cap)
+    return df, metas, test, split, ctx, fams
+
+
 def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
     """Fit, evaluate and save; ``stage(text)``, if given, hears what training is doing now."""
     cfg.validate()
@@ -110,66 +181,24 @@ def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
     check_output(out, cfg.overwrite)
     for fam in cfg.families:
         F.FAMILIES.get(fam)
-    df, metas = load_training_data(cfg.profiles)
-    if len(df) < MIN_ROWS:
-        raise RtlmError(f"the profiles hold {len(df)} requests; training needs at least {MIN_ROWS}: profile more prompts")
-    base = metas[0]
-    model_id = base["model"]["model_id"]
-    cap = float(profile_format.cap(base)) if cfg.target == "output_tokens" else float("inf")
-    ctx = F.FeatureContext(model=model_id, device=cfg.device,
-                           tokenizer_file=tokenizer_file(model_id))
-    test = split_by_prompt(df["prompt_id"].tolist(), cfg.test_size, cfg.seed)
-    tr, te = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
-    y_tr, y_te = tr[cfg.target].to_numpy(float), te[cfg.target].to_numpy(float)
-    ended_tr = tr["ended"].to_numpy(bool)
-    ctx.fit_targets = F.probe_targets(y_tr, ended_tr)
-    # the baselines need the text family (uncertainty score) and the prompt family (length)
-    fams = tuple(dict.fromkeys(cfg.families + ("text", "prompt")))
-    names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
-    _, Xte, _ = F.compute(fams, te["prompt"].tolist(), ctx)
-    owner = np.asarray(owner)
-
-    def cols(families):
-        return np.flatnonzero(np.isin(owner, families)), [n for n, o in zip(names, owner) if o in families]
-
-    def fit(families, method, with_p90=False):
-        idx, sub = cols(families)
-        m = LengthModel.fit(method, Xtr[:, idx], y_tr, ended_tr, cap, sub, cfg.threads, cfg.seed, cfg.rounds, with_p90)
-        return m, idx
-
-    rows = [_eval_row("constant mean", "baseline", y_te, np.full(len(y_te), y_tr.mean()), cap)]
-    # RT-LM's signal as is: the combined uncertainty score, mapped to tokens by a line fitted on training rows.
-    score = names.index("uncertainty_score")
-    slope, icpt = np.polyfit(Xtr[:, score], y_tr, 1)
-    rows.append(_eval_row("uncertainty score only", "baseline", y_te, icpt + slope * Xte[:, score], cap))
-    m, idx = fit(("prompt",), "log")
-    rows.append(_eval_row("prompt length only", "baseline", y_te, m.predict(Xte[:, idx])["predicted"], cap))
-    main, main_idx = fit(cfg.families, cfg.method, with_p90=True)
-    main_pred = main.predict(Xte[:, main_idx])
+    df, metas, test, s, ctx, fams = _load_split(cfg)
+    base, cap, te = metas[0], s.cap, df[test].reset_index(drop=True)
+    main, main_idx = s.fit(cfg.families, cfg.method, with_p90=True)
+    main_pred = main.predict(s.Xte[:, main_idx])
     label = "+".join(cfg.families)
-    rows.append(_eval_row(f"{label} ({main.method})", "chosen", y_te, main_pred["predicted"], cap))
-    for method in METHODS:
-        if method != cfg.method:
-            m, idx = fit(cfg.families, method)
-            rows.append(_eval_row(f"{label} ({method})", "method", y_te, m.predict(Xte[:, idx])["predicted"], cap))
-    if cfg.ablation and len(cfg.families) > 1:
-        for fam in cfg.families:
-            m, idx = fit((fam,), cfg.method)
-            rows.append(_eval_row(f"only {fam}", "ablation", y_te, m.predict(Xte[:, idx])["predicted"], cap))
-            rest = tuple(f for f in cfg.families if f != fam)
-            m, idx = fit(rest, cfg.method)
-            rows.append(_eval_row(f"without {fam}", "ablation", y_te, m.predict(Xte[:, idx])["predicted"], cap))
+    rows = [*_baseline_rows(s), s.row(f"{label} ({main.method})", "chosen", main_pred["predicted"]),
+            *_variant_rows(s, label)]
     for p in cfg.eval_profiles:
         edf, emetas = load_training_data((p,))
         if emetas[0]["model"]["model_hash"] != base["model"]["model_hash"]:
             raise RtlmError(f"evaluation profile {p} was made with another model than the training profiles")
         _, Xe, _ = F.compute(fams, edf["prompt"].tolist(), ctx)
-        rows.append(_eval_row(f"{label} ({main.method}) on {Path(p).name}", "external",
-                              edf[cfg.target].to_numpy(float), main.predict(Xe[:, main_idx])["predicted"], cap))
+        rows.append(s.row(f"{label} ({main.method}) on {Path(p).name}", "external",
+                          main.predict(Xe[:, main_idx])["predicted"], edf[cfg.target].to_numpy(float)))
 
-    sub_names = [names[i] for i in main_idx]
+    sub_names = [s.names[i] for i in main_idx]
     gain = main.regressor.feature_importance("gain")
-    fam_of = dict(zip(names, owner))
+    fam_of = dict(zip(s.names, s.owner))
     importance = sorted(({"feature": n, "family": fam_of[n], "gain": float(g)} for n, g in zip(sub_names, gain)),
                         key=lambda r: -r["gain"])
     costs = F.measure_cost(cfg.families, te["prompt"].tolist()[:200], ctx)

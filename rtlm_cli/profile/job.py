@@ -12,12 +12,10 @@ import dataclasses
 import hashlib
 import json
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rtlm_cli.engines import open_engine
-from rtlm_cli.engines.base import GenerationSettings
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats import profile as fmt
 from rtlm_cli.formats.store import (
@@ -30,9 +28,8 @@ from rtlm_cli.formats.store import (
 )
 from rtlm_cli.profile.calibrate import calibrate
 from rtlm_cli.profile.config import ProfileConfig
-from rtlm_cli.profile.streaming import run_streaming
+from rtlm_cli.profile.generate import generate
 from rtlm_cli.profile.telemetry import TelemetrySampler
-from rtlm_cli.progress import progress
 from rtlm_cli.prompts import uncertainty
 from rtlm_cli.prompts.sources import Prompt, load_prompts, sample_prompts
 
@@ -115,30 +112,6 @@ def _select(engine, cfg: ProfileConfig, pool: list[Prompt]) -> tuple[list[Prompt
     return chosen, skipped
 
 
-def _records(batch: list[Prompt], index: dict[str, int], result, batch_id: int, started: float,
-             settings: GenerationSettings, telemetry: dict, features: dict[str, list[float]],
-             batch_size: int | None = None) -> list[dict]:
-    rows = []
-    for p, g in zip(batch, result.generations):
-        decode_s = g.e2e_s - g.ttft_s
-        steps = g.output_tokens - 1
-        row = {
-            "prompt_id": p.prompt_id, "prompt_index": index[p.prompt_id], "prompt": p.text,
-            "output_text": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
-            "max_new_tokens": settings.max_new_tokens, "ended": g.ended,
-            "finish_reason": "stop" if g.ended else "length",
-            "ttft_s": g.ttft_s, "e2e_s": g.e2e_s,
-            "tpot_s": decode_s / steps if steps > 0 else float("nan"),
-            "decode_tokens_per_s": steps / decode_s if steps > 0 and decode_s > 0 else float("nan"),
-            "service_s": result.wall_s, "batch_size": batch_size or len(batch), "batch_id": batch_id,
-            "started_at": started,
-        }
-        row.update(telemetry)
-        row.update(zip(uncertainty.ALL_COLUMNS, features[p.prompt_id]))
-        rows.append(row)
-    return rows
-
-
 def _status(console, text: str):
     return console.status(text) if console is not None else contextlib.nullcontext()
 
@@ -184,26 +157,7 @@ def _profile(cfg: ProfileConfig, pool: list[Prompt], engine, console) -> Profile
     index = {p.prompt_id: i for i, p in enumerate(chosen)}
     features = dict(zip((p.prompt_id for p in todo), uncertainty.extract_rows(p.text for p in todo)))
 
-    meta = {
-        "kind": "rtlm.profile", "schema_version": fmt.SCHEMA_VERSION, "complete": False,
-        "created_at": (old_meta or {}).get("created_at", now_iso()), "updated_at": now_iso(),
-        "model": dataclasses.asdict(info),
-        "device": {"device": info.device, "device_name": info.device_name},
-        "decoding": cfg.generation.describe(),
-        "prompts": {"source": cfg.prompts, "text_column": cfg.text_column, "seed": cfg.seed,
-                    "num_prompts": cfg.num_prompts, "max_prompt_tokens": cfg.max_prompt_tokens,
-                    "skipped_too_long": skipped},
-        "batch_size": cfg.batch_size,
-        "engine": {"name": cfg.engine.name, **({"max_concurrency": cfg.max_concurrency, "server": engine.server}
-                                              if cfg.engine.is_server else {})},
-        "feature_set_version": uncertainty.FEATURE_SET_VERSION,
-        "features": list(uncertainty.FEATURE_NAMES),
-        "family_scores": list(uncertainty.FAMILY_SCORE_NAMES),
-        "identity": ident,
-        "identity_hash": hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16],
-        "calibration": (old_meta or {}).get("calibration"),
-        **provenance(),
-    }
+    meta = _meta(cfg, engine, ident, old_meta, skipped)
     out.mkdir(parents=True, exist_ok=True)
     recovered = shards.recover()
     atomic_write_json(out / "meta.json", meta)
@@ -219,21 +173,8 @@ def _profile(cfg: ProfileConfig, pool: list[Prompt], engine, console) -> Profile
     try:
         with telemetry:
             if todo:
-                warm = GenerationSettings(max_new_tokens=min(8, cfg.generation.max_new_tokens))
-                engine.generate([p.text for p in todo[: cfg.batch_size]], warm)
                 first_batch = int(done_df["batch_id"].max()) + 1 if done else 0
-                if getattr(engine, "client", None) is not None:  # a server: many requests in flight
-                    def rows(batch, result, batch_id, started, size):
-                        return _records(batch, index, result, batch_id, started, cfg.generation,
-                                        telemetry.window(started, time.time()), features, size)
-
-                    new, errors = run_streaming(engine, cfg, todo, rows, shards, console)
-                    meta["failed_requests"] = {"count": len(errors), "first_error": errors[0] if errors else None}
-                    if errors and console:
-                        console.print(f"[yellow]warning:[/yellow] {len(errors)} request(s) failed ({errors[0]}); "
-                                      "rerun the same command to retry them")
-                else:
-                    new = _run(engine, cfg, todo, index, features, shards, telemetry, console, first_batch)
+                new = generate(engine, cfg, todo, index, features, shards, telemetry, console, first_batch, meta)
             if cfg.calibrate:
                 table = calibrate(engine, cfg, console)
                 atomic_write_parquet(table, out / fmt.TIMING_FILE)
@@ -253,24 +194,29 @@ def _profile(cfg: ProfileConfig, pool: list[Prompt], engine, console) -> Profile
     return ProfileResult(out, meta, new, meta["summary"].get("requests", 0), cfg.calibrate)
 
 
-def _run(engine, cfg, todo, index, features, shards, telemetry, console, first_batch: int) -> int:
-    settings = cfg.generation
-    done = tokens = 0
-    t_start = time.perf_counter()
-    with progress(console, "profiling", len(todo)) as update:
-        for b, start in enumerate(range(0, len(todo), cfg.batch_size)):
-            batch = todo[start:start + cfg.batch_size]
-            batch_id = first_batch + b
-            run_settings = dataclasses.replace(settings, seed=settings.seed + batch_id)
-            started = time.time()
-            result = engine.generate([p.text for p in batch], run_settings)
-            window = telemetry.window(started, time.time())
-            shards.append(_records(batch, index, result, batch_id, started, run_settings, window, features))
-            done += len(batch)
-            tokens += sum(g.output_tokens for g in result.generations)
-            rate = tokens / (time.perf_counter() - t_start)
-            update(len(batch), f"{rate:.1f} tok/s")
-    return done
+def _meta(cfg: ProfileConfig, engine, ident: dict, old_meta: dict | None, skipped: int) -> dict:
+    """The profile's meta.json, before its summary (``docs/formats.md``)."""
+    info = engine.info
+    return {
+        "kind": "rtlm.profile", "schema_version": fmt.SCHEMA_VERSION, "complete": False,
+        "created_at": (old_meta or {}).get("created_at", now_iso()), "updated_at": now_iso(),
+        "model": dataclasses.asdict(info),
+        "device": {"device": info.device, "device_name": info.device_name},
+        "decoding": cfg.generation.describe(),
+        "prompts": {"source": cfg.prompts, "text_column": cfg.text_column, "seed": cfg.seed,
+                    "num_prompts": cfg.num_prompts, "max_prompt_tokens": cfg.max_prompt_tokens,
+                    "skipped_too_long": skipped},
+        "batch_size": cfg.batch_size,
+        "engine": {"name": cfg.engine.name, **({"max_concurrency": cfg.max_concurrency, "server": engine.server}
+                                              if cfg.engine.is_server else {})},
+        "feature_set_version": uncertainty.FEATURE_SET_VERSION,
+        "features": list(uncertainty.FEATURE_NAMES),
+        "family_scores": list(uncertainty.FAMILY_SCORE_NAMES),
+        "identity": ident,
+        "identity_hash": hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16],
+        "calibration": (old_meta or {}).get("calibration"),
+        **provenance(),
+    }
 
 
 def _finish(out: Path, meta: dict, telemetry: TelemetrySampler, complete: bool) -> dict:

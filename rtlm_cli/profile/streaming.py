@@ -30,7 +30,6 @@ def run_streaming(engine, cfg, todo, make_rows, shards, console) -> tuple[int, l
     t_start = time.perf_counter()
 
     async def main(update):
-        nonlocal done, tokens
         gate = asyncio.Semaphore(cfg.max_concurrency)
         in_flight = 0
 

@@ -149,12 +149,9 @@ def _window(text: str) -> str:
     return text[:WINDOW_CHARS] + "\n" + text[-WINDOW_CHARS:]
 
 
-def extract(text: str) -> dict[str, float]:
-    """All features, the seven family scores and ``uncertainty_score`` of one prompt."""
-    raw = _window(text)
-    low = raw.lower()
+def _counts(low: str) -> tuple[list[str], dict[str, int], dict[str, int]]:
+    """(words, lexicon category counts, phrase counts) of a lower-cased prompt window."""
     words = _WORD_RE.findall(low)
-    n_words = max(len(words), 1)
     c = dict.fromkeys(_CATEGORIES, 0)
     for w, n in Counter(words).items():
         for cat in _LEXICON.get(w, ()):
@@ -163,6 +160,15 @@ def extract(text: str) -> dict[str, float]:
          "hedge_phrase": 0, "closed_numeric": 0}
     for match in _PHRASE_RE.finditer(low):
         p[match.lastgroup] += 1
+    return words, c, p
+
+
+def extract(text: str) -> dict[str, float]:
+    """All features, the seven family scores and ``uncertainty_score`` of one prompt."""
+    raw = _window(text)
+    low = raw.lower()
+    words, c, p = _counts(low)
+    n_words = max(len(words), 1)
 
     sentences = [s for s in _SENTENCE_SPLIT_RE.split(low) if s.strip()]
     n_sent = max(len(sentences), 1)

@@ -92,7 +92,8 @@ def run_rows(runs) -> list[dict]:
             for stat, v in s[metric].items():
                 row[f"{metric.removesuffix('_s')}_{stat}_s"] = v
         row.update(throughput_rps=s["throughput_rps"], throughput_tps=s["throughput_tps"],
-                   mean_batch_size=s["mean_batch_size"], prediction_cost_us=1e6 * s["prediction_cost_s_mean"],
+                   mean_batch_size=s["mean_batch_size"], mean_in_flight=s.get("mean_in_flight"),
+                   prediction_cost_us=1e6 * s["prediction_cost_s_mean"],
                    deadline_miss_rate=s.get("deadline_miss_rate"), goodput_rps=s.get("goodput_rps"),
                    request_goodput_rps=s.get("request_goodput_rps"), slo_attainment=s.get("slo_attainment"))
         rows.append(row)

@@ -1,5 +1,14 @@
-"""Settings of ``rtlm serve-local`` (a plain dataclass with help; building one has no side effects),
-and the expansion of a sweep (policies x rates or loads) into one config per run."""
+"""Settings of ``rtlm serve-local``, one plain dataclass per concern (building one has no side
+effects), validated in one place once the ``Mode`` is known, and the expansion of a sweep (policies x
+rates or loads) into one config per run.
+
+- ``WorkloadConfig`` (workload.py): which prompts arrive when, with which deadlines.
+- ``PolicyConfig``: what decides the order: the policy, its predictor and parameters, consolidation
+  and offloading.
+- ``BackendConfig``: what serves and how requests reach it: simulated or real, the engine, its
+  workers or URLs and their timing tables, the engine's priority order.
+- ``GatewayConfig``: rtlm's queue in front of serving engines.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +19,59 @@ from pathlib import Path
 from rtlm_cli.engines import EngineConfig
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.store import check_output
-from rtlm_cli.serve.continuous import EngineModel
-from rtlm_cli.serve.scheduling.policies import RTLM, check_needs, make_policy
+from rtlm_cli.formats.timing import timing_origin
+from rtlm_cli.serve.decide.core import PRIORITY_ORDERS
+from rtlm_cli.serve.decide.gateway import PLACEMENTS
+from rtlm_cli.serve.decide.policies import RTLM, check_needs, make_policy
+from rtlm_cli.serve.mode import Mode
+from rtlm_cli.serve.sim.server import ServerLimits
 from rtlm_cli.serve.workload import WorkloadConfig
 
-DISPATCH = ("direct", "gateway")
-BATCHING = ("static", "continuous")
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    name: str = field(default="fcfs", metadata={"help": "Scheduling policy"})
+    predictor: str | None = field(default=None, metadata={"help": "Predictor directory (needed by the policies that say so)."})
+    size_weight: float = field(default=RTLM.SIZE_WEIGHT, metadata={"help": "rtlm policy: weight of predicted service time against arrival order (0 = FCFS; larger = lower mean response time, longer tail at high load)."})
+    uncertainty_weight: float = field(default=RTLM.UNCERTAINTY_WEIGHT, metadata={"help": "rtlm policy: how much uncertainty inflates a request's predicted service time."})
+    max_batch: int = field(default=1, metadata={"help": "Dynamic consolidation (static batches): batches of up to this many alike requests (1 = off). Near capacity a larger limit leaves more room to group; the timing table's largest measured batch is a good choice (16 on the reference table)."})
+    offload: bool = field(default=False, metadata={"help": "Strategic offloading, only while the fast workers are congested. Static batches (hf workers): slower workers take the longest, most uncertain request if it finishes sooner there. Serving engines (--dispatch gateway): a slower backend's free slot takes the request whose move saves the most waiting, if it finishes no later there (any, once the fast backends alone are overloaded)."})
+    local_prefill: bool = field(default=False, metadata={"help": "With a serving engine and a predictor that uses the prefill family: compute it on a local copy of the model (its cost counts in each request's latency)."})
+
+    @property
+    def params(self) -> dict:
+        return {"size_weight": self.size_weight, "uncertainty_weight": self.uncertainty_weight}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    simulate: bool = field(default=False, metadata={"help": "Discrete-event simulation on the timing table instead of the real model."})
+    batching: str | None = field(default=None, metadata={"help": "static (padded run-to-completion batches: the hf engine, RT-LM's setting) or continuous (a serving engine: with --simulate a vLLM-like one with a running set of --max-num-seqs, token budget, KV cache, preemption, priced by a table measured through an engine). Default: continuous with --engine vllm|openai, else static."})
+    dispatch: str | None = field(default=None, metadata={"help": "How requests reach a serving engine: direct (each sent when it arrives, its policy key as the request's priority; the engine orders its own queue) or gateway (rtlm's own queue, at most --inflight requests in flight per backend; several backends, --offload, --shed). Default: direct for a serving engine, batches for hf workers."})
+    model: str = field(default="smollm2", metadata={"help": "Model for real runs (as in `rtlm profile`)."})
+    specs: tuple[str, ...] = field(default=(), metadata={"help": "A backend (where requests run) and its timing table, repeatable: WHERE[=TIMING], WHERE being a device for hf workers (cpu, cuda:0), a --url for serving engines, a name in simulation; TIMING a profile or timing file, or a shipped table (h200, vllm-cpu). Default: one backend (cpu; the --url; in simulation \"worker\") priced by the profile's table."})
+    timing: str | None = field(default=None, metadata={"help": "Default timing table (a profile directory, a .jsonl/.parquet file, or h200, vllm-cpu)."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Token cap for real runs (default: the profile's)."})
+    priority_order: str = field(default="lower-first", metadata={"help": "Which engine priority runs first: lower-first (vLLM) or higher-first (SGLang's default); honoured by the simulated engine too."})
+    allow_static_timing: bool = field(default=False, metadata={"help": "Let --batching continuous price steps with a table measured with static batches (hf engine)."})
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    limits: ServerLimits = field(default_factory=ServerLimits)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    inflight: int | None = field(default=None, metadata={"help": "--dispatch gateway: K, the requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
+    shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late."})
+    placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request) or round-robin (in turn: a baseline)."})
+    retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: send a request that failed on a backend once more, to any live one (recorded in retries)."})
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``WHERE[=TIMING]`` -> (where, timing or ""); a URL may hold '=', a timing table's name never does."""
+    where, sep, timing = spec.rpartition("=")
+    return (where, timing) if sep else (timing, "")
 
 
 def goodput_thresholds(specs: tuple[str, ...]) -> dict[str, float]:
@@ -33,103 +88,110 @@ def goodput_thresholds(specs: tuple[str, ...]) -> dict[str, float]:
                             "(e.g. ttft:2000 tpot:100)")
         out[f"{name}_s"] = value / 1000.0
     return out
-PRIORITY_ORDERS = ("lower-first", "higher-first")
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
     out: str = field(metadata={"help": "Run directory to write (a parent directory when sweeping several policies/rates/loads)."})
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    policy: str = field(default="fcfs", metadata={"help": "Scheduling policy"})
-    profile: str | None = field(default=None, metadata={"help": "Profile to draw prompts from (a directory, or a shipped one by name: reference, reference-64): true lengths known (needed by --simulate and oracle); its timing table prices the workers."})
-    prompts: str | None = field(default=None, metadata={"help": "Any prompt source instead of a profile (real runs only)."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column of a prompt file."})
-    predictor: str | None = field(default=None, metadata={"help": "Predictor directory (needed by the policies that say so)."})
-    simulate: bool = field(default=False, metadata={"help": "Discrete-event simulation on the timing table instead of the real model."})
-    model: str = field(default="smollm2", metadata={"help": "Model for real runs (as in `rtlm profile`)."})
-    workers: tuple[str, ...] = field(default=(), metadata={"help": "A worker, repeatable: DEVICE[=TIMING] for real runs (cpu, cuda:0), NAME[=TIMING] in simulation; TIMING is a profile or timing file, or h200 (default: the profile's)."})
-    timing: str | None = field(default=None, metadata={"help": "Default timing table (a profile directory, a .jsonl/.parquet file, or h200)."})
-    max_batch: int = field(default=1, metadata={"help": "Dynamic consolidation: batches of up to this many alike requests (1 = off). Near capacity a larger limit leaves more room to group; the timing table's largest measured batch is a good choice (16 on the reference table)."})
-    offload: bool = field(default=False, metadata={"help": "Strategic offloading, only while the fast workers are congested. Static batches (hf workers): slower workers take the longest, most uncertain request if it finishes sooner there. Serving engines (--dispatch gateway): a slower backend's free slot takes the request whose move saves the most waiting, if it finishes no later there (any, once the fast backends alone are overloaded)."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Token cap for real runs (default: the profile's)."})
-    size_weight: float = field(default=RTLM.SIZE_WEIGHT, metadata={"help": "rtlm policy: weight of predicted service time against arrival order (0 = FCFS; larger = lower mean response time, longer tail at high load)."})
-    uncertainty_weight: float = field(default=RTLM.UNCERTAINTY_WEIGHT, metadata={"help": "rtlm policy: how much uncertainty inflates a request's predicted service time."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory once the new run is written."})
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    dispatch: str = field(default="direct", metadata={"help": "With a serving engine (real, or --batching continuous): direct (each request sent when it arrives, its policy key as the request's priority; the engine orders its own queue) or gateway (rtlm's own queue, at most --inflight requests in flight per backend; several backends, --offload, --shed)."})
-    inflight: int | None = field(default=None, metadata={"help": "--dispatch gateway: requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
-    shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late."})
-    placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request) or round-robin (in turn: a baseline)."})
-    retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: send a request that failed on a backend once more, to any live one (recorded in retries)."})
-    priority_order: str = field(default="lower-first", metadata={"help": "Which engine priority runs first: lower-first (vLLM) or higher-first (SGLang's default)."})
-    batching: str = field(default="static", metadata={"help": "With --simulate: static (padded run-to-completion batches: the hf engine, RT-LM's setting) or continuous (a vLLM-like engine: a running set of --max-num-seqs, token budget, KV cache, preemption; needs a timing table measured through an engine)."})
-    engine_model: EngineModel = field(default_factory=EngineModel)
-    allow_static_timing: bool = field(default=False, metadata={"help": "Let --batching continuous price steps with a table measured with static batches (hf engine)."})
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    backends: BackendConfig = field(default_factory=BackendConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     goodput: tuple[str, ...] = field(default=(), metadata={"help": "Fixed SLOs for goodput as `vllm bench serve` counts it, e.g. ttft:2000 tpot:100 (milliseconds; also e2el); a request is good when it meets every one."})
-    local_prefill: bool = field(default=False, metadata={"help": "With a serving engine and a predictor that uses the prefill family: compute it on a local copy of the model (its cost counts in each request's latency)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory once the new run is written."})
+
+    @classmethod
+    def of(cls, out: str, **options) -> "ReplayConfig":
+        """One config from flat keywords, each a field of the concern that owns it (``policy`` the
+        policy's name; ``limits`` or ServerLimits' own fields); a concern may be given whole
+        (``workload=WorkloadConfig(...)``). For scripts: ``ReplayConfig.of(out, simulate=True, policy="rtlm")``."""
+        if isinstance(options.get("policy"), str):
+            options["name"] = options.pop("policy")
+        own = {k: options.pop(k) for k in ("goodput", "overwrite") if k in options}
+        limit_names = {f.name for f in dataclasses.fields(ServerLimits)}
+        limits = {k: options.pop(k) for k in list(options) if k in limit_names}
+        parts = {}
+        for part, kind in (("workload", WorkloadConfig), ("policy", PolicyConfig), ("backends", BackendConfig),
+                           ("gateway", GatewayConfig)):
+            given = options.pop(part, None) or kind()
+            names = {f.name for f in dataclasses.fields(kind)}
+            parts[part] = dataclasses.replace(given, **{k: options.pop(k) for k in list(options) if k in names})
+        if options:
+            raise TypeError(f"ReplayConfig.of: no setting named {', '.join(sorted(options))}")
+        if limits:
+            b = parts["backends"]
+            parts["backends"] = dataclasses.replace(b, limits=dataclasses.replace(b.limits, **limits))
+        return cls(out=out, **own, **parts)
 
     @property
-    def priority_sign(self) -> int:
-        return 1 if self.priority_order == "lower-first" else -1
+    def mode(self) -> Mode:
+        b = self.backends
+        return Mode.resolve(b.simulate, b.batching, b.dispatch, b.engine.name)
 
     @property
-    def policy_params(self) -> dict:
-        return {"size_weight": self.size_weight, "uncertainty_weight": self.uncertainty_weight}
+    def inflight(self) -> int:
+        """K, the requests in flight per backend under --dispatch gateway."""
+        b = self.backends
+        return self.gateway.inflight or (b.engine.vllm.max_num_seqs if b.engine.is_server else b.limits.max_num_seqs)
 
     def validate(self) -> "ReplayConfig":
-        self.workload.validate()
-        make_policy(self.policy, **self.policy_params)  # unknown name -> did-you-mean; bad parameters
-        check_needs(self.policy, {k for k, v in (("predictor", self.predictor), ("profile", self.profile)) if v})
-        if self.simulate and not self.profile:
+        mode = self.mode
+        w, p, b = self.workload, self.policy, self.backends
+        w.validate()
+        make_policy(p.name, **p.params)  # unknown name -> did-you-mean; bad parameters
+        check_needs(p.name, {k for k, v in (("predictor", p.predictor), ("profile", w.profile)) if v})
+        if mode.simulated and not w.profile:
             raise RtlmError("--simulate needs --profile: the simulator replays the true output lengths recorded there")
-        if not self.profile and not self.prompts:
+        if not w.profile and not w.prompts:
             raise RtlmError("pass --profile (prompts with known lengths) or --prompts (any prompt source)")
-        if self.max_batch < 1:
-            raise RtlmError(f"--max-batch must be >= 1, got {self.max_batch}")
-        self.engine.validate()
+        b.engine.validate()
         goodput_thresholds(self.goodput)
-        if self.batching not in BATCHING:
-            raise RtlmError(f"unknown --batching {self.batching!r}: use {' or '.join(BATCHING)}")
-        if self.batching == "continuous":
-            if not self.simulate:
-                raise RtlmError("--batching continuous is a simulation (--simulate); real continuous batching is --engine vllm|openai")
-            if self.max_batch != 1:
-                raise RtlmError("--max-batch is for static batches; a continuous engine batches itself")
-            if self.dispatch == "direct" and (self.offload or len(self.workers) > 1):
-                raise RtlmError("--dispatch direct sends to one engine: several --worker and --offload need --dispatch gateway")
-            if min(self.engine_model.max_num_seqs, self.engine_model.max_num_batched_tokens, self.engine_model.block_size) < 1 \
-                    or self.engine_model.kv_cache_tokens < self.engine_model.block_size:
-                raise RtlmError("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, and "
-                                "--kv-cache-tokens at least one block")
-        if self.engine.is_server:
-            if self.simulate:
-                raise RtlmError(f"--simulate runs no engine: drop --engine {self.engine.name} (or --simulate)")
-            if self.max_batch != 1:
-                raise RtlmError(f"--max-batch is for the hf engine's static batches; --engine {self.engine.name} batches by itself")
-            if self.dispatch == "direct" and (len(self.engine.client.urls) > 1 or self.offload):
-                raise RtlmError("--dispatch direct sends to one server: several --url and --offload need --dispatch gateway")
-            if self.workers and len(self.workers) != max(len(self.engine.client.urls), 1):
-                raise RtlmError("with a serving engine, give one --worker NAME=TIMING per --url (its timing table), or none")
-            if self.priority_order not in PRIORITY_ORDERS:
-                raise RtlmError(f"--priority-order is one of {', '.join(PRIORITY_ORDERS)}, got {self.priority_order!r}")
-        if self.dispatch not in DISPATCH:
-            raise RtlmError(f"unknown --dispatch {self.dispatch!r}: use {' or '.join(DISPATCH)}")
-        if self.dispatch == "gateway" and not (self.engine.is_server or self.batching == "continuous"):
-            raise RtlmError("--dispatch gateway fronts serving engines: use --engine vllm|openai, or --simulate --batching continuous")
-        if (self.inflight is not None and self.inflight < 1) or ((self.shed or self.retry_failed or self.inflight)
-                                                                  and self.dispatch != "gateway"):
-            raise RtlmError("--inflight (>= 1), --shed and --retry-failed go with --dispatch gateway")
-        if self.placement not in ("first-free", "round-robin"):
-            raise RtlmError(f"--placement is first-free or round-robin, got {self.placement!r}")
-        if self.shed and self.workload.slo_s is None and self.workload.slo_factor is None:
-            raise RtlmError("--shed drops requests past their deadline: give deadlines with --slo or --slo-factor")
+        if b.priority_order not in PRIORITY_ORDERS:
+            raise RtlmError(f"--priority-order is one of {', '.join(PRIORITY_ORDERS)}, got {b.priority_order!r}")
+        if p.max_batch < 1 or (p.max_batch != 1 and mode.batching == "continuous"):
+            raise RtlmError(f"--max-batch (>= 1) is for static batches; a serving engine batches by itself (got {p.max_batch})")
+        _check_dispatch(mode, self)
+        if mode.simulated and mode.batching == "continuous":
+            _check_simulated_server(b, w.profile)
+        if not mode.simulated and b.engine.is_server and b.specs:
+            urls = {u.rstrip("/") for u in b.engine.client.urls or (b.engine.name,)}
+            named = {split_spec(s)[0].rstrip("/") for s in b.specs}
+            if len(b.specs) != len(urls) or named != urls:
+                raise RtlmError(f"with a serving engine, give one --backend URL=TIMING per --url ({', '.join(sorted(urls))}), "
+                                "or none")
         check_output(Path(self.out), self.overwrite)
         return self
 
-    @property
-    def slots(self) -> int:
-        """Requests in flight per backend under --dispatch gateway."""
-        return self.inflight or (self.engine.vllm.max_num_seqs if self.engine.is_server else self.engine_model.max_num_seqs)
+
+def _check_dispatch(mode: Mode, cfg: ReplayConfig) -> None:
+    """What each way of reaching the backends allows."""
+    g, b = cfg.gateway, cfg.backends
+    if mode.dispatch != "gateway" and (g.inflight is not None or g.shed or g.retry_failed):
+        raise RtlmError("--inflight (>= 1), --shed and --retry-failed go with --dispatch gateway")
+    if mode.dispatch == "direct" and (cfg.policy.offload or len(b.engine.client.urls) > 1 or len(b.specs) > 1):
+        raise RtlmError("--dispatch direct sends to one engine: several --url or --backend and --offload need "
+                        "--dispatch gateway")
+    if mode.dispatch == "gateway":
+        if g.inflight is not None and g.inflight < 1:
+            raise RtlmError(f"--inflight must be >= 1, got {g.inflight}")
+        if g.placement not in PLACEMENTS:
+            raise RtlmError(f"--placement is {' or '.join(PLACEMENTS)}, got {g.placement!r}")
+        if g.shed and cfg.workload.slo_s is None and cfg.workload.slo_factor is None:
+            raise RtlmError("--shed drops requests past their deadline: give deadlines with --slo or --slo-factor")
+
+
+def _check_simulated_server(b: BackendConfig, profile: str | None) -> None:
+    """A simulated serving engine: sane limits, and steps priced by a table measured through an engine."""
+    m = b.limits
+    if min(m.max_num_seqs, m.max_num_batched_tokens, m.block_size) < 1 or m.kv_cache_tokens < m.block_size:
+        raise RtlmError("--max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, and "
+                        "--kv-cache-tokens at least one block")
+    for spec in b.specs or ("",):
+        source = split_spec(spec)[1] or b.timing or profile
+        if source and timing_origin(source) == "hf" and not b.allow_static_timing:
+            raise RtlmError(f"the timing table of {source} was measured with static batches (the hf engine): continuous "
+                            "batching needs one measured through a serving engine (`rtlm profile --engine vllm "
+                            "--calibrate -n 0`, or the shipped --timing vllm-cpu), or pass --allow-static-timing")
 
 
 def sweep(base: ReplayConfig, policies: list[str], rates: list[float] | None, loads: list[float] | None) -> list[ReplayConfig]:
@@ -138,14 +200,15 @@ def sweep(base: ReplayConfig, policies: list[str], rates: list[float] | None, lo
     if rates is not None and loads is not None:
         raise RtlmError("give --rate or --load, not both")
     points = [("rate", r) for r in rates] if rates is not None else [("load", x) for x in (loads or [None])]
-    policies = policies or [base.policy]
+    policies = policies or [base.policy.name]
     several = len(policies) * len(points) > 1
     configs = []
     for pol in policies:
         for kind, value in points:
             name = f"{pol}-{kind}{value:g}" if value is not None else pol
             configs.append(dataclasses.replace(
-                base, policy=pol, out=str(Path(base.out) / name) if several else base.out,
+                base, policy=dataclasses.replace(base.policy, name=pol),
+                out=str(Path(base.out) / name) if several else base.out,
                 workload=dataclasses.replace(base.workload, **{kind: value})))
     for c in configs:
         c.validate()

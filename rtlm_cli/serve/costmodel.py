@@ -59,18 +59,18 @@ class CostModel:
         b = len(prompt_tokens)
         ctx = max(prompt_tokens) if prompt_tokens else 1
         longest = max(output_tokens) if output_tokens else 1
-        pre = self.prefill(b, _bucket(ctx))
-        step = self.step(b, _bucket(ctx + longest / 2))
+        pre = self.prefill(b, bucket(ctx))
+        step = self.step(b, bucket(ctx + longest / 2))
         finishes = [pre + max(n - 1, 0) * step for n in output_tokens]
         return pre, finishes, pre + max(longest - 1, 0) * step
 
     def service_s(self, prompt_tokens: int, output_tokens: float, concurrency: int = 1) -> float:
         """A request's prefill (alone) plus its decode steps, each shared with ``concurrency - 1``
         others (1: a batch of one, as ``batch_times`` prices it)."""
-        pre = self.prefill(1, _bucket(prompt_tokens))
-        return pre + max(output_tokens - 1, 0) * self.step(concurrency, _bucket(prompt_tokens + output_tokens / 2))
+        pre = self.prefill(1, bucket(prompt_tokens))
+        return pre + max(output_tokens - 1, 0) * self.step(concurrency, bucket(prompt_tokens + output_tokens / 2))
 
 
-def _bucket(context: float) -> int:
+def bucket(context: float) -> int:
     """Coarse contexts (16-token steps) keep the memo small."""
     return int(context) // 16 * 16 + 16

@@ -1,6 +1,6 @@
-"""``rtlm serve-local``: build a workload's requests, drive the shared scheduler with the simulator or
-the real executor, and write a run directory. Torch is imported only by the real executor.
-"""
+"""``rtlm serve-local``: resolve the ``Mode`` once, build the workload's requests and the decision core,
+run the mode's one path (``serve/mode.py`` lists the six), and write a run directory. Torch is
+imported only where a model runs (the hf executor's workers)."""
 
 from __future__ import annotations
 
@@ -17,153 +17,134 @@ from rtlm_cli.formats import predictor as predictor_format
 from rtlm_cli.formats import profile as profile_format
 from rtlm_cli.formats.run import write_run
 from rtlm_cli.formats.store import now_iso, provenance
-from rtlm_cli.formats.timing import load_timing_table, timing_origin
-from rtlm_cli.serve.config import ReplayConfig, goodput_thresholds
-from rtlm_cli.serve.continuous import (
-    ContinuousEngine,
-    StepCost,
-    continuous_capacity,
-    simulate_continuous,
-)
+from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.serve.config import ReplayConfig, goodput_thresholds, split_spec
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.engine_run import engine_for
-from rtlm_cli.serve.gateway import Gateway, simulate_gateway
-from rtlm_cli.serve.requests import (
-    Pool,
-    build_requests,
-    check_predictor,
-    load_pool,
-    predict_pool,
-)
-from rtlm_cli.serve.scheduling.policies import make_policy
-from rtlm_cli.serve.scheduling.scheduler import Scheduler, Worker
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.core import DecisionCore
+from rtlm_cli.serve.decide.gateway import Gateway
+from rtlm_cli.serve.decide.policies import make_policy
+from rtlm_cli.serve.live.servers import engine_for
+from rtlm_cli.serve.mode import Mode
+from rtlm_cli.serve.pool import Pool, build_requests, check_predictor, load_pool, predict_pool
+from rtlm_cli.serve.sim.server import SimulatedServer, StepCost, capacity_rps
 
 
-def make_workers(cfg: ReplayConfig, pool: Pool) -> list[Worker]:
-    """Workers from specs ``NAME[=TIMING]`` (simulation) or ``DEVICE[=TIMING]`` (real); a serving
-    engine is one worker, priced by the profile's (or ``--timing``'s) table."""
-    if cfg.engine.is_server:  # one worker per server: its URL (a managed vLLM: "vllm")
-        names = cfg.engine.client.urls or (cfg.engine.name,)
-        specs = tuple(f"{u}={s.partition('=')[2]}" if s else u for u, s in zip(names, cfg.workers or [""] * len(names)))
+def make_backends(cfg: ReplayConfig, mode: Mode) -> list[Backend]:
+    """Backends from specs ``WHERE[=TIMING]``: devices (hf workers), URLs (serving engines; a managed
+    vLLM is "vllm") or names (simulation), each priced by its timing table (default: ``--timing``,
+    else the profile's)."""
+    b = cfg.backends
+    if mode.executes == "serving-engine" and not mode.simulated:
+        given = dict(split_spec(s) for s in b.specs)
+        specs = [(u, given.get(u, given.get(u.rstrip("/"), ""))) for u in (b.engine.client.urls or (b.engine.name,))]
     else:
-        specs = cfg.workers or (("cpu",) if not cfg.simulate else ("worker",))
-    default_timing = cfg.timing or cfg.profile
-    workers = []
-    for i, spec in enumerate(specs):
-        name, _, timing = spec.partition("=")
+        specs = [split_spec(s) for s in b.specs or (("worker",) if mode.simulated else ("cpu",))]
+    default_timing = b.timing or cfg.workload.profile
+    inflight = {"batches": 1, "direct": None, "gateway": cfg.inflight}[mode.dispatch]
+    backends = []
+    for i, (where, timing) in enumerate(specs):
         source = timing or default_timing
         if not source:
-            raise RtlmError(f"worker {name} has no timing table: pass --timing FILE or NAME=TIMING")
-        table = load_timing_table(source, missing_ok=False)
-        workers.append(Worker(i, name, CostModel.from_table(table, name)))
-    return workers
+            raise RtlmError(f"worker {where} has no timing table: pass --timing FILE or {where}=TIMING")
+        cost = CostModel.from_table(load_timing_table(source, missing_ok=False), where)
+        backends.append(Backend(i, where, cost, static=mode.batching == "static", inflight=inflight))
+    return backends
 
 
-def capacity_rps(workers: list[Worker], pool: Pool, predicted: np.ndarray) -> float:
-    """Requests/s the workers sustain at batch 1 for this pool's mean request."""
+def load_capacity(mode: Mode, cfg: ReplayConfig, backends: list[Backend], pool: Pool, predicted: np.ndarray) -> float:
+    """Requests/s the backends sustain over this pool's requests: continuous-batching capacity for a
+    serving engine, batch-1 service otherwise (what ``--load`` is a share of)."""
     sizes = np.where(pool.true_tokens > 0, pool.true_tokens, predicted)
+    if mode.batching == "continuous":
+        return sum(capacity_rps(b.cost, cfg.backends.limits, pool.prompt_tokens, sizes) for b in backends)
     idx = np.linspace(0, len(sizes) - 1, min(len(sizes), 500)).astype(int)
-    total = 0.0
-    for w in workers:
-        mean_s = float(np.mean([w.cost.service_s(int(pool.prompt_tokens[i]), float(sizes[i])) for i in idx]))
-        total += 1.0 / mean_s
-    return total
+    return sum(1.0 / float(np.mean([b.cost.service_s(int(pool.prompt_tokens[i]), float(sizes[i])) for i in idx]))
+               for b in backends)
 
 
-def check_continuous_timing(cfg: ReplayConfig) -> None:
-    """Continuous batching prices steps with a table measured through a serving engine."""
-    for spec in cfg.workers or ("",):
-        source = spec.partition("=")[2] or cfg.timing or cfg.profile
-        if timing_origin(source) == "hf" and not cfg.allow_static_timing:
-            raise RtlmError(f"the timing table of {source} was measured with static batches (the hf engine): continuous "
-                            "batching needs one measured through a serving engine (`rtlm profile --engine vllm "
-                            "--calibrate -n 0`, or the shipped --timing vllm-cpu), or pass --allow-static-timing")
+def simulate(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore) -> list[dict]:
+    """The simulated modes' one path each."""
+    from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
+    from rtlm_cli.serve.sim.static import simulate_batches
+
+    if mode.dispatch == "batches":
+        return simulate_batches(requests, core)
+    b = cfg.backends
+    servers = {x.bid: SimulatedServer(b.limits, StepCost(x.cost), x.bid, x.name, b.priority_order) for x in core.backends}
+    if mode.dispatch == "direct":
+        return simulate_direct(requests, core, core.backends[0], servers[0])
+    return simulate_gateway(requests, Gateway(core, cfg.gateway.placement), servers)
 
 
-def execute(cfg: ReplayConfig, requests, scheduler: Scheduler, max_new: int, console, dashboard: bool, engine):
-    """Run the requests one of five ways: simulated with static batches, simulated on a continuous
-    engine (direct or behind the gateway), on rtlm's hf workers, or through serving engines;
-    (records, model info or None when simulated, interrupted, the engine's settings or None)."""
-    policy, workers = scheduler.policy, scheduler.workers
-    if cfg.simulate and cfg.batching == "continuous":
-        if cfg.dispatch == "gateway":  # the engines get no priority from the gateway: arrival order
-            fifo = make_policy("fcfs")
-            engines = {w.wid: ContinuousEngine(cfg.engine_model, StepCost(w.cost), fifo, cfg.priority_sign, w.wid, w.name)
-                       for w in workers}
-            return simulate_gateway(requests, Gateway(scheduler, workers, cfg.placement), engines), None, False, None
-        return simulate_continuous(requests, policy, cfg.engine_model, workers[0].cost, cfg.priority_sign), None, False, None
-    if cfg.simulate:
-        from rtlm_cli.serve.simulate import simulate
+def execute(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore, max_new: int, console, dashboard: bool,
+            engine):
+    """(records, model info or None when simulated, interrupted, the engine's settings or None)."""
+    if mode.simulated:
+        return simulate(mode, cfg, requests, core), None, False, None
+    if mode.executes == "serving-engine":
+        from rtlm_cli.serve.live.servers import replay_on_servers
 
-        return simulate(requests, scheduler), None, False, None
-    if cfg.engine.is_server:
-        from rtlm_cli.serve.engine_run import serve_engine
+        return replay_on_servers(mode, cfg, requests, core, max_new, console, dashboard, engine)
+    from rtlm_cli.serve.live.workers import serve_batches
 
-        return serve_engine(requests, policy, cfg, max_new, console, dashboard, engine, scheduler)
-    from rtlm_cli.serve.executor import serve
-
-    return (*serve(requests, scheduler, cfg, max_new, console, dashboard), None)
+    return (*serve_batches(requests, core, cfg.backends.model, max_new, cfg.policy.name, console, dashboard), None)
 
 
 def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None) -> dict:
     """Run one replay and write its run directory; ``engine``: an open serving engine to reuse (one
     is opened for this replay when it needs one and none is given)."""
     cfg.validate()
-    if cfg.engine.is_server and engine is None:
+    mode = cfg.mode
+    if mode.executes == "serving-engine" and not mode.simulated and engine is None:
         with engine_for(cfg, console) as opened:
             return replay(cfg, console, dashboard, opened)
-    pmeta = predictor_format.read_predictor_meta(cfg.predictor) if cfg.predictor else None
-    pool = load_pool(cfg, pmeta, engine)
-    check_predictor(cfg.predictor, pmeta, pool)
-    cap = float(profile_format.cap(pool.meta) if pool.meta else cfg.max_new_tokens or MAX_NEW_TOKENS)
-    workers = make_workers(cfg, pool)
-    isolate = not cfg.simulate and not cfg.engine.is_server  # torch and LightGBM in one process: slow
-    preds = predict_pool(cfg.predictor, pool, cap, isolate=isolate, pmeta=pmeta, console=console)
-    continuous = cfg.simulate and cfg.batching == "continuous"
-    if continuous:
-        check_continuous_timing(cfg)
-        sizes = np.where(pool.true_tokens > 0, pool.true_tokens, preds.predicted)
-        capacity = sum(continuous_capacity(w.cost, cfg.engine_model, pool.prompt_tokens, sizes) for w in workers)
-    else:
-        capacity = capacity_rps(workers, pool, preds.predicted)
-    w = cfg.workload
+    p, w = cfg.policy, cfg.workload
+    pmeta = predictor_format.read_predictor_meta(p.predictor) if p.predictor else None
+    pool = load_pool(w, p.predictor, pmeta, engine)
+    check_predictor(p.predictor, pmeta, pool)
+    cap = float(profile_format.cap(pool.meta) if pool.meta else cfg.backends.max_new_tokens or MAX_NEW_TOKENS)
+    backends = make_backends(cfg, mode)
+    isolate = not mode.simulated and mode.executes == "hf-workers"  # torch and LightGBM in one process: slow
+    preds = predict_pool(p.predictor, pool, cap, isolate=isolate, pmeta=pmeta, console=console)
+    capacity = load_capacity(mode, cfg, backends, pool, preds.predicted)
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
-    fastest = min(workers, key=lambda x: x.cost.step(1, 256))
-    requests = build_requests(cfg, pool, preds, fastest.cost, rate)
-    pred_cap = float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None  # what a mixture's P(capped) is of
-    policy = make_policy(cfg.policy, **cfg.policy_params)
-    if cfg.dispatch == "gateway":
-        for worker in workers:
-            worker.slots = cfg.slots
-    scheduler = Scheduler(policy, workers, max_batch=cfg.max_batch, offload=cfg.offload, cap_tokens=pred_cap,
-                          shed=cfg.shed)
-    started = now_iso()
-    t0 = time.perf_counter()
-    max_new = cfg.max_new_tokens or int(cap)
-    records, model_info, interrupted, about_engine = execute(cfg, requests, scheduler, max_new, console, dashboard,
-                                                             engine)
+    requests = build_requests(w, pool, preds, min(backends, key=lambda b: b.step_s).cost, rate)
+    core = DecisionCore(make_policy(p.name, **p.params), backends, max_batch=p.max_batch, offload=p.offload,
+                        cap_tokens=float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None, shed=cfg.gateway.shed,
+                        priority_order=cfg.backends.priority_order)
+    started, t0 = now_iso(), time.perf_counter()
+    records, model_info, interrupted, about_engine = execute(mode, cfg, requests, core,
+                                                             cfg.backends.max_new_tokens or int(cap), console,
+                                                             dashboard, engine)
     if model_info is None:  # simulated: the profile's model
-        model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.model}
-    wall = time.perf_counter() - t0
-    meta = {
-        "complete": not interrupted, "created_at": started, "mode": "simulated" if cfg.simulate else "real",
-        "engine": None if cfg.simulate else engine_name(cfg.model, cfg.engine.name),
-        "batching": "continuous" if cfg.engine.is_server or continuous else "static", "engine_settings": about_engine,
-        "engine_model": dataclasses.asdict(cfg.engine_model) if continuous else None,
-        "dispatch": cfg.dispatch if continuous or cfg.engine.is_server else None,
-        "inflight": cfg.slots if cfg.dispatch == "gateway" else None, "shed": cfg.shed,
-        "placement": cfg.placement if cfg.dispatch == "gateway" else None,
-        "goodput_slo": goodput_thresholds(cfg.goodput) or None,
-        "policy": cfg.policy, "policy_params": cfg.policy_params, "cap": int(cap),
-        "max_batch": cfg.max_batch, "offload": cfg.offload,
-        "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,
-                     "offered_load": rate / capacity if rate else None},
-        "profile": cfg.profile, "prompts": cfg.prompts, "predictor": cfg.predictor,
-        "predictor_meta": {k: pmeta[k] for k in ("families", "method", "target", "metrics")} if pmeta else None,
-        "out_of_fold_predictions": preds.out_of_fold,
-        "model": model_info, "workers": [{"name": x.name, "spec": s} for x, s in zip(workers, cfg.workers or [x.name for x in workers])],
-        "seed": w.seed, "wall_s": wall, **provenance(),
-    }
+        model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.backends.model}
+    meta = run_meta(cfg, mode, backends, capacity, rate, int(cap), pmeta, preds.out_of_fold)
+    meta.update(complete=not interrupted, created_at=started, wall_s=time.perf_counter() - t0, model=model_info,
+                engine_settings=about_engine)
     meta = write_run(Path(cfg.out), records, meta)
     meta["out"] = cfg.out
     return meta
+
+
+def run_meta(cfg: ReplayConfig, mode: Mode, backends: list[Backend], capacity: float, rate: float | None, cap: int,
+             pmeta: dict | None, out_of_fold: int) -> dict:
+    """What a run's meta.json says of how it was made (``docs/formats.md``)."""
+    p, b, w = cfg.policy, cfg.backends, cfg.workload
+    gateway = mode.dispatch == "gateway"
+    return {
+        **mode.describe(), "priority_order": b.priority_order,
+        "engine": None if mode.simulated else engine_name(b.model, b.engine.name),
+        "engine_model": dataclasses.asdict(b.limits) if mode.simulated and mode.batching == "continuous" else None,
+        "inflight": cfg.inflight if gateway else None, "shed": cfg.gateway.shed,
+        "placement": cfg.gateway.placement if gateway else None,
+        "goodput_slo": goodput_thresholds(cfg.goodput) or None,
+        "policy": p.name, "policy_params": p.params, "cap": cap, "max_batch": p.max_batch, "offload": p.offload,
+        "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,
+                     "offered_load": rate / capacity if rate else None},
+        "profile": w.profile, "prompts": w.prompts, "predictor": p.predictor,
+        "predictor_meta": {k: pmeta[k] for k in ("families", "method", "target", "metrics")} if pmeta else None,
+        "out_of_fold_predictions": out_of_fold,
+        "workers": [{"name": x.name, "spec": s} for x, s in zip(backends, b.specs or [x.name for x in backends])],
+        "seed": w.seed, **provenance(),
+    }

@@ -1,4 +1,5 @@
-"""Workloads: seeded arrival processes (or a trace) over prompts from a profile or a prompt source.
+"""Workloads: which prompts arrive when (seeded arrival processes, or a trace) over prompts from a
+profile (true lengths known) or a prompt source, and their deadlines.
 
 Every random draw comes from this workload's own ``numpy.random.Generator``.
 """
@@ -17,6 +18,9 @@ ARRIVALS = ("poisson", "gamma", "constant", "burst", "trace")
 
 @dataclass(frozen=True)
 class WorkloadConfig:
+    profile: str | None = field(default=None, metadata={"help": "Profile to draw prompts from (a directory, or a shipped one by name: reference, reference-64): true lengths known (needed by --simulate and oracle); its timing table prices the workers."})
+    prompts: str | None = field(default=None, metadata={"help": "Any prompt source instead of a profile (real runs only)."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column of a prompt file."})
     arrivals: str = field(default="poisson", metadata={"help": "poisson, gamma (bursty, see --cv), constant, burst (all at t=0) or trace."})
     rate: float | None = field(default=None, metadata={"help": "Arrival rate in requests/s; comma-separated to sweep."})
     load: float | None = field(default=None, metadata={"help": "Arrival rate as a share of the workers' batch-1 capacity (printed); comma-separated to sweep."})

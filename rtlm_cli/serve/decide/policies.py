@@ -18,10 +18,9 @@ from typing import ClassVar
 
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.registry import Registry
-from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.serve.decide.request import Request
 
 POLICIES: Registry[type["Policy"]] = Registry("policy")
-KEY_RESOLUTION = 1000  # keys become engine priorities at 1/1000 of their unit
 NEEDS = {  # what a policy may need, and how the user provides it
     "predictor": "--predictor DIR: train one with `rtlm train-predictor`",
     "profile": "--profile: it reads the true output lengths recorded there",
@@ -40,12 +39,6 @@ class Policy:
 
     def key(self, r: Request) -> float:
         raise NotImplementedError
-
-    def priority(self, r: Request, sign: int = 1) -> int | None:
-        """The key as a serving engine's integer priority (``--dispatch direct``), its order kept at
-        1/1000 of the key's unit (ms for time-valued keys); ``sign`` -1 where a higher value runs first
-        (SGLang). None for a policy that does not reorder: the engine's own arrival order."""
-        return sign * math.floor(self.key(r) * KEY_RESOLUTION) if self.reorders else None
 
     def size(self, r: Request) -> float:
         """The tokens a request is expected to generate."""

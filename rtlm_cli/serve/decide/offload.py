@@ -11,20 +11,22 @@ request holds there:
   rather than a batch and the slow backend's value is its capacity: the request whose move saves
   the most waiting in all, among those that would finish no later there, and, once the fast
   backends alone are overloaded, the one that saves the most even if it does not pay for itself.
-  RT-LM's rule measured 1.85-1.91x FCFS's mean on a CPU + H200 pair at 90% load, this one 0.98-0.99x
-  (0.86x at 70%): docs/benchmarks.md, "Two heterogeneous backends".
+  Why RT-LM's rule was replaced there: docs/benchmarks.md, "Two heterogeneous backends".
 
-It reads the scheduler's queue (``_waiting``, ``_by_key``) and never a clock: ``now`` is given.
+It reads the waiting requests through the decision core's ``QueueView`` and never a clock: ``now``
+is given. It only chooses; the core takes the chosen request out of the queue.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import deque
 
-from rtlm_cli.serve.scheduling.request import Request
-from rtlm_cli.serve.scheduling.worker import Worker
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.policies import Policy
+from rtlm_cli.serve.decide.request import Request
 
 
 class Offloader:
@@ -32,12 +34,13 @@ class Offloader:
     LOAD_WINDOW = 256  # and reads the fast side's load off this many latest arrivals (and ends)
     OVERLOAD = 1.0  # at or above this load on the fast side alone, the slow backends are needed
 
-    def __init__(self, scheduler):
-        """``scheduler``: the ``Scheduler`` whose queue it reads (its workers, ``fast``, policy)."""
-        self.s = scheduler
-        fast = [w for w in scheduler.workers if w.wid in scheduler.fast]
-        self.fast_cost = min(fast, key=lambda w: w.wid).cost
-        self.fast_k, self.fast_slots = max(w.slots for w in fast), sum(w.slots for w in fast)
+    def __init__(self, policy: Policy, backends: list[Backend], fast: set[int], queue):
+        """``fast``: the ids of the fastest backends; ``queue``: the core's ``QueueView``."""
+        self.policy, self.backends, self.fast, self.queue = policy, backends, fast, queue
+        fast_backends = [b for b in backends if b.bid in fast]
+        self.fast_cost = min(fast_backends, key=lambda b: b.bid).cost
+        slots = [1 if b.static else b.inflight for b in fast_backends]
+        self.fast_k, self.fast_slots = max(slots), sum(slots)
         self.by_size: list[tuple[float, int]] = []  # longest, most uncertain first (static workers)
         self.recent: deque[tuple[float, float]] = deque()  # (arrival, its work on the fast side)
         self.recent_work = 0.0
@@ -47,7 +50,7 @@ class Offloader:
     # -- what it is told -------------------------------------------------------------------------
     def arrived(self, req: Request, now: float) -> None:
         heapq.heappush(self.by_size, (-req.predicted_service_s * (1.0 + req.uncertainty), req.rid))
-        work = self.fast_cost.service_s(req.prompt_tokens, self.s.policy.size(req), self.fast_k) / self.fast_slots
+        work = self.fast_cost.service_s(req.prompt_tokens, self.policy.size(req), self.fast_k) / self.fast_slots
         self.recent.append((now, work))
         self.recent_work += work
         if len(self.recent) > self.LOAD_WINDOW:
@@ -55,7 +58,7 @@ class Offloader:
 
     def ended(self, req: Request, output_tokens: int) -> None:
         """A request finished with ``output_tokens``: how the expected lengths come out."""
-        pair = (self.s.policy.size(req), float(output_tokens))
+        pair = (self.policy.size(req), float(output_tokens))
         self.lengths.append(pair)
         self.lengths_sum = [self.lengths_sum[0] + pair[0], self.lengths_sum[1] + pair[1]]
         if len(self.lengths) > self.LOAD_WINDOW:
@@ -80,20 +83,19 @@ class Offloader:
         return self.length_bias() * (self.recent_work - first[1]) / (self.recent[-1][0] - first[0])
 
     # -- what it decides -------------------------------------------------------------------------
-    def for_batch(self, worker: Worker, now: float) -> Request | None:
+    def for_batch(self, backend: Backend, now: float) -> Request | None:
         """A static slow worker (RT-LM's rule): the longest, most uncertain request, if it would
         finish sooner there than behind the fast workers' backlog, all priced at batch 1."""
-        s = self.s
-        fast = [w for w in s.workers if w.wid in s.fast]
+        fast = [b for b in self.backends if b.bid in self.fast]
         backlog = self._backlog(lambda r: self.fast_cost.service_s(r.prompt_tokens, r.predicted_tokens)) \
-            / self.fast_slots + sum(max(w.busy_until - now, 0.0) for w in fast) / len(fast)
+            / self.fast_slots + sum(max(b.busy_until - now, 0.0) for b in fast) / len(fast)
         while self.by_size:
             _, rid = self.by_size[0]
-            if rid not in s._waiting:
+            if rid not in self.queue:
                 heapq.heappop(self.by_size)
                 continue
-            req = s._waiting[rid]
-            here = worker.cost.service_s(req.prompt_tokens, req.predicted_tokens)
+            req = self.queue.get(rid)
+            here = backend.cost.service_s(req.prompt_tokens, req.predicted_tokens)
             there = backlog + self.fast_cost.service_s(req.prompt_tokens, req.predicted_tokens)
             if here < there:
                 heapq.heappop(self.by_size)
@@ -101,7 +103,7 @@ class Offloader:
             return None
         return None
 
-    def for_slot(self, worker: Worker, now: float) -> Request | None:
+    def for_slot(self, backend: Backend, now: float) -> Request | None:
         """A free slot of a slow serving engine, only while every live fast slot is taken: of the
         first ``WINDOW`` waiting requests in priority order, the one whose move there saves the
         most waiting in all, among those that would finish no later there than behind the fast
@@ -113,40 +115,31 @@ class Offloader:
         their help in a burst: the slot then takes the request that saves the most, even one that
         would finish later there (waiting for a request that pays would let the queue grow until
         every request pays, and all wait that long)."""
-        s = self.s
-        fast = [w for w in s.workers if w.wid in s.fast and not w.down]
+        fast = [b for b in self.backends if b.bid in self.fast and not b.down]
         if not fast:
-            return s._pop(s._by_key)  # the fast backends are gone: the next request in order
-        if any(w.in_flight < w.slots for w in fast):
+            return next(iter(self.queue.first(1)), None)  # the fast backends are gone: the next request in order
+        if any(b.free for b in fast):
             return None  # a fast slot is free: not congested
         load = self.fast_load()
         needed = load is not None and load >= self.OVERLOAD
-        window = []
-        while s._by_key and len(window) < self.WINDOW:
-            entry = heapq.heappop(s._by_key)
-            if entry[1] in s._waiting:
-                window.append(entry)
-        here_at, behind, ahead = worker.in_flight + 1, len(s._waiting), 0.0
+        window = self.queue.first(self.WINDOW)
+        here_at, behind, ahead = backend.outstanding + 1, len(self.queue), 0.0
         best, best_saving = None, (-math.inf if needed else 0.0)
-        for _, rid in window:
-            r = s._waiting[rid]
+        for r in window:
             behind -= 1
-            size = s.policy.size(r)
+            size = self.policy.size(r)
             there = self.fast_cost.service_s(r.prompt_tokens, size, self.fast_k)
-            here = worker.cost.service_s(r.prompt_tokens, size, here_at)
+            here = backend.cost.service_s(r.prompt_tokens, size, here_at)
             saving = ahead + there + behind * there / self.fast_slots - here
             if (needed or here <= ahead + there) and saving > best_saving + 1e-9:  # ties: the earlier
                 best, best_saving = r, saving
             ahead += there / self.fast_slots
-        for entry in window:
-            if best is None or entry[1] != best.rid:
-                heapq.heappush(s._by_key, entry)
         return best
 
     def _backlog(self, service) -> float:
         """The waiting requests' total service (a sample of 64 scaled up when more wait)."""
-        waiting = self.s._waiting
-        if len(waiting) < 64:
-            return sum(service(r) for r in waiting.values())
-        sample = list(waiting.values())[:64]
-        return len(waiting) * sum(service(r) for r in sample) / len(sample)
+        n = len(self.queue)
+        if n < 64:
+            return sum(service(r) for r in self.queue)
+        sample = list(itertools.islice(self.queue, 64))
+        return n * sum(service(r) for r in sample) / len(sample)

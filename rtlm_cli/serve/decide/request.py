@@ -1,21 +1,8 @@
-"""A request as the scheduler sees it, and its life as an ordered enum."""
+"""A request as the decision core sees it."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
-
-
-class Status(enum.IntEnum):
-    WAITING = 0
-    RUNNING = 1
-    FINISHED = 2
-    FAILED = 3
-    CANCELLED = 4
-
-    @property
-    def is_finished(self) -> bool:
-        return self >= Status.FINISHED
 
 
 @dataclass(frozen=True)
@@ -33,8 +20,8 @@ class Request:
     capped_prob: float | None = None  # P(the answer runs to the token cap), from a mixture predictor
     ended_tokens: float | None = None  # its predicted length if it ends before the cap
     uncertainty: float = 0.0  # the prompt's uncertainty_score in [0, 1]
-    predicted_service_s: float = 0.0  # at batch 1 on the reference worker
+    predicted_service_s: float = 0.0  # at batch 1 on the reference backend
     deadline_s: float | None = None  # absolute, from the start of the run
     true_tokens: int | None = None
-    true_service_s: float | None = None  # at batch 1 on the reference worker, from true_tokens (the oracle)
+    true_service_s: float | None = None  # at batch 1 on the reference backend, from true_tokens (the oracle)
     prediction_cost_s: float = 0.0

@@ -1,1 +1,0 @@
-"""Policies, the shared scheduler, and the request model (no torch, no clock)."""
