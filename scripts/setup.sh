@@ -48,6 +48,10 @@ if [ "$with_vllm" = 1 ]; then
     vpip uninstall -y torchvision torchaudio torchcodec
     "$ENGINE/bin/python" -c "import vllm" 
   fi
+  # `vllm bench serve` (the field's load generator, used against rtlm gateway) needs pandas there
+  if ! "$ENGINE/bin/python" -c "import pandas" 2>/dev/null; then
+    "$ENGINE/bin/python" -m pip --disable-pip-version-check -q install pandas
+  fi
   echo "rtlm setup: vllm engine ready ($ENGINE)" >&2
 fi
 echo "rtlm setup: ready (.venv/bin/rtlm)" >&2

@@ -18,6 +18,7 @@ once the N-th answer has been sent, e.g. to interrupt the client at a chosen poi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -37,10 +38,10 @@ class FakeOpenAI:
     def __init__(self, model: str = "smollm2", ms_per_token: float = 5.0, max_running: int = 1_000_000,
                  priorities: str = "lower-first", api_key: str | None = None, gate: int = 0,
                  die_after: int | None = None, die_at_answer: int | None = None,
-                 on_answer: tuple | None = None):
+                 on_answer: tuple | None = None, port: int = 0):
         self.model, self.step_s, self.max_running = model, ms_per_token / 1000.0, max_running
         self.priorities, self.api_key, self.gate, self.die_after = priorities, api_key, gate, die_after
-        self.die_at_answer, self.on_answer = die_at_answer, on_answer
+        self.die_at_answer, self.on_answer, self.port = die_at_answer, on_answer, port
         self.arrived = self.answered = 0
         self.open_streams = self.peak_streams = self.running = 0
         self.started: list[str] = []  # prompts in the order they started running
@@ -68,7 +69,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self.complete)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
-        self.site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         self.loop.run_until_complete(self.site.start())
         self.port = self.site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -142,6 +143,43 @@ class FakeOpenAI:
         self.running -= 1
         self._admit()
 
+    @contextlib.asynccontextmanager
+    async def _running(self, body: dict, prompt: str):
+        """An open stream that holds a running slot for the block (after waiting for one)."""
+        self.open_streams += 1
+        self.peak_streams = max(self.peak_streams, self.open_streams)
+        try:
+            await self._slot(int(body.get("priority", 0)))
+            self.started.append(prompt)
+            try:
+                yield
+            finally:
+                self._release()
+        finally:
+            self.open_streams -= 1
+
+    async def _whole(self, request, body: dict, prompt: str, n: int, reason: str):
+        """A non-streamed answer: the whole text and its usage at once, after its tokens' time."""
+        async with self._running(body, prompt):
+            await asyncio.sleep(self.step_s * n)
+        usage = {"prompt_tokens": 30 + len(prompt.split()), "completion_tokens": n,
+                 "total_tokens": 30 + len(prompt.split()) + n}
+        resp = web.json_response({"id": "cmpl-fake", "created": 0, "model": self.model, "usage": usage,
+                                  "object": "chat.completion" if "messages" in body else "text_completion",
+                                  "choices": [_answer(body, "".join(f"t{i} " for i in range(n)), reason)]})
+        await resp.prepare(request)
+        await resp.write_eof()
+        self._answered()
+        return resp
+
+    def _answered(self) -> None:
+        """An answer was sent whole: count it, and act on ``on_answer`` and ``die_at_answer``."""
+        self.answered += 1
+        if self.on_answer and self.answered == self.on_answer[0]:
+            self.on_answer[1]()
+        if self.answered == self.die_at_answer:
+            asyncio.get_running_loop().create_task(self._die_now())
+
     async def complete(self, request):
         self.transports.add(request.transport)
         if self.die_after is not None and self.answered >= self.die_after:
@@ -163,35 +201,30 @@ class FakeOpenAI:
         n, reason = tokens_for(prompt, int(body.get("max_tokens", 16)))
         if body.get("ignore_eos"):
             n, reason = int(body["max_tokens"]), "length"
+        if not body.get("stream"):
+            return await self._whole(request, body, prompt, n, reason)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        self.open_streams += 1
-        self.peak_streams = max(self.peak_streams, self.open_streams)
-        try:
-            await self._slot(int(body.get("priority", 0)))
-            self.started.append(prompt)
-            try:
-                await resp.prepare(request)
-                for i in range(n):
-                    await asyncio.sleep(self.step_s)
-                    if "CUT" in prompt and i == 2:
-                        request.transport.close()  # the connection drops mid-answer
-                        return resp
-                    await resp.write(_event({"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}))
-                await resp.write(_event({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}))
-                await resp.write(_event({"choices": [], "usage": {"prompt_tokens": 30 + len(prompt.split()),
-                                                                  "completion_tokens": n}}))
-                await resp.write(b"data: [DONE]\n\n")
-                self.answered += 1
-                if self.on_answer and self.answered == self.on_answer[0]:
-                    self.on_answer[1]()
-                if self.answered == self.die_at_answer:
-                    await resp.write_eof()
-                    asyncio.get_running_loop().create_task(self._die_now())
-            finally:
-                self._release()
-        finally:
-            self.open_streams -= 1
+        async with self._running(body, prompt):
+            await resp.prepare(request)
+            for i in range(n):
+                await asyncio.sleep(self.step_s)
+                if "CUT" in prompt and i == 2:
+                    request.transport.close()  # the connection drops mid-answer
+                    return resp
+                await resp.write(_event({"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}))
+            await resp.write(_event({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}))
+            await resp.write(_event({"choices": [], "usage": {"prompt_tokens": 30 + len(prompt.split()),
+                                                              "completion_tokens": n}}))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        self._answered()
         return resp
+
+
+def _answer(body: dict, text: str, reason: str) -> dict:
+    if "messages" in body:
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
+    return {"index": 0, "text": text, "finish_reason": reason}
 
 
 def _event(obj) -> bytes:

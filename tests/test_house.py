@@ -16,8 +16,8 @@ from rtlm_cli.serve.decide.policies import POLICIES, Policy, policy_help, regist
 PACKAGE = Path(__file__).parent.parent / "rtlm_cli"
 # The job of each stage: the function a command calls. Stages share libraries, never jobs.
 JOBS = {"rtlm_cli.profile.job", "rtlm_cli.predict.train", "rtlm_cli.predict.job", "rtlm_cli.serve.job",
-        "rtlm_cli.report.job"}
-STAGES = ("profile", "predict", "serve", "report")
+        "rtlm_cli.gateway.job", "rtlm_cli.report.job"}
+STAGES = ("profile", "predict", "serve", "gateway", "report")
 HEAVY = ("torch", "transformers", "vllm")
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import one_line_error
 
-from rtlm_cli.formats.run import load_run, write_run
+from rtlm_cli.formats.run import SCHEMA_VERSION, load_run, write_run
 
 
 def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None, profile="prof-a"):
@@ -111,7 +111,7 @@ def test_schema_1_runs_are_read_and_upgraded(run_cli, tmp_path):
     make_run(tmp_path / "old", [1.0, 2.0], schema=1)
     make_run(tmp_path / "new", [1.0, 3.0])
     meta, df = load_run(tmp_path / "old")
-    assert meta["schema_version"] == 3 and meta["upgraded_from"] == 1
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["upgraded_from"] == 1
     assert (meta["mode"], meta["engine"], meta["batching"], meta["dispatch"]) == ("simulated", None, "static", "batches")
     assert (df["in_flight"] == df["batch_size"]).all()  # a static batch is what its worker held
     r = run_cli("report", tmp_path / "old", tmp_path / "new", "--json")

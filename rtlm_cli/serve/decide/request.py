@@ -25,3 +25,4 @@ class Request:
     true_tokens: int | None = None
     true_service_s: float | None = None  # at batch 1 on the reference backend, from true_tokens (the oracle)
     prediction_cost_s: float = 0.0
+    priority_class: int = 0  # the gateway service's x-rtlm-priority: a class before the policy's key

@@ -1,0 +1,97 @@
+"""A request of the gateway service as the decision core sees it: predicted when it arrives (never
+from a stored prediction), its deadline and priority class from headers, capped by its own
+``max_tokens``.
+
+Headers: ``x-rtlm-deadline-ms`` (the deadline, milliseconds after its arrival; ``--shed`` honours
+it) and ``x-rtlm-priority`` (a class that comes before the policy's key: ``interactive`` (0),
+``default`` (1), ``batch`` (2), or an integer, lower first).
+"""
+
+from __future__ import annotations
+
+import time
+
+from rtlm_cli.defaults import MAX_NEW_TOKENS, TOKENS_PER_WORD
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.decide.policies import Policy
+from rtlm_cli.serve.decide.request import Request
+
+CLASSES = {"interactive": 0, "default": 1, "batch": 2}
+
+
+class BadRequest(ValueError):
+    """A header or field the gateway cannot use: answered 400 with this message."""
+
+
+class Classed(Policy):
+    """A policy with priority classes before its key: requests of a lower class go first, and within
+    a class the policy's own order holds."""
+
+    def __init__(self, inner: Policy):
+        self.inner = inner
+        self.name, self.help, self.needs = inner.name, inner.help, inner.needs
+        self.groups_alike, self.reorders = inner.groups_alike, True
+
+    def key(self, r: Request):
+        return (r.priority_class, self.inner.key(r))
+
+    def size(self, r: Request) -> float:
+        return self.inner.size(r)
+
+    def longest(self, members, cap):
+        return self.inner.longest(members, cap)
+
+
+class Admission:
+    """``admission(rid, now, text, body, headers) -> Request``."""
+
+    def __init__(self, predictor, cost: CostModel):
+        """``predictor``: a loaded ``Predictor`` or None (requests carry no prediction: FCFS and
+        sjf-input need none); ``cost``: the fastest backend's table, pricing predicted service."""
+        self.predictor, self.cost = predictor, cost
+
+    def __call__(self, rid: int, now: float, text: str, body: dict, headers) -> Request:
+        cap = _int(body.get("max_tokens", body.get("max_completion_tokens", MAX_NEW_TOKENS)), "max_tokens")
+        deadline = headers.get("x-rtlm-deadline-ms")
+        deadline_s = None if deadline is None else now + _float(deadline, "x-rtlm-deadline-ms") / 1000.0
+        klass = headers.get("x-rtlm-priority", "default")
+        priority_class = CLASSES[klass] if klass in CLASSES else _int(klass, "x-rtlm-priority")
+        t0 = time.perf_counter()
+        predicted, p90, unc, prompt_tokens, capped, ended = 0.0, 0.0, 0.0, None, None, None
+        if self.predictor is not None:
+            names, X = self.predictor.features([text])
+            out = self.predictor.predict_features(names, X, [text])
+            predicted, p90 = float(out["predicted"][0]), float(out.get("p90", out["predicted"])[0])
+            if "uncertainty_score" in names:
+                unc = float(X[0, names.index("uncertainty_score")])
+            if "prompt_tokens" in names:
+                prompt_tokens = int(X[0, names.index("prompt_tokens")])
+            if "capped_prob" in out:
+                capped, ended = float(out["capped_prob"][0]), float(out["ended_tokens"][0])
+        cost_s = time.perf_counter() - t0
+        prompt_tokens = prompt_tokens if prompt_tokens is not None else round(TOKENS_PER_WORD * len(text.split()))
+        predicted, p90 = min(predicted, cap), min(p90, cap)
+        return Request(rid=rid, arrival_s=now, prompt_id=f"r{rid}", prompt=text, prompt_tokens=prompt_tokens,
+                       predicted_tokens=predicted, p90_tokens=p90, capped_prob=capped, ended_tokens=ended,
+                       uncertainty=unc, predicted_service_s=self.cost.service_s(prompt_tokens, predicted),
+                       deadline_s=deadline_s, prediction_cost_s=cost_s, priority_class=priority_class)
+
+
+def _int(value, what: str) -> int:
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{what} must be an integer, got {value!r}") from None
+    if what == "max_tokens" and out < 1:
+        raise BadRequest(f"max_tokens must be >= 1, got {out}")
+    return out
+
+
+def _float(value, what: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{what} must be a number, got {value!r}") from None
+    if not out > 0:
+        raise BadRequest(f"{what} must be > 0, got {out}")
+    return out

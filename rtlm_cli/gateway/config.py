@@ -1,0 +1,56 @@
+"""Settings of ``rtlm gateway`` (a plain dataclass; building one has no side effects)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.serve.decide.policies import check_needs, make_policy
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on. Anything but loopback needs --api-key (or an explicit --no-auth)."})
+    port: int = field(default=8100, metadata={"help": "Port to listen on (0: any free port, printed at start)."})
+    policy: str = field(default="fcfs", metadata={"help": "Scheduling policy of the queue (as in serve-local)."})
+    predictor: str | None = field(default=None, metadata={"help": "Predictor directory: each request is predicted when it arrives, from its last user message (chat) or its prompt (completions)."})
+    timing: str = field(default="vllm-cpu", metadata={"help": "Timing table that prices the backends (for --shed's deadlines and predicted service): a profile or timing file, or a shipped table (vllm-cpu, h200)."})
+    inflight: int | None = field(default=None, metadata={"help": "K, requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
+    max_queue: int = field(default=1024, metadata={"help": "Requests that may wait in rtlm's queue; one more is answered 429 with Retry-After."})
+    max_body_kib: int = field(default=1024, metadata={"help": "Largest request body accepted, KiB (413 above it)."})
+    api_key: str | None = field(default=None, metadata={"help": "Key clients must send (Authorization: Bearer KEY), checked in constant time."})
+    no_auth: bool = field(default=False, metadata={"help": "Listen beyond loopback without a key (an explicit choice)."})
+    backend_api_key: str | None = field(default=None, metadata={"help": "Key rtlm sends to the backends (the client's Authorization is never forwarded)."})
+    shed: bool = field(default=False, metadata={"help": "Answer 429 to a request whose deadline (x-rtlm-deadline-ms) can no longer be met, instead of serving it late."})
+    retry_failed: bool = field(default=False, metadata={"help": "Send a request whose backend failed before any token reached the client once more, to a live backend."})
+    drain_timeout_s: float = field(default=30.0, metadata={"help": "On SIGTERM/Ctrl-C: stop accepting, let what is in flight finish for this long, cancel the rest."})
+    flush_s: float = field(default=5.0, metadata={"help": "Records are flushed to the run directory this often (a crash loses at most this much)."})
+    out: str | None = field(default=None, metadata={"help": "Run directory for the records (run format, readable by rtlm report while it grows)."})
+
+    def validate(self) -> "ServiceConfig":
+        make_policy(self.policy)
+        check_needs(self.policy, {"predictor"} if self.predictor else set())
+        if not 0 <= self.port <= 65535:
+            raise RtlmError(f"--port must be 0-65535, got {self.port}")
+        if self.inflight is not None and self.inflight < 1:
+            raise RtlmError(f"--inflight must be >= 1, got {self.inflight}")
+        if self.max_queue < 1 or self.max_body_kib < 1:
+            raise RtlmError("--max-queue and --max-body-kib must be >= 1")
+        if self.drain_timeout_s < 0 or self.flush_s <= 0:
+            raise RtlmError("--drain-timeout must be >= 0 and --flush > 0 seconds")
+        if not is_loopback(self.host) and not self.api_key and not self.no_auth:
+            raise RtlmError(f"--host {self.host} listens beyond this machine: set --api-key KEY (clients send it as "
+                            "Authorization: Bearer KEY), or pass --no-auth to serve anyone who can reach it")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,154 @@
+"""``rtlm gateway``: open the backends (a managed vLLM server, or running servers at --url), build
+the decision core and the service, listen until SIGTERM or Ctrl-C, drain, and leave the records as
+a run directory that grows while the service runs (``formats/run.py``, schema 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rtlm_cli.engines import EngineConfig, open_engine
+from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats.run import RunAppender
+from rtlm_cli.formats.store import check_output, now_iso, provenance
+from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.gateway.admit import Admission, Classed
+from rtlm_cli.gateway.config import ServiceConfig
+from rtlm_cli.gateway.service import GatewayService
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.decide.backend import Backend
+from rtlm_cli.serve.decide.core import DecisionCore
+from rtlm_cli.serve.decide.gateway import Gateway
+from rtlm_cli.serve.decide.policies import make_policy
+
+HEALTH_EVERY_S = 2.0
+LOG_EVERY_S = 5.0
+
+
+def load_predictor(path: str | None):
+    if not path:
+        return None
+    from rtlm_cli.predict.model import Predictor
+
+    predictor = Predictor.load(path)
+    if "prefill" in predictor.families:
+        raise RtlmError(f"predictor {path} uses the prefill family, which needs the model's hidden states: the gateway "
+                        "predicts from text alone; use a predictor trained with --features text,prompt")
+    predictor.predict(["warm-up"])  # boosters and tokenizer loaded before the first request
+    return predictor
+
+
+def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=None) -> dict:
+    """Serve until stopped; the run's final meta (or {} without ``--out``)."""
+    cfg.validate()
+    if cfg.out:
+        check_output(Path(cfg.out), overwrite=False)
+    predictor = load_predictor(cfg.predictor)
+    cost = CostModel.from_table(load_timing_table(cfg.timing, missing_ok=False), cfg.timing)
+    with open_engine(engine_cfg, model, console=console) as engine:
+        urls = list(engine.client.settings.urls)
+        k = cfg.inflight or engine_cfg.vllm.max_num_seqs
+        backends = [Backend(i, url, cost, inflight=k) for i, url in enumerate(urls)]
+        core = DecisionCore(Classed(make_policy(cfg.policy)), backends, shed=cfg.shed)
+        meta = _meta(cfg, engine, k, predictor, console)
+        records = RunAppender(Path(cfg.out), meta) if cfg.out else None
+        entry = {"id": engine.client.model, "object": "model", "owned_by": "rtlm", "root": engine.info.resolved}
+        service = GatewayService(cfg, Gateway(core), dict(enumerate(urls)), {engine.client.model: entry},
+                                 Admission(predictor, cost), records)
+        service.session = engine.client.session
+        engine.run(_serve(service, cfg, console))
+        return records.flush(complete=True) if records else {}
+
+
+def _meta(cfg: ServiceConfig, engine, k: int, predictor, console) -> dict:
+    mismatch = None
+    if predictor is not None:
+        trained = (predictor.meta.get("model") or {}).get("model_hash")
+        if trained and trained != engine.info.model_hash:
+            mismatch = (f"predictor {cfg.predictor} was trained on another model's profiles than the backends serve "
+                        f"({engine.info.model_id}): its predictions may not fit")
+            if console is not None:
+                console.print(f"[yellow]warning:[/yellow] {mismatch}")
+    return {"mode": "real", "batching": "continuous", "dispatch": "gateway", "executes": "serving-engine",
+            "service": True, "priority_order": "lower-first", "engine": engine.name, "engine_settings": engine.server,
+            "inflight": k, "shed": cfg.shed, "placement": "first-free", "policy": cfg.policy, "policy_params": {},
+            "predictor": cfg.predictor, "predictor_warning": mismatch, "cap": None, "max_batch": 1, "offload": False,
+            "workload": {"arrivals": "service", "rate_rps": None, "offered_load": None, "num_requests": None},
+            "workers": [{"name": u, "spec": u} for u in engine.client.settings.urls],
+            "model": {"model_id": engine.info.model_id, "model_hash": engine.info.model_hash},
+            "created_at": now_iso(), "listen": f"{cfg.host}:{cfg.port}", **provenance()}
+
+
+async def _serve(service: GatewayService, cfg: ServiceConfig, console) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(service.app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise RtlmError(f"cannot listen on {cfg.host}:{cfg.port} ({e.strerror or e}): pick another --port") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = runner.addresses[0][:2]
+    say = console.print if console is not None else print
+    say(f"rtlm gateway: listening on http://{host}:{port} (policy {cfg.policy}, K = "
+        f"{service.gateway.core.backends[0].inflight} per backend, {len(service.urls)} backend(s))")
+    chores = [asyncio.create_task(c) for c in (_flush(service, cfg), _health(service), _log(service, say))]
+    try:
+        await stop.wait()
+        say(f"rtlm gateway: draining for up to {cfg.drain_timeout_s:g} s")
+        await service.drain(cfg.drain_timeout_s)
+    finally:
+        for t in chores:
+            t.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
+        await runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _flush(service: GatewayService, cfg: ServiceConfig) -> None:
+    while service.records is not None:
+        await asyncio.sleep(cfg.flush_s)
+        service.records.flush(complete=False)
+
+
+async def _health(service: GatewayService) -> None:
+    """A backend taken out is asked its /health every few seconds, and put back when it answers."""
+    while True:
+        await asyncio.sleep(HEALTH_EVERY_S)
+        for b in service.gateway.core.backends:
+            if b.down and await _healthy(service.session, service.urls[b.bid]):
+                service.gateway.bring_up(b.bid)
+                service.metrics.live.labels(service.urls[b.bid]).set(1)
+                service.apply(service.gateway.fill(service.now()))
+
+
+async def _healthy(session, url: str) -> bool:
+    try:
+        async with session.get(url.rstrip("/") + "/health") as resp:
+            return resp.status == 200
+    except Exception:  # noqa: BLE001 - any failure means not healthy yet
+        return False
+
+
+async def _log(service: GatewayService, say) -> None:
+    """Off a terminal, a line every few seconds: queue, in flight, outcomes."""
+    if sys.stderr.isatty():
+        return
+    t0 = time.perf_counter()
+    while True:
+        await asyncio.sleep(LOG_EVERY_S)
+        core = service.gateway.core
+        flight = " ".join(f"{service.urls[b.bid]}:{b.outstanding}{' (down)' if b.down else ''}" for b in core.backends)
+        done = {o: service.metrics.counts[o] for o in ("finished", "failed", "shed")}
+        say(f"rtlm gateway {time.perf_counter() - t0:.0f} s: waiting {len(core.queue)}; in flight {flight}; "
+            + ", ".join(f"{k} {v}" for k, v in done.items()))

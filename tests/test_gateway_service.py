@@ -1,0 +1,405 @@
+"""``rtlm gateway`` as its users meet it: a process on 127.0.0.1 in front of fake OpenAI-compatible
+servers, driven by the official ``openai`` client and by raw HTTP. Each gateway is started by the
+test that uses it and stopped by it (SIGTERM; SIGKILL if it does not exit), also when it fails."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fake_openai import FakeOpenAI, tokens_for
+
+from rtlm_cli.engines.vllm import free_port
+from rtlm_cli.formats.run import load_run
+
+ROOT = Path(__file__).parent.parent
+
+
+class Gateway:
+    """``rtlm gateway`` in a subprocess; ``url`` once it listens."""
+
+    def __init__(self, *args, env=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "rtlm_cli.cli", "gateway", "--port", str(self.port), *map(str, args)]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the gateway exited: {self.proc.stdout.read()}")
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return  # it answers (503: no live backend)
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError("the gateway did not start listening in 60 s")
+
+    def stop(self, timeout: float = 30) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode, self.proc.stdout.read()
+
+
+@pytest.fixture
+def start():
+    made, servers = [], []
+
+    def gateway(*args, env=None):
+        made.append(Gateway(*args, env=env))
+        return made[-1]
+
+    def fake(**kw):
+        servers.append(FakeOpenAI(**kw))
+        return servers[-1]
+
+    yield gateway, fake
+    for g in made:
+        g.stop()
+    for s in servers:
+        s.close()
+
+
+def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, dict | str]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read().decode()
+            return resp.status, json.loads(text) if resp.headers.get_content_type() == "application/json" else text
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode())
+
+
+def test_the_openai_client_streamed_and_not_through_the_gateway(start, tmp_path):
+    from openai import OpenAI
+
+    gateway, fake = start
+    server = fake(ms_per_token=2, api_key="backend-secret")
+    g = gateway("--url", server.url, "--backend-api-key", "backend-secret", "--out", tmp_path / "run")
+    client = OpenAI(base_url=g.url + "/v1", api_key="the-clients-own-key")
+    assert [m.id for m in client.models.list().data] == ["smollm2"]
+    prompt = "Say something short."
+    n, reason = tokens_for(prompt, 64)
+    whole = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": prompt}],
+                                           max_tokens=64)
+    assert whole.choices[0].message.content == "".join(f"t{i} " for i in range(n))
+    assert whole.usage.completion_tokens == n and whole.choices[0].finish_reason == reason
+    chunks = list(client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": prompt}],
+                                                 max_tokens=64, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(f"t{i} " for i in range(n))
+    assert all(c.usage is None for c in chunks)  # rtlm asked for usage; the client did not: stripped
+    with_usage = list(client.completions.create(model="smollm2", prompt=prompt, max_tokens=64, stream=True,
+                                                stream_options={"include_usage": True}))
+    n_completion = tokens_for(json.dumps(prompt), 64)[0]  # the fake server hashes a completion's prompt as JSON
+    assert with_usage[-1].usage.completion_tokens == n_completion  # asked for: kept
+    # the client's Authorization never reaches the backend; rtlm's own key does
+    assert all(h.get("Authorization") == "Bearer backend-secret" for h in server.seen_headers)
+    assert server.bodies[1]["stream_options"] == {"include_usage": True}  # set by rtlm for its records
+    code, log = g.stop()
+    assert code == 0, log
+    meta, df = load_run(tmp_path / "run")
+    assert meta["complete"] and meta["service"] and meta["dispatch"] == "gateway" and len(df) == 3
+    assert (df["status"] == "finished").all() and list(df["output_tokens"]) == [n, n, n_completion]
+
+
+def test_at_most_k_in_flight_and_the_policys_order_under_200_clients(start):
+    gateway, fake = start
+    server = fake(ms_per_token=1, max_running=1000)
+    g = gateway("--url", server.url, "--inflight", 3, "--policy", "sjf-input")
+
+    async def burst():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            async def one(i):
+                body = {"model": "smollm2", "messages": [{"role": "user", "content": f"q{i} " + "w " * (i % 17)}],
+                        "max_tokens": 8, "stream": i % 2 == 0}
+                async with s.post(g.url + "/v1/chat/completions", json=body) as r:
+                    await r.read()
+                    return r.status
+
+            return await asyncio.gather(*(one(i) for i in range(200)))
+
+    assert asyncio.run(burst()) == [200] * 200
+    assert server.peak_streams <= 3  # the backend's own count of open streams: K, never more
+    assert len(server.started) == 200
+
+
+def test_bad_requests_get_openai_style_errors_and_a_full_queue_429(start):
+    gateway, fake = start
+    server = fake(ms_per_token=200, max_running=1)
+    g = gateway("--url", server.url, "--inflight", 1, "--max-queue", 1, "--max-body-kib", 4)
+    chat = g.url + "/v1/chat/completions"
+    code, body = post(chat, None, raw=b"{not json")
+    assert code == 400 and "not valid JSON" in body["error"]["message"]
+    assert post(chat, {"model": "smollm2"})[0] == 400  # no messages
+    code, body = post(chat, {"messages": [{"role": "user", "content": "hi"}], "n": 2})
+    assert code == 400 and "n > 1" in body["error"]["message"]
+    code, body = post(chat, {"messages": [{"role": "user", "content": "x" * 10_000}]})
+    assert code == 413 and "--max-body-kib" in body["error"]["message"]
+    code, body = post(chat, {"messages": [{"role": "user", "content": "hi"}]}, headers={"x-rtlm-priority": "soon"})
+    assert code == 400 and "x-rtlm-priority" in body["error"]["message"]
+
+    async def crowd():  # one in flight, one waiting: the third is refused
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            async def one(i):
+                await asyncio.sleep(0.05 * i)
+                async with s.post(chat, json={"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4}) as r:
+                    return r.status, r.headers.get("Retry-After")
+
+            return await asyncio.gather(*(one(i) for i in range(3)))
+
+    assert asyncio.run(crowd()) == [(200, None), (200, None), (429, "1")]
+
+
+def test_a_client_that_leaves_while_queued_never_reaches_the_backend(start):
+    gateway, fake = start
+    server = fake(ms_per_token=100, max_running=1)
+    g = gateway("--url", server.url, "--inflight", 1)
+
+    async def run():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            body = {"messages": [{"role": "user", "content": "first, long"}], "max_tokens": 30}
+            first = asyncio.create_task(s.post(g.url + "/v1/chat/completions", json=body))
+            await asyncio.sleep(0.3)
+            leaver = asyncio.create_task(s.post(g.url + "/v1/chat/completions",
+                                                json={"messages": [{"role": "user", "content": "LEAVER"}]}))
+            await asyncio.sleep(0.3)
+            leaver.cancel()  # gone while waiting in rtlm's queue
+            r = await first
+            await r.read()
+
+    asyncio.run(run())
+    time.sleep(0.5)
+    assert not any("LEAVER" in b["messages"][0]["content"] for b in server.bodies)
+    metrics = urllib.request.urlopen(g.url + "/metrics").read().decode()
+    assert 'rtlm:requests_total{outcome="cancelled"} 1.0' in metrics
+
+
+def test_metrics_parse_with_prometheus_clients_own_parser(start):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gateway, fake = start
+    server = fake(ms_per_token=1)
+    g = gateway("--url", server.url)
+    assert post(g.url + "/v1/completions", {"prompt": "hello", "max_tokens": 5})[0] == 200
+    families = {f.name: f for f in text_string_to_metric_families(urllib.request.urlopen(g.url + "/metrics").read().decode())}
+    assert {"rtlm:num_requests_waiting", "rtlm:num_requests_in_flight", "rtlm:requests",
+            "rtlm:e2e_request_latency_seconds", "rtlm:prediction_time_seconds"} <= set(families)
+    finished = [s for s in families["rtlm:requests"].samples if s.labels.get("outcome") == "finished"
+                and s.name.endswith("_total")]
+    assert finished[0].value == 1.0
+
+
+def test_a_non_loopback_bind_needs_a_key_and_a_key_is_checked(start, run_cli):
+    r = run_cli("gateway", "--url", "http://127.0.0.1:9", "--host", "0.0.0.0")
+    assert r.exit_code == 2 and "--api-key" in r.output and "Traceback" not in r.output
+    gateway, fake = start
+    server = fake(ms_per_token=1)
+    g = gateway("--url", server.url, "--api-key", "s3cret")
+    code, body = post(g.url + "/v1/completions", {"prompt": "hi", "max_tokens": 3})
+    assert code == 401 and body["error"]["type"] == "authentication_error"
+    assert post(g.url + "/v1/completions", {"prompt": "hi", "max_tokens": 3},
+                headers={"Authorization": "Bearer s3cret"})[0] == 200
+    assert all("s3cret" not in str(h.get("Authorization")) for h in server.seen_headers)
+
+
+def test_sigterm_drains_what_is_in_flight_and_a_killed_backend_leaves_the_others(start, tmp_path):
+    gateway, fake = start
+    dying, alive = fake(ms_per_token=5, die_at_answer=1), fake(ms_per_token=5)
+    g = gateway("--url", dying.url, "--url", alive.url, "--inflight", 2, "--retry-failed", "--out", tmp_path / "run")
+
+    async def run():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            async def one(i):
+                await asyncio.sleep(0.02 * i)
+                body = {"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 20}
+                async with s.post(g.url + "/v1/chat/completions", json=body) as r:
+                    await r.read()
+                    return r.status
+
+            return await asyncio.gather(*(one(i) for i in range(12)))
+
+    # the first backend dies once it has sent its first answer; what it held then goes once more to
+    # the other (--retry-failed), and the gateway stops sending there
+    assert asyncio.run(run()) == [200] * 12
+    health = json.loads(urllib.request.urlopen(g.url + "/health").read())
+    assert health == {"status": "ok", "live_backends": 1}
+    # SIGTERM while a slow request streams: it finishes, then the gateway exits 0
+    slow = fake(ms_per_token=40)
+    g2 = gateway("--url", slow.url, "--out", tmp_path / "drained")
+
+    async def in_flight_then_term():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            body = {"messages": [{"role": "user", "content": "a slow one"}], "max_tokens": 30}
+            task = asyncio.create_task(s.post(g2.url + "/v1/chat/completions", json=body))
+            await asyncio.sleep(0.3)
+            g2.proc.send_signal(signal.SIGTERM)
+            r = await task
+            return r.status, await r.json()
+
+    status, body = asyncio.run(in_flight_then_term())
+    assert status == 200 and body["usage"]["completion_tokens"] == tokens_for("a slow one", 30)[0]
+    assert g2.proc.wait(30) == 0
+    meta, df = load_run(tmp_path / "drained")
+    assert meta["complete"] and list(df["status"]) == ["finished"]
+    code, log = g.stop()
+    assert code == 0, log
+    meta, df = load_run(tmp_path / "run")
+    assert (df["status"] == "finished").all() and (df["worker"] == dying.url).sum() == dying.answered == 1
+    assert (df["worker"] == alive.url).sum() == 11
+
+
+def test_a_client_that_leaves_mid_stream_closes_its_upstream_request(start):
+    gateway, fake = start
+    server = fake(ms_per_token=50)
+    g = gateway("--url", server.url)
+
+    async def leave_after_two_chunks():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            body = {"messages": [{"role": "user", "content": "a long answer"}], "max_tokens": 60, "stream": True,
+                    "ignore_eos": True}
+            async with s.post(g.url + "/v1/chat/completions", json=body) as r:
+                seen = 0
+                async for line in r.content:
+                    seen += line.startswith(b"data:")
+                    if seen == 2:
+                        return  # the connection closes here
+
+    asyncio.run(leave_after_two_chunks())
+    deadline = time.time() + 5
+    while server.open_streams and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.open_streams == 0 and server.answered == 0  # the backend saw it go, long before 3 s of answer
+
+
+def test_a_dead_backend_is_taken_out_and_put_back_when_healthy(start):
+    gateway, fake = start
+    server = fake(ms_per_token=1)
+    g = gateway("--url", server.url)
+    assert post(g.url + "/v1/completions", {"prompt": "one", "max_tokens": 3})[0] == 200
+    port = server.port
+    server.close()
+    code, body = post(g.url + "/v1/completions", {"prompt": "two", "max_tokens": 3})
+    assert code == 502 and body["error"]["type"] == "upstream_error"
+    with pytest.raises(urllib.error.HTTPError) as down:
+        urllib.request.urlopen(g.url + "/health")
+    assert down.value.code == 503
+    fake(ms_per_token=1, port=port)  # the same backend, back
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(g.url + "/health")
+            break
+        except urllib.error.HTTPError:
+            time.sleep(0.2)
+    assert post(g.url + "/v1/completions", {"prompt": "three", "max_tokens": 3})[0] == 200
+
+
+def served_after_a_blocker(g, server, requests, max_tokens: int = 60) -> list[str]:
+    """Send a 300 ms blocker, then ``requests`` (prompt, headers) 50 ms apart while it runs (K = 1):
+    the (status, prompt) of each, and the prompts in the order the backend started them."""
+    async def run():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            async def one(prompt, headers, delay):
+                await asyncio.sleep(delay)
+                body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
+                async with s.post(g.url + "/v1/chat/completions", json=body, headers=headers) as r:
+                    await r.read()
+                    return r.status
+
+            blocker = {"messages": [{"role": "user", "content": "blocker"}], "max_tokens": 60, "ignore_eos": True}
+            first = asyncio.create_task(s.post(g.url + "/v1/chat/completions", json=blocker))
+            statuses = await asyncio.gather(*(one(p, h, 0.1 + 0.05 * i) for i, (p, h) in enumerate(requests)))
+            await (await first).read()
+            return statuses
+
+    statuses = asyncio.run(run())
+    return statuses, [p for p in server.started if p != "blocker"]
+
+
+def test_priority_classes_come_before_the_policy_and_shed_requests_get_429(start):
+    gateway, fake = start
+    server = fake(ms_per_token=5, max_running=1)
+    g = gateway("--url", server.url, "--inflight", 1, "--policy", "sjf-input", "--shed")
+    statuses, order = served_after_a_blocker(g, server, [
+        ("a batch job", {"x-rtlm-priority": "batch"}), ("a default one with more words", {}),
+        ("hi", {"x-rtlm-priority": "batch"}), ("an interactive one, the longest prompt of all", {"x-rtlm-priority": "interactive"}),
+        ("too late", {"x-rtlm-deadline-ms": "50"})])  # waits behind the 300 ms blocker: its deadline is gone
+    assert statuses == [200, 200, 200, 200, 429]
+    # interactive first, then default, then the batch class; within a class, sjf-input's order
+    assert order == ["an interactive one, the longest prompt of all", "a default one with more words", "hi", "a batch job"]
+
+
+def test_a_gateway_killed_with_sigkill_leaves_a_run_that_report_reads(start, run_cli, tmp_path):
+    gateway, fake = start
+    server = fake(ms_per_token=1)
+    g = gateway("--url", server.url, "--out", tmp_path / "run", "--flush", 0.2)
+    for i in range(3):
+        assert post(g.url + "/v1/completions", {"prompt": f"p{i}", "max_tokens": 4})[0] == 200
+    time.sleep(0.6)  # at least one flush since
+    g.proc.kill()
+    g.proc.wait()
+    meta, df = load_run(tmp_path / "run")
+    assert not meta["complete"] and len(df) == 3 and meta["summary"]["completed"] == 3
+    r = run_cli("report", tmp_path / "run", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["runs"][0]["completed"] == 3
+
+
+def test_each_request_is_predicted_when_it_arrives_and_served_in_the_predicted_order(start, tmp_path):
+    from typer.testing import CliRunner
+
+    from rtlm_cli.cli import app
+    from rtlm_cli.predict.model import Predictor
+
+    pred = tmp_path / "pred"
+    r = CliRunner().invoke(app, ["train-predictor", "reference", "--out", str(pred), "--features", "text,prompt",
+                                 "--no-ablation", "--rounds", "100", "--cross-fit", "0"])
+    assert r.exit_code == 0, r.output
+    prompts = ["Write a long essay on the history of Rome.", "What is 2+2?", "List ten fruits and describe each one.",
+               "Say yes or no.", "Explain quantum computing to a child, step by step, with examples."]
+    expected = Predictor.load(pred).predict(prompts)["predicted"]
+    gateway, fake = start
+    server = fake(ms_per_token=5, max_running=1)
+    g = gateway("--url", server.url, "--inflight", 1, "--policy", "sjf-pred", "--predictor", pred,
+                "--out", tmp_path / "run")
+    statuses, order = served_after_a_blocker(g, server, [(p, {}) for p in prompts], max_tokens=256)
+    assert statuses == [200] * 5
+    assert order == [prompts[i] for i in sorted(range(5), key=lambda i: expected[i])]
+    assert len(set(expected.round(3))) == 5 and order != prompts  # distinct predictions, not arrival order
+    g.stop()
+    _, df = load_run(tmp_path / "run")
+    by_prompt = dict(zip(prompts, expected))
+    rows = df[df["rid"] > 0].sort_values("rid")  # rid 0: the blocker
+    assert [round(x, 3) for x in rows["predicted_tokens"]] == [round(by_prompt[p], 3) for p in prompts]
+    assert (rows["prediction_cost_s"] > 0).all()  # made on arrival, on the clock
