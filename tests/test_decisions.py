@@ -23,7 +23,7 @@ from rtlm_cli.paths import source_path
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.gateway import Gateway
+from rtlm_cli.serve.decide.gateway import GATHER_MS, Gateway
 from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
@@ -157,7 +157,7 @@ def test_real_gateway(servers):
         async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
             await client.check()
             driver = StreamDriver(reqs, core, client, {0: fast.url, 1: slow.url}, 64)
-            return await run_gateway(driver, Gateway(core))
+            return await run_gateway(driver, Gateway(core, gather_s=GATHER_MS / 1000))  # the burst gathered whole
 
     recs, _ = asyncio.run(go())
     names = {fast.url: "b0", slow.url: "b1"}

@@ -1,6 +1,7 @@
 """Engines over HTTP against a fake OpenAI-compatible server (fast; the real vLLM is in test_vllm.py):
 profiling with requests in flight, direct dispatch with priorities, the preflight, faults, limits."""
 
+import json
 import os
 import signal
 import time
@@ -214,3 +215,47 @@ def test_the_guard_ends_the_servers_whole_group_and_says_why(tmp_path, how):
         if group is not None and in_group(group, zombies=False):
             os.killpg(group, signal.SIGKILL)
 
+
+
+def replay_process(url, out, *extra):
+    """serve-local through the fake server in a subprocess (so that it can be SIGKILLed)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "rtlm_cli.cli", "serve-local", "--engine", "openai", "--url", url, "--profile",
+           "reference-64", "--policy", "fcfs", "--arrivals", "burst", "-n", "30", "--no-dashboard", "--flush", "0.1",
+           "--out", str(out), *map(str, extra)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_replay_killed_with_sigkill_keeps_what_finished(fake, run_cli, tmp_path):
+    procs = []
+    # the fake server SIGKILLs the replay once it has sent its 10th answer
+    server = fake(max_running=1, ms_per_token=10, on_answer=(10, lambda: os.kill(procs[0].pid, signal.SIGKILL)))
+    procs.append(replay_process(server.url, tmp_path / "run"))
+    assert procs[0].wait(120) == -signal.SIGKILL
+    meta, df = load_run(tmp_path / "run")
+    finished = (df["status"] == "finished").sum()
+    # answers 1-9 were recorded by the replay before the kill; a 0.1 s flush holds at most ~1 more
+    assert not meta["complete"] and 8 <= finished <= 10 and len(df) == finished
+    r = run_cli("report", tmp_path / "run", "--json")
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)["runs"][0]
+    assert row["completed"] == finished and row["complete"] is False
+    assert "is incomplete" in " ".join(r.stderr.split())
+
+
+def test_a_killed_overwrite_leaves_the_previous_run_whole(fake, tmp_path):
+    server = fake(max_running=2, ms_per_token=5)
+    out = tmp_path / "run"
+    first = replay_process(server.url, out)
+    assert first.wait(120) == 0, first.stderr.read()
+    before = load_run(out)
+    procs = []
+    slow = fake(max_running=1, ms_per_token=10, on_answer=(5, lambda: os.kill(procs[0].pid, signal.SIGKILL)))
+    procs.append(replay_process(slow.url, out, "--overwrite"))
+    assert procs[0].wait(120) == -signal.SIGKILL
+    meta, df = load_run(out)  # the old run, untouched
+    assert meta["complete"] and meta == before[0] and df.equals(before[1])
+    partial = load_run(out.with_name("run.partial"))[0]  # the killed one beside it, readable
+    assert not partial["complete"]

@@ -13,7 +13,7 @@ from rtlm_cli.formats.run import load_run
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.gateway import Gateway
+from rtlm_cli.serve.decide.gateway import GATHER_MS, Gateway
 from rtlm_cli.serve.decide.offload import Offloader
 from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.decide.request import Request
@@ -31,10 +31,11 @@ def servers_for(backends, seqs=8):
     return {b.bid: SimulatedServer(ServerLimits(max_num_seqs=seqs), StepCost(b.cost), b.bid, b.name) for b in backends}
 
 
-def setup(tables, slots, policy="sjf-input", offload=False, shed=False):
+def setup(tables, slots, policy="sjf-input", offload=False, shed=False, gather_s=0.0):
     """A gateway of K = ``slots`` per backend over simulated engines priced by ``tables``."""
     backends = [Backend(i, f"b{i}", CostModel(t), inflight=slots) for i, t in enumerate(tables)]
-    return Gateway(DecisionCore(make_policy(policy), backends, offload=offload, shed=shed)), servers_for(backends)
+    core = DecisionCore(make_policy(policy), backends, offload=offload, shed=shed)
+    return Gateway(core, gather_s=gather_s), servers_for(backends)
 
 
 def req(rid, arrival, tokens, prompt=50, unc=0.5, deadline=None, pred=None):
@@ -198,8 +199,8 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
     # Two fake servers of fixed step times (30 and 60 ms a token, no queue of their own), two slots
     # each, a burst of 14 ordered by prompt length: the simulator, given the same step times, sends
     # the same requests to the same backends in the same order as the real gateway over HTTP. The
-    # burst joins rtlm's queue whole before any of it is sent: the first four out are the four
-    # shortest prompts, not the first four to arrive.
+    # burst joins rtlm's queue whole in the gathering window before any of it is sent: the first
+    # four out are the four shortest prompts, not the first four to arrive.
     fast, slow = servers(ms_per_token=30), servers(ms_per_token=60)
     prompts = [" ".join(["word"] * (3 + (7 * i) % 13)) + f" q{i}" for i in range(14)]
     reqs = [Request(rid=i, arrival_s=0.0, prompt_id=f"p{i}", prompt=p, prompt_tokens=30 + len(p.split()),
@@ -216,13 +217,15 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
                 groups.append((t, [rid]))
         return [(rid, names[next(r["worker"] for r in recs if r["rid"] == rid)]) for _, g in groups for rid in sorted(g)]
 
-    gateway, engines = setup([flat(0.03), flat(0.06)], slots=2)
+    gather_s = GATHER_MS / 1000
+    gateway, engines = setup([flat(0.03), flat(0.06)], slots=2, gather_s=gather_s)
     sim = simulate_gateway(reqs, gateway, engines)
+    assert min(r["start_s"] for r in sim) == gather_s  # held for the window, then sent
     ends = sorted(r["finish_s"] for r in sim)
     # no two ends closer than 20 ms: wall-clock jitter (a few ms a request here) cannot reorder them
     assert min(b - a for a, b in zip(ends, ends[1:])) >= 0.02
 
-    gateway, _ = setup([flat(0.03), flat(0.06)], slots=2)
+    gateway, _ = setup([flat(0.03), flat(0.06)], slots=2, gather_s=gather_s)
     real, interrupted = asyncio.run(real_gateway(reqs, gateway, (fast.url, slow.url)))
     assert not interrupted and all(r["status"] == "finished" for r in real)
     assert order(real, {fast.url: "b0", slow.url: "b1"}) == order(sim, {"b0": "b0", "b1": "b1"})
@@ -288,3 +291,23 @@ def test_real_gateway_offloads_to_the_slow_server_only_under_congestion_and_shed
     assert shed and done and all("deadline could no longer be met" in r["error"] for r in shed)
     assert all(r["finish_s"] <= r["deadline_s"] + 0.05 for r in done)
     assert len(fast.started) - before == len(done)  # the shed ones never reached the server
+
+
+def test_a_request_at_an_idle_gateway_opens_a_gathering_window():
+    gateway, _ = setup([FLAT], slots=1, policy="sjf-input", gather_s=0.02)
+    long, short = req(0, 0.0, 5, prompt=90), req(1, 0.01, 5, prompt=10)
+    assert gateway.arrive(long, 0.0) == [] and gateway.holding_until == 0.02  # idle: held for the window
+    assert gateway.arrive(short, 0.01) == []  # joins the window
+    assert [r.rid for r, _ in gateway.release(0.02)] == [1]  # the policy's first, not the first to come
+    assert gateway.holding_until is None
+    # busy (one in flight): no window, a freed slot fills at once
+    assert gateway.arrive(req(2, 0.03, 5, prompt=5), 0.03) == []  # K = 1 is taken: it waits
+    assert [r.rid for r, _ in gateway.left(0, 0.05, short, 5)] == [2] and gateway.holding_until is None
+
+
+def test_the_simulator_holds_an_idle_gateways_first_request_for_the_window():
+    reqs = [req(0, 0.0, 5), req(1, 1.0, 5)]  # each reaches an idle gateway
+    for gather_s in (0.0, 0.05):
+        gateway, engines = setup([FLAT], slots=2, gather_s=gather_s)
+        recs = simulate_gateway(reqs, gateway, engines)
+        assert [r["start_s"] - r["arrival_s"] for r in recs] == pytest.approx([gather_s, gather_s])

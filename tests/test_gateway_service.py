@@ -403,3 +403,29 @@ def test_each_request_is_predicted_when_it_arrives_and_served_in_the_predicted_o
     rows = df[df["rid"] > 0].sort_values("rid")  # rid 0: the blocker
     assert [round(x, 3) for x in rows["predicted_tokens"]] == [round(by_prompt[p], 3) for p in prompts]
     assert (rows["prediction_cost_s"] > 0).all()  # made on arrival, on the clock
+
+
+@pytest.mark.parametrize("gather_ms", [0, 50])
+def test_a_burst_is_gathered_and_ordered_whole(start, gather_ms):
+    gateway, fake = start
+    server = fake(ms_per_token=5, max_running=1)
+    g = gateway("--url", server.url, "--inflight", 1, "--policy", "sjf-input", "--gather-ms", gather_ms)
+    prompts = [" ".join(["w"] * (20 - 3 * i)) + f" r{i}" for i in range(6)]  # the last to come is the shortest
+
+    async def burst():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            async def one(i):
+                await asyncio.sleep(0.002 * i)  # arriving in this order, a few ms apart
+                body = {"messages": [{"role": "user", "content": prompts[i]}], "max_tokens": 4}
+                async with s.post(g.url + "/v1/chat/completions", json=body) as r:
+                    await r.read()
+
+            await asyncio.gather(*(one(i) for i in range(6)))
+
+    asyncio.run(burst())
+    if gather_ms:
+        assert server.started == prompts[::-1]  # gathered whole: shortest prompt first, from the first send
+    else:
+        assert server.started[0] == prompts[0] and server.started[1:] == prompts[:0:-1]  # the first went at once

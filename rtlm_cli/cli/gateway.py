@@ -29,6 +29,7 @@ def gateway(
     policy: str = option(S, "policy", "--policy"),
     predictor: Optional[str] = option(S, "predictor", "--predictor"),
     inflight: Optional[int] = option(S, "inflight", "--inflight"),
+    gather_ms: float = option(S, "gather_ms", "--gather-ms"),
     timing: str = option(S, "timing", "--timing"),
     max_queue: int = option(S, "max_queue", "--max-queue"),
     max_body_kib: int = option(S, "max_body_kib", "--max-body-kib"),
@@ -60,7 +61,8 @@ def gateway(
     """
     from rtlm_cli.gateway.job import gateway as run
 
-    cfg = ServiceConfig(host=host, port=port, policy=policy, predictor=predictor, inflight=inflight, timing=timing,
+    cfg = ServiceConfig(host=host, port=port, policy=policy, predictor=predictor, inflight=inflight,
+                        gather_ms=gather_ms, timing=timing,
                         max_queue=max_queue, max_body_kib=max_body_kib, api_key=api_key, no_auth=no_auth,
                         backend_api_key=backend_api_key, shed=shed, retry_failed=retry_failed,
                         drain_timeout_s=drain_timeout, flush_s=flush, out=out)

@@ -40,5 +40,9 @@ def report(
     else:
         for table in report_tables(result.data):
             out_console.print(table)
+    for row in result.data["runs"]:
+        if not row["complete"]:
+            console.print(f"[yellow]warning:[/yellow] run {row['path']} is incomplete (interrupted, killed, or a "
+                          "gateway still serving): its numbers cover the requests that ended before it stopped")
     for what in result.written:
         console.print(f"wrote {what}")

@@ -58,8 +58,10 @@ def serve_local(
     shed: bool = option(G, "shed", "--shed"),
     retry_failed: bool = option(G, "retry_failed", "--retry-failed"),
     placement: str = option(G, "placement", "--placement"),
+    gather_ms: float = option(G, "gather_ms", "--gather-ms"),
     goodput: Optional[str] = option(R, "goodput", "--goodput", default=None),
     overwrite: bool = option(R, "overwrite", "--overwrite"),
+    flush: float = option(R, "flush_s", "--flush"),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain progress lines instead of the live dashboard."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary (or summaries) as JSON on stdout."),
     engine: EngineConfig = None,
@@ -82,7 +84,7 @@ def serve_local(
     from rtlm_cli.serve.live.servers import shared_engine
 
     base = ReplayConfig(
-        out=out, overwrite=overwrite, goodput=tuple((goodput or "").replace(",", " ").split()),
+        out=out, overwrite=overwrite, flush_s=flush, goodput=tuple((goodput or "").replace(",", " ").split()),
         workload=WorkloadConfig(profile=profile, prompts=prompts, text_column=text_column, arrivals=arrivals, cv=cv,
                                 num_requests=num_requests, seed=seed, trace=trace, slo_s=slo, slo_factor=slo_factor),
         policy=PolicyConfig(name=policy, predictor=predictor, size_weight=size_weight,
@@ -94,7 +96,8 @@ def serve_local(
                                limits=ServerLimits(max_num_seqs=engine.vllm.max_num_seqs,
                                                    max_num_batched_tokens=max_num_batched_tokens,
                                                    kv_cache_tokens=kv_cache_tokens, block_size=block_size)),
-        gateway=GatewayConfig(inflight=inflight, shed=shed, placement=placement, retry_failed=retry_failed),
+        gateway=GatewayConfig(inflight=inflight, shed=shed, placement=placement, retry_failed=retry_failed,
+                              gather_ms=gather_ms),
     )
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     configs = sweep(base, policies, numbers(rate, "--rate"), numbers(load, "--load"))

@@ -19,6 +19,9 @@ simulator | real.
 
 from __future__ import annotations
 
+import math
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,18 +126,9 @@ def summarize(df, goodput: dict | None = None) -> dict:
 
 
 def write_run(out: Path, records: list[dict], meta: dict) -> dict:
-    """Write a run directory atomically (a failed write leaves an old run at ``out`` intact)."""
-    import pandas as pd
-
-    if meta.get("mode") not in MODES:
-        raise ValueError(f"a run's mode is one of {MODES}, got {meta.get('mode')!r}")
-    df = pd.DataFrame(records)
-    meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **meta,
-            "summary": summarize(df, meta.get("goodput_slo"))}
-    with artifact_dir(out) as tmp:
-        atomic_write_parquet(df, tmp / REQUESTS_FILE)
-        atomic_write_json(tmp / "meta.json", meta)  # written last: its presence marks a complete run
-    return meta
+    """Write a whole run at once (a simulation): ``RunWriter`` without the parts. A failed write
+    leaves an old run at ``out`` intact."""
+    return RunWriter(out, meta, live=False).close(records, {})
 
 
 def upgrade(meta: dict, df):
@@ -169,29 +163,69 @@ def load_run(path: str | Path):
     return upgrade(meta, read_records(path / PARTS_DIR, key="rid"))
 
 
-class RunAppender:
-    """A run that grows (schema 4): ``add`` a row at any time, ``flush`` writes the rows added since
-    as one part and rewrites ``meta.json`` with the summary so far; a process killed between flushes
-    loses only the rows added since the last one."""
+class RunWriter:
+    """The one writer of runs. ``add`` a row when a request ends; every ``flush_s`` seconds the rows
+    added since are written as one part under ``requests/`` and ``meta.json`` is rewritten with the
+    summary so far (``complete: false``), so a process killed with SIGKILL loses only the rows of its
+    last interval and leaves a run ``rtlm report`` reads. ``close(rows, meta)`` writes the run whole
+    (one ``requests.parquet`` from ``rows``, the authoritative list) and drops the parts.
 
-    def __init__(self, out: Path, meta: dict):
+    Where it grows: at ``out`` for a new run; beside it (``OUT.partial``) when ``out`` holds a run
+    already (``--overwrite``), which is replaced only by ``close``: a killed new run never leaves the
+    old one half-replaced. ``live=False`` (simulations, seconds long): nothing before ``close``."""
+
+    def __init__(self, out: Path, meta: dict, live: bool = True, flush_s: float = 2.0):
         if meta.get("mode") not in MODES:
             raise ValueError(f"a run's mode is one of {MODES}, got {meta.get('mode')!r}")
-        self.out, self.meta, self.pending = Path(out), meta, []
-        self.shards = RecordShards(self.out / PARTS_DIR, key="rid", flush_every=1 << 30)
-        self.flush(complete=False)
+        self.final, self.meta, self.live, self.flush_s = Path(out), meta, live, flush_s
+        replacing = self.final.exists() and any(self.final.iterdir())
+        self.out = self.final.with_name(self.final.name + ".partial") if replacing else self.final
+        self.pending: list[dict] = []
+        self.flushed_at = -math.inf  # the first row is written at once; nothing before it (a run that
+        if live:                     # fails before any request ends leaves no directory behind)
+            # what a killed earlier run left where this one grows
+            shutil.rmtree(self.out / PARTS_DIR if self.out == self.final else self.out, ignore_errors=True)
+            self.shards = RecordShards(self.out / PARTS_DIR, key="rid", flush_every=1 << 30)
 
     def add(self, row: dict) -> None:
+        if not self.live:
+            return
         self.pending.append(row)
+        if time.monotonic() - self.flushed_at >= self.flush_s:
+            self.flush()
 
     def flush(self, complete: bool = False) -> dict:
+        """The rows since the last flush as a part, and meta.json with the summary so far."""
         if self.pending:
             rows, self.pending = self.pending, []
             self.shards.append(rows)
             self.shards.flush()
+        self.flushed_at = time.monotonic()
         df = read_records(self.out / PARTS_DIR, key="rid")
         meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **self.meta, "complete": complete,
                 "summary": summarize(df, self.meta.get("goodput_slo")) if not df.empty else None}
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "meta.json", meta)
+        return meta
+
+    def close(self, rows: list[dict] | None = None, meta: dict | None = None) -> dict:
+        """The whole run at ``out`` (``rows``; None: every row added), with ``meta`` added to the
+        meta it began with; ``complete`` is ``meta``'s, else true."""
+        import pandas as pd
+
+        if rows is None:
+            self.flush()
+            df = read_records(self.out / PARTS_DIR, key="rid")
+            if df.empty:  # nothing ever came (a service stopped before its first request)
+                return self.flush(complete=True)
+        else:
+            df = pd.DataFrame(rows)
+        meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, "complete": True, **self.meta,
+                **(meta or {})}
+        meta["summary"] = summarize(df, meta.get("goodput_slo"))
+        with artifact_dir(self.final) as tmp:
+            atomic_write_parquet(df, tmp / REQUESTS_FILE)
+            atomic_write_json(tmp / "meta.json", meta)  # written last
+        if self.out != self.final:
+            shutil.rmtree(self.out, ignore_errors=True)
         return meta

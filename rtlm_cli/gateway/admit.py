@@ -23,6 +23,24 @@ class BadRequest(ValueError):
     """A header or field the gateway cannot use: answered 400 with this message."""
 
 
+def prompt_text(path: str, body: dict) -> str | None:
+    """The text a request is predicted from: for chat, its last user message (profiles are single
+    user turns); for completions, its prompt. None when the body has none."""
+    if path.endswith("/chat/completions"):
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return None
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        content = (users or messages)[-1].get("content") if isinstance((users or messages)[-1], dict) else None
+        if isinstance(content, list):  # content parts: the text ones
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return content if isinstance(content, str) else None
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    return prompt if isinstance(prompt, str) else None
+
+
 class Classed(Policy):
     """A policy with priority classes before its key: requests of a lower class go first, and within
     a class the policy's own order holds."""

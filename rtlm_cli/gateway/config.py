@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from rtlm_cli.errors import RtlmError
+from rtlm_cli.serve.decide.gateway import GATHER_MS
 from rtlm_cli.serve.decide.policies import check_needs, make_policy
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -19,6 +20,7 @@ class ServiceConfig:
     predictor: str | None = field(default=None, metadata={"help": "Predictor directory: each request is predicted when it arrives, from its last user message (chat) or its prompt (completions)."})
     timing: str = field(default="vllm-cpu", metadata={"help": "Timing table that prices the backends (for --shed's deadlines and predicted service): a profile or timing file, or a shipped table (vllm-cpu, h200)."})
     inflight: int | None = field(default=None, metadata={"help": "K, requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
+    gather_ms: float = field(default=GATHER_MS, metadata={"help": "Gathering window: a request reaching an idle gateway is held this long, so that what arrives with it (a burst) is ordered together (0: none)."})
     max_queue: int = field(default=1024, metadata={"help": "Requests that may wait in rtlm's queue; one more is answered 429 with Retry-After."})
     max_body_kib: int = field(default=1024, metadata={"help": "Largest request body accepted, KiB (413 above it)."})
     api_key: str | None = field(default=None, metadata={"help": "Key clients must send (Authorization: Bearer KEY), checked in constant time."})
@@ -37,6 +39,8 @@ class ServiceConfig:
             raise RtlmError(f"--port must be 0-65535, got {self.port}")
         if self.inflight is not None and self.inflight < 1:
             raise RtlmError(f"--inflight must be >= 1, got {self.inflight}")
+        if self.gather_ms < 0:
+            raise RtlmError(f"--gather-ms must be >= 0, got {self.gather_ms}")
         if self.max_queue < 1 or self.max_body_kib < 1:
             raise RtlmError("--max-queue and --max-body-kib must be >= 1")
         if self.drain_timeout_s < 0 or self.flush_s <= 0:

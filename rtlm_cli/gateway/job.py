@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rtlm_cli.engines import EngineConfig, open_engine
 from rtlm_cli.errors import RtlmError
-from rtlm_cli.formats.run import RunAppender
+from rtlm_cli.formats.run import RunWriter
 from rtlm_cli.formats.store import check_output, now_iso, provenance
 from rtlm_cli.formats.timing import load_timing_table
 from rtlm_cli.gateway.admit import Admission, Classed
@@ -54,13 +54,13 @@ def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=No
         backends = [Backend(i, url, cost, inflight=k) for i, url in enumerate(urls)]
         core = DecisionCore(Classed(make_policy(cfg.policy)), backends, shed=cfg.shed)
         meta = _meta(cfg, engine, k, predictor, console)
-        records = RunAppender(Path(cfg.out), meta) if cfg.out else None
+        records = RunWriter(Path(cfg.out), meta, flush_s=cfg.flush_s) if cfg.out else None
         entry = {"id": engine.client.model, "object": "model", "owned_by": "rtlm", "root": engine.info.resolved}
-        service = GatewayService(cfg, Gateway(core), dict(enumerate(urls)), {engine.client.model: entry},
+        service = GatewayService(cfg, Gateway(core, gather_s=cfg.gather_ms / 1000), dict(enumerate(urls)), {engine.client.model: entry},
                                  Admission(predictor, cost), records)
         service.session = engine.client.session
         engine.run(_serve(service, cfg, console))
-        return records.flush(complete=True) if records else {}
+        return records.close() if records else {}
 
 
 def _meta(cfg: ServiceConfig, engine, k: int, predictor, console) -> dict:
@@ -74,7 +74,7 @@ def _meta(cfg: ServiceConfig, engine, k: int, predictor, console) -> dict:
                 console.print(f"[yellow]warning:[/yellow] {mismatch}")
     return {"mode": "real", "batching": "continuous", "dispatch": "gateway", "executes": "serving-engine",
             "service": True, "priority_order": "lower-first", "engine": engine.name, "engine_settings": engine.server,
-            "inflight": k, "shed": cfg.shed, "placement": "first-free", "policy": cfg.policy, "policy_params": {},
+            "inflight": k, "gather_ms": cfg.gather_ms, "shed": cfg.shed, "placement": "first-free", "policy": cfg.policy, "policy_params": {},
             "predictor": cfg.predictor, "predictor_warning": mismatch, "cap": None, "max_batch": 1, "offload": False,
             "workload": {"arrivals": "service", "rate_rps": None, "offered_load": None, "num_requests": None},
             "workers": [{"name": u, "spec": u} for u in engine.client.settings.urls],

@@ -20,11 +20,12 @@ import time
 from aiohttp import ClientError, ClientSession, web
 
 from rtlm_cli.formats.run import record
-from rtlm_cli.gateway.admit import BadRequest
+from rtlm_cli.gateway.admit import BadRequest, prompt_text
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.metrics import ServiceMetrics
 from rtlm_cli.serve.decide.gateway import Gateway
 from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.live.streams import arrive_gathering
 
 PATHS = ("/v1/chat/completions", "/v1/completions")
 
@@ -33,24 +34,6 @@ def error(status: int, message: str, kind: str = "invalid_request_error", header
     """An OpenAI-style error body."""
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status,
                              headers=headers)
-
-
-def prompt_text(path: str, body: dict) -> str | None:
-    """The text a request is predicted from: for chat, its last user message (profiles are single
-    user turns); for completions, its prompt. None when the body has none."""
-    if path.endswith("/chat/completions"):
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return None
-        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        content = (users or messages)[-1].get("content") if isinstance((users or messages)[-1], dict) else None
-        if isinstance(content, list):  # content parts: the text ones
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return content if isinstance(content, str) else None
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    return prompt if isinstance(prompt, str) else None
 
 
 class GatewayService:
@@ -65,12 +48,19 @@ class GatewayService:
         self.accepting = True
         self.active: set[asyncio.Task] = set()  # handlers of requests admitted and not yet answered
         self.held: dict[int, int] = {}  # what a request's backend held when it was sent
+        self.chores: set[asyncio.Task] = set()
         self.realised: dict[int, int] = {}  # tokens of an answer, for offloading's length scale
         self.session: ClientSession | None = None
         self.t0 = time.perf_counter()
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
+
+    def spawn(self, coro) -> None:
+        """A background task of the service (a gathering window's end), kept until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.chores.add(task)
+        task.add_done_callback(self.chores.discard)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.max_body_kib * 1024)
@@ -123,7 +113,7 @@ class GatewayService:
         """The backend that takes ``r``, None if it was shed; leaves the queue if the client goes."""
         fut = asyncio.get_running_loop().create_future()
         self.pending[r.rid] = fut
-        self.apply(self.gateway.arrive(r, self.now()))
+        self.apply(arrive_gathering(self.gateway, r, self.now(), self.now, self.apply, self.spawn))
         try:
             return await fut
         except asyncio.CancelledError:

@@ -86,6 +86,7 @@ def run_rows(runs) -> list[dict]:
                "max_batch": meta.get("max_batch"), "offered_load": load, "rate_rps": w.get("rate_rps"),
                "device": ",".join(x["name"] for x in meta.get("workers", [])),
                "requests": s["requests"], "completed": s["completed"], "failed": s["failed"],
+               "complete": bool(meta.get("complete", True)),
                "rtlm_version": meta.get("versions", {}).get("rtlm"), "git_revision": meta.get("git_revision"),
                "predictor": meta.get("predictor"), "model": (meta.get("model") or {}).get("model_id")}
         for metric in ("e2el_s", "ttft_s", "tpot_s", "queue_s"):

@@ -21,7 +21,7 @@ from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.store import check_output
 from rtlm_cli.formats.timing import timing_origin
 from rtlm_cli.serve.decide.core import PRIORITY_ORDERS
-from rtlm_cli.serve.decide.gateway import PLACEMENTS
+from rtlm_cli.serve.decide.gateway import GATHER_MS, PLACEMENTS
 from rtlm_cli.serve.decide.policies import RTLM, check_needs, make_policy
 from rtlm_cli.serve.mode import Mode
 from rtlm_cli.serve.sim.server import ServerLimits
@@ -64,6 +64,7 @@ class BackendConfig:
 class GatewayConfig:
     inflight: int | None = field(default=None, metadata={"help": "--dispatch gateway: K, the requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
     shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late."})
+    gather_ms: float = field(default=GATHER_MS, metadata={"help": "--dispatch gateway: a request reaching an idle gateway is held this long so that what arrives with it (a burst) is ordered together, as rtlm gateway does (0: none)."})
     placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request) or round-robin (in turn: a baseline)."})
     retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: send a request that failed on a backend once more, to any live one (recorded in retries)."})
 
@@ -98,7 +99,8 @@ class ReplayConfig:
     backends: BackendConfig = field(default_factory=BackendConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     goodput: tuple[str, ...] = field(default=(), metadata={"help": "Fixed SLOs for goodput as `vllm bench serve` counts it, e.g. ttft:2000 tpot:100 (milliseconds; also e2el); a request is good when it meets every one."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory once the new run is written."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing run directory once the new run is written (a killed new run leaves the old one whole)."})
+    flush_s: float = field(default=2.0, metadata={"help": "Real runs: the records are written to the run directory this often, so a run killed even with SIGKILL keeps what finished before the last flush."})
 
     @classmethod
     def of(cls, out: str, **options) -> "ReplayConfig":
@@ -107,7 +109,7 @@ class ReplayConfig:
         (``workload=WorkloadConfig(...)``). For scripts: ``ReplayConfig.of(out, simulate=True, policy="rtlm")``."""
         if isinstance(options.get("policy"), str):
             options["name"] = options.pop("policy")
-        own = {k: options.pop(k) for k in ("goodput", "overwrite") if k in options}
+        own = {k: options.pop(k) for k in ("goodput", "overwrite", "flush_s") if k in options}
         limit_names = {f.name for f in dataclasses.fields(ServerLimits)}
         limits = {k: options.pop(k) for k in list(options) if k in limit_names}
         parts = {}
@@ -159,6 +161,8 @@ class ReplayConfig:
             if len(b.specs) != len(urls) or named != urls:
                 raise RtlmError(f"with a serving engine, give one --backend URL=TIMING per --url ({', '.join(sorted(urls))}), "
                                 "or none")
+        if self.flush_s <= 0:
+            raise RtlmError(f"--flush must be > 0 seconds, got {self.flush_s}")
         check_output(Path(self.out), self.overwrite)
         return self
 
@@ -174,6 +178,8 @@ def _check_dispatch(mode: Mode, cfg: ReplayConfig) -> None:
     if mode.dispatch == "gateway":
         if g.inflight is not None and g.inflight < 1:
             raise RtlmError(f"--inflight must be >= 1, got {g.inflight}")
+        if g.gather_ms < 0:
+            raise RtlmError(f"--gather-ms must be >= 0, got {g.gather_ms}")
         if g.placement not in PLACEMENTS:
             raise RtlmError(f"--placement is {' or '.join(PLACEMENTS)}, got {g.placement!r}")
         if g.shed and cfg.workload.slo_s is None and cfg.workload.slo_factor is None:

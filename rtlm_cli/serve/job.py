@@ -15,7 +15,7 @@ from rtlm_cli.engines import engine_name
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats import predictor as predictor_format
 from rtlm_cli.formats import profile as profile_format
-from rtlm_cli.formats.run import write_run
+from rtlm_cli.formats.run import RunWriter
 from rtlm_cli.formats.store import now_iso, provenance
 from rtlm_cli.formats.timing import load_timing_table
 from rtlm_cli.serve.config import ReplayConfig, goodput_thresholds, split_spec
@@ -74,21 +74,23 @@ def simulate(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore) -> lis
     servers = {x.bid: SimulatedServer(b.limits, StepCost(x.cost), x.bid, x.name, b.priority_order) for x in core.backends}
     if mode.dispatch == "direct":
         return simulate_direct(requests, core, core.backends[0], servers[0])
-    return simulate_gateway(requests, Gateway(core, cfg.gateway.placement), servers)
+    return simulate_gateway(requests, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_ms / 1000), servers)
 
 
 def execute(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore, max_new: int, console, dashboard: bool,
-            engine):
-    """(records, model info or None when simulated, interrupted, the engine's settings or None)."""
+            engine, sink=None):
+    """(records, model info or None when simulated, interrupted, the engine's settings or None); a
+    real run hands each record to ``sink`` as it is made."""
     if mode.simulated:
         return simulate(mode, cfg, requests, core), None, False, None
     if mode.executes == "serving-engine":
         from rtlm_cli.serve.live.servers import replay_on_servers
 
-        return replay_on_servers(mode, cfg, requests, core, max_new, console, dashboard, engine)
+        return replay_on_servers(mode, cfg, requests, core, max_new, console, dashboard, engine, sink)
     from rtlm_cli.serve.live.workers import serve_batches
 
-    return (*serve_batches(requests, core, cfg.backends.model, max_new, cfg.policy.name, console, dashboard), None)
+    return (*serve_batches(requests, core, cfg.backends.model, max_new, cfg.policy.name, console, dashboard, sink),
+            None)
 
 
 def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None) -> dict:
@@ -114,15 +116,15 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
                         cap_tokens=float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None, shed=cfg.gateway.shed,
                         priority_order=cfg.backends.priority_order)
     started, t0 = now_iso(), time.perf_counter()
+    meta = run_meta(cfg, mode, backends, capacity, rate, int(cap), pmeta, preds.out_of_fold)
+    meta.update(created_at=started, model=pool.meta["model"] if pool.meta else {"model_id": cfg.backends.model})
+    # a real run's records reach its directory as they are made (a SIGKILL loses at most one flush)
+    writer = RunWriter(Path(cfg.out), meta, live=not mode.simulated, flush_s=cfg.flush_s)
     records, model_info, interrupted, about_engine = execute(mode, cfg, requests, core,
                                                              cfg.backends.max_new_tokens or int(cap), console,
-                                                             dashboard, engine)
-    if model_info is None:  # simulated: the profile's model
-        model_info = pool.meta["model"] if pool.meta else {"model_id": cfg.backends.model}
-    meta = run_meta(cfg, mode, backends, capacity, rate, int(cap), pmeta, preds.out_of_fold)
-    meta.update(complete=not interrupted, created_at=started, wall_s=time.perf_counter() - t0, model=model_info,
-                engine_settings=about_engine)
-    meta = write_run(Path(cfg.out), records, meta)
+                                                             dashboard, engine, writer.add)
+    meta = writer.close(records, {"complete": not interrupted, "wall_s": time.perf_counter() - t0,
+                                  "model": model_info or meta["model"], "engine_settings": about_engine})
     meta["out"] = cfg.out
     return meta
 
@@ -138,6 +140,7 @@ def run_meta(cfg: ReplayConfig, mode: Mode, backends: list[Backend], capacity: f
         "engine_model": dataclasses.asdict(b.limits) if mode.simulated and mode.batching == "continuous" else None,
         "inflight": cfg.inflight if gateway else None, "shed": cfg.gateway.shed,
         "placement": cfg.gateway.placement if gateway else None,
+        "gather_ms": cfg.gateway.gather_ms if gateway else None,
         "goodput_slo": goodput_thresholds(cfg.goodput) or None,
         "policy": p.name, "policy_params": p.params, "cap": cap, "max_batch": p.max_batch, "offload": p.offload,
         "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,

@@ -6,6 +6,12 @@ request at once, so the backend that frees first gets it; on an arrival, free sl
 backend first. The engine's own queue stays (nearly) empty, so the order that matters is rtlm's,
 and a request still waiting can be placed anywhere or shed. ``Gateway`` only decides: the simulator
 (``sim/continuous.py``), the replay over HTTP and the gateway service drive the same object.
+
+Gathering (``gather_s`` W, no knowledge of the future): a request that arrives while the gateway is
+idle (nothing in flight, nothing waiting) opens a window of W seconds; what arrives in it joins the
+queue, and at its end (``release``) the queue goes out in the policy's order. Without it a burst's
+first K requests would go out in arrival order, as they came. Outside a window, free slots fill at
+once.
 """
 
 from __future__ import annotations
@@ -15,26 +21,43 @@ from rtlm_cli.serve.decide.core import DecisionCore
 from rtlm_cli.serve.decide.request import Request
 
 PLACEMENTS = ("first-free", "round-robin")
+GATHER_MS = 5.0  # the default gathering window (docs/benchmarks.md: how it was chosen)
 Sends = list[tuple[Request, Backend]]
 
 
 class Gateway:
-    def __init__(self, core: DecisionCore, placement: str = "first-free"):
+    def __init__(self, core: DecisionCore, placement: str = "first-free", gather_s: float = 0.0):
         """``placement``: first-free (a freed slot, else the fastest free backend, takes the next
-        request) or round-robin (backends in turn, whatever their speed: a baseline)."""
+        request) or round-robin (backends in turn, whatever their speed: a baseline); ``gather_s``:
+        the gathering window (see the module)."""
         if placement not in PLACEMENTS:
             raise ValueError(f"placement is one of {PLACEMENTS}, got {placement!r}")
-        self.core, self.placement, self.turn = core, placement, 0
+        if gather_s < 0:
+            raise ValueError(f"gather_s must be >= 0, got {gather_s}")
+        self.core, self.placement, self.turn, self.gather_s = core, placement, 0, gather_s
+        self.holding_until: float | None = None  # the end of an open gathering window
         self.backends = {b.bid: b for b in core.backends}
         # fast backends first, then by speed, then by id: where an arrival goes when several are free
         self.order = sorted(core.backends, key=lambda b: (b.bid not in core.fast, b.step_s, b.bid))
 
     def arrive(self, r: Request, now: float, fill: bool = True) -> Sends:
-        """``r`` joins rtlm's queue; free slots then take what the core gives them, unless ``fill``
-        is False: more requests arrive with it (a burst), and all of them should be in the queue
-        before any is sent, or the first K of a burst go out in arrival order."""
+        """``r`` joins rtlm's queue; free slots then take what the core gives them, unless a
+        gathering window is open or this arrival opens one (``holding_until`` says till when: the
+        driver calls ``release`` then), or ``fill`` is False: the simulator has more arrivals at
+        this very instant, and takes them all before new work is given out (``sim.Event``)."""
+        idle = not len(self.core.queue) and not any(b.outstanding for b in self.backends.values())
         self.core.add_request(r, now)
+        if self.holding_until is not None:
+            return []
+        if self.gather_s > 0 and idle:
+            self.holding_until = now + self.gather_s
+            return []
         return self.fill(now) if fill else []
+
+    def release(self, now: float) -> Sends:
+        """The gathering window ends: what was gathered goes out in the policy's order."""
+        self.holding_until = None
+        return self.fill(now)
 
     def left(self, bid: int, now: float, req: Request, output_tokens: int | None = None) -> Sends:
         """``req`` left backend ``bid`` (finished with ``output_tokens``, or failed: None): its slot

@@ -50,7 +50,7 @@ def engine_for(cfg, console=None, engine=None):
 
 
 def replay_on_servers(mode, cfg, requests, core, max_new_tokens: int, console=None, dashboard: bool = True,
-                      engine=None):
+                      engine=None, sink=None):
     """(records, model info, interrupted, what the engine was) of a replay through serving engines:
     direct dispatch (priorities passed through) or rtlm's gateway in front of them."""
     predict = arrival_predictor(cfg.policy.predictor, cfg.policy.local_prefill)
@@ -60,9 +60,10 @@ def replay_on_servers(mode, cfg, requests, core, max_new_tokens: int, console=No
             eng.run(check_priorities(eng.client, urls[0], core.sign, probe=eng.name != "vllm"))
         board = Dashboard(cfg.policy.name, list(urls.values()), len(requests), console, live=dashboard)
         with board:
-            driver = StreamDriver(requests, core, eng.client, urls, max_new_tokens, predict, board)
+            driver = StreamDriver(requests, core, eng.client, urls, max_new_tokens, predict, board, sink)
             if mode.dispatch == "gateway":
-                run = run_gateway(driver, Gateway(core, cfg.gateway.placement), cfg.gateway.retry_failed)
+                run = run_gateway(driver, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_ms / 1000),
+                                  cfg.gateway.retry_failed)
             else:
                 run = run_direct(driver, core.backends[0])
             records, interrupted = eng.run(run)

@@ -5,7 +5,8 @@
   the baseline is the engine's own FCFS.
 - ``run_gateway`` (``--dispatch gateway``): rtlm's queue (``Gateway``) in front of one or more
   servers: a request is sent when a slot of a live backend is free (at most K per backend), and a
-  stream's end frees its slot for the next request. A backend whose connection breaks is taken
+  stream's end frees its slot for the next request; an arrival at an idle gateway opens a gathering
+  window (``--gather-ms``), as in the gateway service. A backend whose connection breaks is taken
   down: its in-flight requests are recorded failed, or sent once more to a live backend with
   ``retry_failed`` (counted in ``retries``); the others carry on. Shed requests are recorded
   ``shed``.
@@ -29,19 +30,19 @@ from rtlm_cli.serve.decide.core import DecisionCore
 from rtlm_cli.serve.decide.gateway import Gateway
 from rtlm_cli.serve.decide.request import Request
 
-COALESCE_S = 0.05  # the longest a burst's first requests wait for its rest to join the queue
 BROKEN = ("ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
           "ConnectionResetError", "ConnectionRefusedError")  # the backend is gone, not one request
 
 
 class StreamDriver:
     """Requests at their arrivals (seconds from the run's start), one asyncio task per stream, the
-    dashboard, and the records; ``on_arrival(request, following)`` decides what is sent."""
+    dashboard, and the records; ``on_arrival(request)`` decides what is sent."""
 
     def __init__(self, requests: list[Request], core: DecisionCore, client, urls: dict[int, str], max_new_tokens: int,
-                 predict=None, board=None):
+                 predict=None, board=None, sink=None):
+        """``sink(row)``: hears each record as it is made (the run writer's parts)."""
         self.requests, self.core, self.client, self.urls = requests, core, client, urls
-        self.max_new_tokens, self.predict, self.board = max_new_tokens, predict, board
+        self.max_new_tokens, self.predict, self.board, self.sink = max_new_tokens, predict, board, sink
         self.records: dict[int, dict] = {}
         self.costs: dict[int, float] = {}
         self.tasks: set[asyncio.Task] = set()
@@ -51,6 +52,11 @@ class StreamDriver:
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
+
+    def keep(self, rid: int, row: dict) -> None:
+        self.records[rid] = row
+        if self.sink is not None:
+            self.sink(row)
 
     def launch(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -72,14 +78,14 @@ class StreamDriver:
             body = self.client.chat_body(r.prompt, self.max_new_tokens, priority=priority)
             return await self.client.stream(*body, url), sent, in_flight
         except asyncio.CancelledError:
-            self.records[r.rid] = self.unrun(r, "cancelled", worker=url)
+            self.keep(r.rid, self.unrun(r, "cancelled", worker=url))
             raise
 
     def finished(self, r: Request, o, sent: float, backend: Backend, in_flight: int, priority: int | None,
                  retries: int) -> None:
         """The record of a stream that ended (finished or failed), from the server's answer."""
         itl = o.itl_s or [float("nan")]
-        self.records[r.rid] = {
+        self.keep(r.rid, {
             **record(r, start_s=sent, first_token_s=sent + o.ttft_s, last_token_s=sent + o.e2e_s, finish_s=self.now(),
                      worker=self.urls[backend.bid], in_flight=in_flight, output_tokens=o.output_tokens, status=o.status,
                      ended=o.finish_reason == "stop" if o.status == "finished" else None, error=o.error),
@@ -87,7 +93,7 @@ class StreamDriver:
             "itl_mean_s": sum(itl) / len(itl), "itl_max_s": max(itl), "finish_reason": o.finish_reason,
             "server_queue_s": o.server.get("queue_time_s", float("nan")),
             "server_ttft_s": o.server.get("time_to_first_token_s", float("nan")),
-        }
+        })
 
     def unrun(self, r: Request, status: str, error: str = "", worker: str = "") -> dict:
         return {**not_run(r, status, error=error, worker=worker), "prediction_cost_s": self.costs.get(r.rid, 0.0)}
@@ -100,13 +106,13 @@ class StreamDriver:
             loop.add_signal_handler(sig, self.stop.set)
         watcher = asyncio.create_task(self._watch())
         try:
-            async for r, following in at_arrivals(self.requests, self.now, self.stop):
-                on_arrival(r, following)
+            async for r in at_arrivals(self.requests, self.now, self.stop):
+                on_arrival(r)
             while len(self.records) < len(self.requests) and not self.stop.is_set():
                 if not self.tasks:
                     for r in self.requests:
                         if r.rid not in self.records:
-                            self.records[r.rid] = self.unrun(r, "failed", "every backend is down")
+                            self.keep(r.rid, self.unrun(r, "failed", "every backend is down"))
                     break
                 stopper = asyncio.create_task(self.stop.wait())
                 await asyncio.wait(set(self.tasks) | {stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -119,7 +125,7 @@ class StreamDriver:
                 loop.remove_signal_handler(sig)
         for r in self.requests:
             if r.rid not in self.records:
-                self.records[r.rid] = self.unrun(r, "cancelled")
+                self.keep(r.rid, self.unrun(r, "cancelled"))
         return [self.records[r.rid] for r in self.requests], self.stop.is_set()
 
     async def _watch(self) -> None:
@@ -137,9 +143,8 @@ class StreamDriver:
 
 async def at_arrivals(requests: list[Request], now, stop: asyncio.Event):
     """Each request at its arrival (seconds from the run's start, as ``now()`` counts them), in
-    arrival order, until ``stop`` is set: (the request, the one arriving after it or None)."""
-    order = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
-    for r, following in zip(order, order[1:] + [None]):
+    arrival order, until ``stop`` is set."""
+    for r in sorted(requests, key=lambda r: (r.arrival_s, r.rid)):
         wait = r.arrival_s - now()
         if wait > 0:
             try:
@@ -148,7 +153,7 @@ async def at_arrivals(requests: list[Request], now, stop: asyncio.Event):
                 pass
         if stop.is_set():
             return
-        yield r, following
+        yield r
 
 
 def _tokens(o) -> int | None:
@@ -165,7 +170,7 @@ async def run_direct(driver: StreamDriver, backend: Backend) -> tuple[list[dict]
         driver.finished(r, o, sent, backend, in_flight, priority, o.retries)
         core.update(backend, driver.now(), [r], [_tokens(o)])
 
-    def on_arrival(r: Request, _following) -> None:
+    def on_arrival(r: Request) -> None:
         now = driver.arrive(r)
         core.add_request(r, now)
         for q in core.schedule(backend, now):
@@ -177,14 +182,13 @@ async def run_direct(driver: StreamDriver, backend: Backend) -> tuple[list[dict]
 async def run_gateway(driver: StreamDriver, gateway: Gateway, retry_failed: bool = False) -> tuple[list[dict], bool]:
     """rtlm's queue in front of the servers (see the module)."""
     retried: set[int] = set()
-    held = [None]  # when the requests held back for a burst's rest began to wait
 
     def launch(sends) -> None:
         for r, b in sends:
             driver.launch(send(r, b))
         for r in gateway.core.take_shed():
-            driver.records[r.rid] = driver.unrun(r, "shed", f"shed at {driver.now():.3f} s: its deadline could no "
-                                                            "longer be met")
+            driver.keep(r.rid, driver.unrun(r, "shed", f"shed at {driver.now():.3f} s: its deadline could no longer "
+                                                       "be met"))
 
     async def send(r: Request, b: Backend) -> None:
         o, sent, in_flight = await driver.send(r, b)
@@ -193,19 +197,26 @@ async def run_gateway(driver: StreamDriver, gateway: Gateway, retry_failed: bool
         if o.status == "failed" and retry_failed and r.rid not in retried and gateway.live:
             retried.add(r.rid)  # once more, to any live backend
             launch(gateway.left(b.bid, driver.now(), r))
-            launch(gateway.arrive(r, driver.now()))
+            launch(arrive_gathering(gateway, r, driver.now(), driver.now, launch, driver.launch))
             return
         driver.finished(r, o, sent, b, in_flight, None, int(r.rid in retried) + o.retries)
         launch(gateway.left(b.bid, driver.now(), r, _tokens(o)))
 
-    def on_arrival(r: Request, following: Request | None) -> None:
-        t = driver.arrive(r)
-        if held[0] is None:
-            held[0] = t
-        # a burst joins the queue whole before any of it is sent (for at most COALESCE_S)
-        more = following is not None and following.arrival_s <= t and t - held[0] < COALESCE_S
-        launch(gateway.arrive(r, t, fill=not more))
-        if not more:
-            held[0] = None
+    def on_arrival(r: Request) -> None:
+        launch(arrive_gathering(gateway, r, driver.arrive(r), driver.now, launch, driver.launch))
 
     return await driver.run(on_arrival)
+
+
+def arrive_gathering(gateway: Gateway, r: Request, now: float, clock, launch, spawn) -> list:
+    """``gateway.arrive``; when this arrival opens a gathering window, a task (``spawn``) sleeps
+    until its end and then ``launch``es what ``gateway.release`` sends. The sends to make now."""
+    was_holding = gateway.holding_until is not None
+    sends = gateway.arrive(r, now)
+    if gateway.holding_until is not None and not was_holding:
+        async def release_later() -> None:
+            await asyncio.sleep(gateway.gather_s)
+            launch(gateway.release(clock()))
+
+        spawn(release_later())
+    return sends

@@ -100,9 +100,9 @@ class WallClock:
             return None
 
 
-def run_batches(requests: list[Request], core: DecisionCore, workers, clock, board) -> tuple[list[dict], bool]:
+def run_batches(requests: list[Request], core: DecisionCore, workers, clock, board, sink=None) -> tuple[list[dict], bool]:
     """Admit requests as they arrive, give every idle worker the core's next batch, record batches
-    as they finish; (records in request order, interrupted)."""
+    as they finish (each record to ``sink`` too, when given); (records in request order, interrupted)."""
     backends = {b.bid: b for b in core.backends}
     pending = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
     records: dict[int, dict] = {}
@@ -129,7 +129,10 @@ def run_batches(requests: list[Request], core: DecisionCore, workers, clock, boa
                     bid, batch, res, error = got
                     start, this_batch, _ = running.pop(bid)
                     done = clock.now()
-                    records.update(_batch_records(batch, res, error, start, done, backends[bid].name, this_batch))
+                    made = _batch_records(batch, res, error, start, done, backends[bid].name, this_batch)
+                    records.update(made)
+                    for row in made.values() if sink is not None else ():
+                        sink(row)
                     core.update(backends[bid], done, batch)
     except KeyboardInterrupt:
         interrupted = True
@@ -156,7 +159,7 @@ def _batch_records(batch: list[Request], res, error: str | None, start: float, d
 
 
 def serve_batches(requests: list[Request], core: DecisionCore, model: str, max_new_tokens: int, label: str,
-                  console=None, dashboard: bool = True):
+                  console=None, dashboard: bool = True, sink=None):
     """Replay ``requests`` on real hf workers; (records, model info, interrupted).
 
     Predictions come with the requests (made beforehand in a separate process, their measured cost
@@ -165,7 +168,7 @@ def serve_batches(requests: list[Request], core: DecisionCore, model: str, max_n
     workers = ThreadWorkers(core.backends, model, GenerationSettings(max_new_tokens=max_new_tokens), console)
     board = Dashboard(label, [b.name for b in core.backends], len(requests), console, live=dashboard)
     try:
-        records, interrupted = run_batches(requests, core, workers, WallClock(workers.results), board)
+        records, interrupted = run_batches(requests, core, workers, WallClock(workers.results), board, sink)
     finally:
         workers.close()
     return records, workers.info, interrupted

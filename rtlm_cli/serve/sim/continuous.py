@@ -3,7 +3,8 @@
 - ``simulate_direct``: every request is sent to one engine the moment it arrives (after its
   prediction), with the priority the decision core gives it; the engine orders its own queue.
 - ``simulate_gateway``: rtlm's gateway holds the queue in front of one or more engines and sends a
-  request when a slot is free. The engine whose next event comes first advances (a run of alike
+  request when a slot is free (after its gathering window, when one opens: an arrival at the
+  window's end still joins it). The engine whose next event comes first advances (a run of alike
   steps ends at a request's end, which frees a gateway slot; an ordinary step is at most one step
   long), never past the next arrival; a request reaches its engine when the gateway sends it.
 
@@ -93,6 +94,10 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, servers: dict[in
 
     while True:
         t_next = _reached(arrivals[i]) if i < len(arrivals) else math.inf
+        if gateway.holding_until is not None and gateway.holding_until < t_next:  # nothing runs meanwhile
+            now = gateway.holding_until
+            send(gateway.release(now), now)
+            continue
         events = [(s.next_event(t_next), bid) for bid, s in servers.items() if s.busy()]
         at, bid = min(events) if events else (math.inf, None)
         server = servers[bid] if bid is not None else None
