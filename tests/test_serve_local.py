@@ -142,6 +142,7 @@ def test_bad_inputs(setup, run_cli, tmp_path, prompt_file):
     assert "did you mean 'rtlm'" in bad(*base, "--policy", "rtml", "--rate", 1)
     assert "needs --predictor" in bad(*base, "--policy", "rtlm", "--rate", 1)
     assert "needs --rate or --load" in bad(*base)
+    assert "--gather-ms go with --dispatch gateway" in bad(*base, "--rate", 1, "--gather-ms", 5)
     assert "--simulate needs --profile" in bad("--simulate", "--prompts", prompt_file, "--rate", 1, "--out", tmp_path / "y")
     other = tmp_path / "other"
     assert run_cli("profile", "--model", "fake:ms_prefill=1", "--prompts", prompt_file, "-n", 6, "--max-new-tokens", 128,

@@ -58,7 +58,7 @@ def serve_local(
     shed: bool = option(G, "shed", "--shed"),
     retry_failed: bool = option(G, "retry_failed", "--retry-failed"),
     placement: str = option(G, "placement", "--placement"),
-    gather_ms: float = option(G, "gather_ms", "--gather-ms"),
+    gather_ms: Optional[float] = option(G, "gather_ms", "--gather-ms"),
     goodput: Optional[str] = option(R, "goodput", "--goodput", default=None),
     overwrite: bool = option(R, "overwrite", "--overwrite"),
     flush: float = option(R, "flush_s", "--flush"),

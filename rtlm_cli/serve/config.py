@@ -64,7 +64,11 @@ class BackendConfig:
 class GatewayConfig:
     inflight: int | None = field(default=None, metadata={"help": "--dispatch gateway: K, the requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
     shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late."})
-    gather_ms: float = field(default=GATHER_MS, metadata={"help": "--dispatch gateway: a request reaching an idle gateway is held this long so that what arrives with it (a burst) is ordered together, as rtlm gateway does (0: none)."})
+    gather_ms: float | None = field(default=None, metadata={"help": f"--dispatch gateway: a request reaching an idle gateway is held this long so that what arrives with it (a burst) is ordered together, as rtlm gateway does (0: none; default {GATHER_MS:g})."})
+
+    @property
+    def gather_s(self) -> float:
+        return (GATHER_MS if self.gather_ms is None else self.gather_ms) / 1000.0
     placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request) or round-robin (in turn: a baseline)."})
     retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: send a request that failed on a backend once more, to any live one (recorded in retries)."})
 
@@ -170,15 +174,15 @@ class ReplayConfig:
 def _check_dispatch(mode: Mode, cfg: ReplayConfig) -> None:
     """What each way of reaching the backends allows."""
     g, b = cfg.gateway, cfg.backends
-    if mode.dispatch != "gateway" and (g.inflight is not None or g.shed or g.retry_failed):
-        raise RtlmError("--inflight (>= 1), --shed and --retry-failed go with --dispatch gateway")
+    if mode.dispatch != "gateway" and (g.inflight is not None or g.shed or g.retry_failed or g.gather_ms is not None):
+        raise RtlmError("--inflight (>= 1), --shed, --retry-failed and --gather-ms go with --dispatch gateway")
     if mode.dispatch == "direct" and (cfg.policy.offload or len(b.engine.client.urls) > 1 or len(b.specs) > 1):
         raise RtlmError("--dispatch direct sends to one engine: several --url or --backend and --offload need "
                         "--dispatch gateway")
     if mode.dispatch == "gateway":
         if g.inflight is not None and g.inflight < 1:
             raise RtlmError(f"--inflight must be >= 1, got {g.inflight}")
-        if g.gather_ms < 0:
+        if g.gather_ms is not None and g.gather_ms < 0:
             raise RtlmError(f"--gather-ms must be >= 0, got {g.gather_ms}")
         if g.placement not in PLACEMENTS:
             raise RtlmError(f"--placement is {' or '.join(PLACEMENTS)}, got {g.placement!r}")

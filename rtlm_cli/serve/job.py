@@ -74,7 +74,7 @@ def simulate(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore) -> lis
     servers = {x.bid: SimulatedServer(b.limits, StepCost(x.cost), x.bid, x.name, b.priority_order) for x in core.backends}
     if mode.dispatch == "direct":
         return simulate_direct(requests, core, core.backends[0], servers[0])
-    return simulate_gateway(requests, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_ms / 1000), servers)
+    return simulate_gateway(requests, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_s), servers)
 
 
 def execute(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore, max_new: int, console, dashboard: bool,
@@ -140,7 +140,7 @@ def run_meta(cfg: ReplayConfig, mode: Mode, backends: list[Backend], capacity: f
         "engine_model": dataclasses.asdict(b.limits) if mode.simulated and mode.batching == "continuous" else None,
         "inflight": cfg.inflight if gateway else None, "shed": cfg.gateway.shed,
         "placement": cfg.gateway.placement if gateway else None,
-        "gather_ms": cfg.gateway.gather_ms if gateway else None,
+        "gather_ms": 1000 * cfg.gateway.gather_s if gateway else None,
         "goodput_slo": goodput_thresholds(cfg.goodput) or None,
         "policy": p.name, "policy_params": p.params, "cap": cap, "max_batch": p.max_batch, "offload": p.offload,
         "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,

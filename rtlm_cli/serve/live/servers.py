@@ -62,7 +62,7 @@ def replay_on_servers(mode, cfg, requests, core, max_new_tokens: int, console=No
         with board:
             driver = StreamDriver(requests, core, eng.client, urls, max_new_tokens, predict, board, sink)
             if mode.dispatch == "gateway":
-                run = run_gateway(driver, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_ms / 1000),
+                run = run_gateway(driver, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_s),
                                   cfg.gateway.retry_failed)
             else:
                 run = run_direct(driver, core.backends[0])
