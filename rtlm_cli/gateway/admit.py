@@ -69,7 +69,7 @@ class Admission:
         self.predictor, self.cost = predictor, cost
 
     def __call__(self, rid: int, now: float, text: str, body: dict, headers) -> Request:
-        cap = _int(body.get("max_tokens", body.get("max_completion_tokens", MAX_NEW_TOKENS)), "max_tokens")
+        cap = _int(body.get("max_tokens", body.get("max_completion_tokens", MAX_NEW_TOKENS)), "max_tokens", minimum=1)
         deadline = headers.get("x-rtlm-deadline-ms")
         deadline_s = None if deadline is None else now + _float(deadline, "x-rtlm-deadline-ms") / 1000.0
         klass = headers.get("x-rtlm-priority", "default")
@@ -95,13 +95,13 @@ class Admission:
                        deadline_s=deadline_s, prediction_cost_s=cost_s, priority_class=priority_class)
 
 
-def _int(value, what: str) -> int:
+def _int(value, what: str, minimum: int | None = None) -> int:
     try:
         out = int(value)
     except (TypeError, ValueError):
         raise BadRequest(f"{what} must be an integer, got {value!r}") from None
-    if what == "max_tokens" and out < 1:
-        raise BadRequest(f"max_tokens must be >= 1, got {out}")
+    if minimum is not None and out < minimum:
+        raise BadRequest(f"{what} must be >= {minimum}, got {out}")
     return out
 
 

@@ -191,12 +191,9 @@ class GatewayService:
         upstream = dict(body)
         if stream:
             upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        headers = {"Content-Type": "application/json"}
-        if self.cfg.backend_api_key:
-            headers["Authorization"] = f"Bearer {self.cfg.backend_api_key}"
         sent = self.now()
-        try:
-            async with self.session.post(url.rstrip("/") + request.path, json=upstream, headers=headers) as resp:
+        try:  # the session carries rtlm's own key for the backends (--backend-api-key), never the client's
+            async with self.session.post(url.rstrip("/") + request.path, json=upstream) as resp:
                 if resp.status != 200 or not stream:
                     payload = await resp.read()
                     usage = _usage(payload) if resp.status == 200 else None
