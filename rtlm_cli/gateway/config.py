@@ -16,9 +16,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class ServiceConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on. Anything but loopback needs --api-key (or an explicit --no-auth)."})
     port: int = field(default=8100, metadata={"help": "Port to listen on (0: any free port, printed at start)."})
-    policy: str = field(default="fcfs", metadata={"help": "Scheduling policy of the queue (as in serve-local)."})
-    predictor: str | None = field(default=None, metadata={"help": "Predictor directory: each request is predicted when it arrives, from its last user message (chat) or its prompt (completions)."})
+    policy: str = field(default="rtlm", metadata={"help": "Scheduling policy of the queue (as in serve-local; fcfs keeps arrival order)."})
+    predictor: str | None = field(default="reference", metadata={"help": "Predictor directory, or the shipped one by name (reference: the fast families on SmolLM2's reference profile), or none: each request is predicted when it arrives, from its last user message (chat) or its prompt (completions)."})
+    profile: str | None = field(default=None, metadata={"help": "For benchmarks: a profile whose true answer lengths the oracle looks up by prompt text (only a bound on that profile's prompts, answered as profiled: same cap, temperature 0)."})
     timing: str = field(default="vllm-cpu", metadata={"help": "Timing table that prices the backends (for --shed's deadlines and predicted service): a profile or timing file, or a shipped table (vllm-cpu, h200)."})
+    backends: tuple[str, ...] = field(default=(), metadata={"help": "A backend's own timing table, URL=TIMING, repeatable: prices that --url for offloading and shedding (default: every backend by --timing)."})
+    offload: bool = field(default=False, metadata={"help": "Let backends slower than the fastest (by their --backend tables) take work while the fast ones are congested, by rtlm's offloading rule."})
     inflight: int | None = field(default=None, metadata={"help": "K, requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
     gather_ms: float = field(default=GATHER_MS, metadata={"help": "Gathering window: a request reaching an idle gateway is held this long, so that what arrives with it (a burst) is ordered together (0: none)."})
     max_queue: int = field(default=1024, metadata={"help": "Requests that may wait in rtlm's queue; one more is answered 429 with Retry-After."})
@@ -34,7 +37,8 @@ class ServiceConfig:
 
     def validate(self) -> "ServiceConfig":
         make_policy(self.policy)
-        check_needs(self.policy, {"predictor"} if self.predictor else set())
+        check_needs(self.policy, {k for k, v in (("predictor", self.predictor), ("profile", self.profile)) if v})
+
         if not 0 <= self.port <= 65535:
             raise RtlmError(f"--port must be 0-65535, got {self.port}")
         if self.inflight is not None and self.inflight < 1:
@@ -45,6 +49,8 @@ class ServiceConfig:
             raise RtlmError("--max-queue and --max-body-kib must be >= 1")
         if self.drain_timeout_s < 0 or self.flush_s <= 0:
             raise RtlmError("--drain-timeout must be >= 0 and --flush > 0 seconds")
+        if self.offload and not self.backends:
+            raise RtlmError("--offload needs the backends' own speeds: give --backend URL=TIMING for each --url")
         if not is_loopback(self.host) and not self.api_key and not self.no_auth:
             raise RtlmError(f"--host {self.host} listens beyond this machine: set --api-key KEY (clients send it as "
                             "Authorization: Bearer KEY), or pass --no-auth to serve anyone who can reach it")

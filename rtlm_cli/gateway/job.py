@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-import time
 from pathlib import Path
 
 from rtlm_cli.engines import EngineConfig, open_engine
@@ -18,6 +16,7 @@ from rtlm_cli.formats.timing import load_timing_table
 from rtlm_cli.gateway.admit import Admission, Classed
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.service import GatewayService
+from rtlm_cli.serve.config import split_spec
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
@@ -47,20 +46,46 @@ def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=No
     if cfg.out:
         check_output(Path(cfg.out), overwrite=False)
     predictor = load_predictor(cfg.predictor)
-    cost = CostModel.from_table(load_timing_table(cfg.timing, missing_ok=False), cfg.timing)
+    tables, truth = _tables(cfg, engine_cfg.client.urls), _truth(cfg.profile)
     with open_engine(engine_cfg, model, console=console) as engine:
         urls = list(engine.client.settings.urls)
         k = cfg.inflight or engine_cfg.vllm.max_num_seqs
-        backends = [Backend(i, url, cost, inflight=k) for i, url in enumerate(urls)]
-        core = DecisionCore(Classed(make_policy(cfg.policy)), backends, shed=cfg.shed)
+        backends = [Backend(i, url, tables.get(url.rstrip("/"), tables[""]), inflight=k) for i, url in enumerate(urls)]
+        core = DecisionCore(Classed(make_policy(cfg.policy)), backends, shed=cfg.shed, offload=cfg.offload)
         meta = _meta(cfg, engine, k, predictor, console)
+        meta["workers"] = [{"name": b.name, "spec": f"{b.name}={b.cost.name}"} for b in backends]
         records = RunWriter(Path(cfg.out), meta, flush_s=cfg.flush_s) if cfg.out else None
         entry = {"id": engine.client.model, "object": "model", "owned_by": "rtlm", "root": engine.info.resolved}
-        service = GatewayService(cfg, Gateway(core, gather_s=cfg.gather_ms / 1000), dict(enumerate(urls)), {engine.client.model: entry},
-                                 Admission(predictor, cost), records)
+        fastest = min(backends, key=lambda b: b.step_s).cost  # predicted service is priced where it runs soonest
+        service = GatewayService(cfg, Gateway(core, gather_s=cfg.gather_ms / 1000), dict(enumerate(urls)),
+                                 {engine.client.model: entry}, Admission(predictor, fastest, truth), records)
         service.session = engine.client.session
         engine.run(_serve(service, cfg, console))
         return records.close() if records else {}
+
+
+def _truth(profile: str | None) -> dict[str, int] | None:
+    """True answer lengths by prompt text, from a profile (the oracle's knowledge in benchmarks)."""
+    if not profile:
+        return None
+    from rtlm_cli.formats.profile import load_nonempty
+
+    _, df = load_nonempty(profile)
+    return dict(zip(df["prompt"], df["output_tokens"].astype(int)))
+
+
+def _tables(cfg: ServiceConfig, urls: tuple[str, ...]) -> dict[str, CostModel]:
+    """Each backend's cost model by URL ("" for --timing, the default); --backend names only --urls."""
+    known = {u.rstrip("/") for u in urls}
+    tables = {"": CostModel.from_table(load_timing_table(cfg.timing, missing_ok=False), cfg.timing)}
+    for spec in cfg.backends:
+        where, timing = split_spec(spec)
+        where = where.rstrip("/")
+        if where not in known or not timing:
+            raise RtlmError(f"--backend {spec}: give URL=TIMING with URL one of the --url values "
+                            f"({', '.join(sorted(known)) or 'none: rtlm starts one vLLM server, priced by --timing'})")
+        tables[where] = CostModel.from_table(load_timing_table(timing, missing_ok=False), timing)
+    return tables
 
 
 def _meta(cfg: ServiceConfig, engine, k: int, predictor, console) -> dict:
@@ -75,9 +100,8 @@ def _meta(cfg: ServiceConfig, engine, k: int, predictor, console) -> dict:
     return {"mode": "real", "batching": "continuous", "dispatch": "gateway", "executes": "serving-engine",
             "service": True, "priority_order": "lower-first", "engine": engine.name, "engine_settings": engine.server,
             "inflight": k, "gather_ms": cfg.gather_ms, "shed": cfg.shed, "placement": "first-free", "policy": cfg.policy, "policy_params": {},
-            "predictor": cfg.predictor, "predictor_warning": mismatch, "cap": None, "max_batch": 1, "offload": False,
+            "predictor": cfg.predictor, "profile": cfg.profile, "predictor_warning": mismatch, "cap": None, "max_batch": 1, "offload": cfg.offload,
             "workload": {"arrivals": "service", "rate_rps": None, "offered_load": None, "num_requests": None},
-            "workers": [{"name": u, "spec": u} for u in engine.client.settings.urls],
             "model": {"model_id": engine.info.model_id, "model_hash": engine.info.model_hash},
             "created_at": now_iso(), "listen": f"{cfg.host}:{cfg.port}", **provenance()}
 
@@ -101,7 +125,7 @@ async def _serve(service: GatewayService, cfg: ServiceConfig, console) -> None:
     say = console.print if console is not None else print
     say(f"rtlm gateway: listening on http://{host}:{port} (policy {cfg.policy}, K = "
         f"{service.gateway.core.backends[0].inflight} per backend, {len(service.urls)} backend(s))")
-    chores = [asyncio.create_task(c) for c in (_flush(service, cfg), _health(service), _log(service, say))]
+    chores = [asyncio.create_task(c) for c in (_flush(service, cfg), _health(service), _watch(service, cfg, console))]
     try:
         await stop.wait()
         say(f"rtlm gateway: draining for up to {cfg.drain_timeout_s:g} s")
@@ -140,15 +164,19 @@ async def _healthy(session, url: str) -> bool:
         return False
 
 
-async def _log(service: GatewayService, say) -> None:
-    """Off a terminal, a line every few seconds: queue, in flight, outcomes."""
-    if sys.stderr.isatty():
-        return
-    t0 = time.perf_counter()
-    while True:
-        await asyncio.sleep(LOG_EVERY_S)
-        core = service.gateway.core
-        flight = " ".join(f"{service.urls[b.bid]}:{b.outstanding}{' (down)' if b.down else ''}" for b in core.backends)
-        done = {o: service.metrics.counts[o] for o in ("finished", "failed", "shed")}
-        say(f"rtlm gateway {time.perf_counter() - t0:.0f} s: waiting {len(core.queue)}; in flight {flight}; "
-            + ", ".join(f"{k} {v}" for k, v in done.items()))
+async def _watch(service: GatewayService, cfg: ServiceConfig, console) -> None:
+    """The live view: serve-local's dashboard on a terminal (queue, per-backend in flight and speed,
+    failures, percentiles over the latest records), a plain line every few seconds elsewhere."""
+    from rtlm_cli.serve.live.dashboard import Dashboard
+
+    names = list(service.urls.values())
+    board = Dashboard(cfg.policy, names, None, console, every_s=LOG_EVERY_S, title="rtlm gateway")
+    with board:
+        while True:
+            await asyncio.sleep(LOG_EVERY_S if board.plain else 0.5)
+            now, recent = service.now(), service.recent
+            states = service.backend_states()
+            span = now - recent[0]["arrival_s"] if len(recent) == recent.maxlen else now
+            board.update(now, service.arrived, len(service.gateway.core.queue),
+                         {u: n for u, (n, _) in states.items()}, list(recent), span_s=span,
+                         speeds=service.metrics.speeds(now))

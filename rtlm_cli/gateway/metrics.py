@@ -5,9 +5,12 @@ end-to-end latency and prediction time."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+SPEED_WINDOW_S = 30.0  # a backend's speed: tokens of the answers that ended in this last window, per second
 OUTCOMES = ("finished", "failed", "shed", "rejected", "cancelled", "retried")
 
 
@@ -22,6 +25,10 @@ class ServiceMetrics:
         self.live = Gauge("rtlm:backend_live", "1 while a backend takes requests, 0 once it was taken out.",
                           ["backend"], registry=r)
         self.outcomes = Counter("rtlm:requests", "Requests by outcome.", ["outcome"], registry=r)
+        self.speed = Gauge("rtlm:backend_generation_tokens_per_second",
+                           f"Tokens of the answers a backend ended in the last {SPEED_WINDOW_S:g} s, per second.",
+                           ["backend"], registry=r)
+        self.ends: dict[str, deque[tuple[float, int]]] = {b: deque() for b in backends}
         self.tokens = Counter("rtlm:generation_tokens", "Tokens generated, per backend.", ["backend"], registry=r)
         self.predicted_tokens = Counter("rtlm:predicted_tokens", "Tokens predicted for the requests that finished.",
                                         registry=r)
@@ -58,17 +65,29 @@ class ServiceMetrics:
         if not ok:
             return
         self.tokens.labels(backend).inc(tokens)
+        self.ends[backend].append((end, tokens))
         self.predicted_tokens.inc(predicted)
         self.realised_tokens.inc(tokens)
         if first is not None:
             self.ttft_s.observe(first - arrived)
         self.e2e_s.observe(end - arrived)
 
-    def observe_state(self, waiting: int, backends: dict[str, tuple[int, bool]]) -> None:
+    def speeds(self, now: float) -> dict[str, float]:
+        """Each backend's tokens per second over the last window (answers that ended in it)."""
+        out = {}
+        for name, ends in self.ends.items():
+            while ends and ends[0][0] < now - SPEED_WINDOW_S:
+                ends.popleft()
+            out[name] = sum(t for _, t in ends) / min(SPEED_WINDOW_S, max(now, 1e-9))
+        return out
+
+    def observe_state(self, now: float, waiting: int, backends: dict[str, tuple[int, bool]]) -> None:
         self.waiting.set(waiting)
+        speeds = self.speeds(now)
         for name, (outstanding, down) in backends.items():
             self.in_flight.labels(name).set(outstanding)
             self.live.labels(name).set(0 if down else 1)
+            self.speed.labels(name).set(speeds[name])
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,7 @@ import hmac
 import itertools
 import json
 import time
+from collections import deque
 
 from aiohttp import ClientError, ClientSession, web
 
@@ -27,6 +28,7 @@ from rtlm_cli.serve.decide.gateway import Gateway
 from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.live.streams import arrive_gathering
 
+RECENT = 2000  # records the live view's percentiles are taken over
 PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
@@ -45,12 +47,14 @@ class GatewayService:
         self.metrics = ServiceMetrics(urls.values())
         self.pending: dict[int, asyncio.Future] = {}
         self.rids = itertools.count()
+        self.arrived = 0  # requests admitted to the queue
         self.accepting = True
         self.active: set[asyncio.Task] = set()  # handlers of requests admitted and not yet answered
         self.held: dict[int, int] = {}  # what a request's backend held when it was sent
         self.chores: set[asyncio.Task] = set()
         self.realised: dict[int, int] = {}  # tokens of an answer, for offloading's length scale
         self.session: ClientSession | None = None
+        self.recent: deque[dict] = deque(maxlen=RECENT)  # the latest records, for the live view
         self.t0 = time.perf_counter()
 
     def now(self) -> float:
@@ -83,9 +87,12 @@ class GatewayService:
                                  status=200 if live else 503)
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        self.metrics.observe_state(len(self.gateway.core.queue),
-                                   {self.urls[b.bid]: (b.outstanding, b.down) for b in self.gateway.core.backends})
+        self.metrics.observe_state(self.now(), len(self.gateway.core.queue), self.backend_states())
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": self.metrics.content_type})
+
+    def backend_states(self) -> dict[str, tuple[int, bool]]:
+        """Each backend's (in flight, down), by URL."""
+        return {self.urls[b.bid]: (b.outstanding, b.down) for b in self.gateway.core.backends}
 
     def denied(self, request: web.Request) -> web.Response | None:
         if not self.cfg.api_key:
@@ -161,6 +168,7 @@ class GatewayService:
             r = self.admit(next(self.rids), arrived, text, body, request.headers)
         except BadRequest as e:
             return error(400, str(e))
+        self.arrived += 1
         self.metrics.predicted(r)
         attempts = 2 if self.cfg.retry_failed else 1
         for attempt in range(attempts):
@@ -255,15 +263,15 @@ class GatewayService:
     def record(self, r: Request, status: str, arrived: float, error: str = "", worker: str = "", start=None,
                first=None, end=None, tokens: int = 0, prompt_tokens: int | None = None) -> None:
         """The request's row in the run (times from the service's start; NaN where it never got there)."""
-        if self.records is None:
-            return
         nan, end = float("nan"), self.now() if end is None else end
         done = status == "finished"
         row = record(r, start_s=nan if start is None else start, first_token_s=nan if first is None else first,
                      last_token_s=end if done else nan, finish_s=end if done else nan, worker=worker,
                      in_flight=self.held.pop(r.rid, 0), output_tokens=tokens, status=status, error=error)
         row.update(priority_class=r.priority_class, prompt_tokens=prompt_tokens or r.prompt_tokens)
-        self.records.add(row)
+        self.recent.append(row)
+        if self.records is not None:
+            self.records.add(row)
 
     async def drain(self, timeout_s: float) -> None:
         """Stop accepting; let what was admitted finish for ``timeout_s``, then cancel the rest."""

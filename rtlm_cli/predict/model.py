@@ -21,6 +21,7 @@ import numpy as np
 from rtlm_cli.defaults import TOKENS_PER_WORD
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats import predictor as fmt
+from rtlm_cli.paths import predictor_path
 from rtlm_cli.predict import features as F
 
 METHODS = ("mixture", "log", "raw")
@@ -116,7 +117,7 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Predictor":
-        path = Path(path)
+        path = predictor_path(path)
         meta = fmt.read_predictor_meta(path)
         files = meta["files"]
         cap = float(meta["cap"]) if meta.get("cap") is not None else float("inf")

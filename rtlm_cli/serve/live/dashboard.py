@@ -18,12 +18,13 @@ def _pct(values, q) -> float:
 
 
 class Dashboard:
-    def __init__(self, policy: str, workers: list[str], total: int, console=None, live: bool = True,
-                 every_s: float = 5.0):
+    def __init__(self, policy: str, workers: list[str], total: int | None, console=None, live: bool = True,
+                 every_s: float = 5.0, title: str = "rtlm serve-local"):
+        """``total``: requests to come (None: a service, open-ended)."""
         from rich.console import Console
 
         self.console = console or Console(stderr=True)
-        self.policy, self.workers, self.total = policy, workers, total
+        self.policy, self.workers, self.total, self.title = policy, workers, total, title
         self.live = None
         self.plain = not (live and self.console.is_terminal)
         self.every_s, self.last = every_s, -1e9
@@ -44,8 +45,11 @@ class Dashboard:
         elif self.state:
             self.console.print(self._line(), highlight=False)
 
-    def update(self, now: float, arrived: int, queued: int, running: dict[str, int], records: list[dict],
-               server: dict | None = None) -> None:
+    def update(self, now: float, arrived: int, queued: int, running: dict[str, int], records, server: dict | None = None,
+               span_s: float | None = None, speeds: dict[str, float] | None = None) -> None:
+        """``records``: every record so far, or the latest ones over the last ``span_s`` seconds (a
+        service); ``speeds``: each worker's tokens per second, if known better than from ``records``."""
+        span = now if span_s is None else span_s
         done = [r for r in records if r["status"] == "finished"]
         e2e = [r["finish_s"] - r["arrival_s"] for r in done]
         ttft = [r["first_token_s"] - r["arrival_s"] for r in done]
@@ -53,12 +57,12 @@ class Dashboard:
         self.state = {
             "elapsed": now, "arrived": arrived, "queued": queued, "running": running, "server": server or {},
             "completed": len(done), "failed": sum(1 for r in records if r["status"] == "failed"),
-            "rps": len(done) / now if now > 0 else 0.0,
-            "tps": sum(r["output_tokens"] for r in done) / now if now > 0 else 0.0,
+            "rps": len(done) / span if span > 0 else 0.0,
+            "tps": sum(r["output_tokens"] for r in done) / span if span > 0 else 0.0,
             "mean": float(np.mean(e2e)) if e2e else float("nan"), "p95": _pct(e2e, 95),
             "ttft50": _pct(ttft, 50), "ttft95": _pct(ttft, 95), "itl50": _pct(itl, 50), "itl95": _pct(itl, 95),
-            "missed": sum(1 for r in done if r["finish_s"] > r["deadline_s"]),
-            "per_worker": {w: (sum(r["output_tokens"] for r in done if r["worker"] == w) / now if now > 0 else 0.0,
+            "missed": sum(1 for r in done if r["finish_s"] > r["deadline_s"]),  # NaN (no deadline) is never missed
+            "per_worker": {w: ((speeds or {}).get(w, sum(r["output_tokens"] for r in done if r["worker"] == w) / span if span > 0 else 0.0),
                                sum(1 for r in records if r["worker"] == w and r["status"] == "failed"))
                            for w in self.workers},
         }
@@ -72,21 +76,24 @@ class Dashboard:
         s = self.state
         run = " ".join(f"{w}:{s['running'].get(w, 0)}" for w in self.workers)
         server = "".join(f" server {k.removeprefix('num_requests_')} {v:.0f}" for k, v in s["server"].items())
-        return (f"[{s['elapsed']:6.1f}s] {self.policy}: arrived {s['arrived']}/{self.total} queued {s['queued']}{server} "
+        return (f"[{s['elapsed']:6.1f}s] {self.policy}: arrived {s['arrived']}{self._of_total()} queued {s['queued']}{server} "
                 f"running {run} done {s['completed']} failed {s['failed']} | {s['rps']:.2f} req/s {s['tps']:.1f} tok/s | "
                 f"response mean {s['mean']:.2f}s p95 {s['p95']:.2f}s | ttft p50 {s['ttft50']:.2f}s p95 {s['ttft95']:.2f}s "
                 f"| itl p50 {s['itl50'] * 1e3:.0f}ms p95 {s['itl95'] * 1e3:.0f}ms | deadline misses {s['missed']}")
+
+    def _of_total(self) -> str:
+        return "" if self.total is None else f"/{self.total}"
 
     def _render(self):
         from rich.table import Table
 
         s = self.state
-        t = Table(title=f"rtlm serve-local: policy [bold]{self.policy}[/bold]", show_header=False, min_width=60)
+        t = Table(title=f"{self.title}: policy [bold]{self.policy}[/bold]", show_header=False, min_width=60)
         if not s:
             t.add_row("starting", "")
             return t
         t.add_row("elapsed", f"{s['elapsed']:.1f} s")
-        t.add_row("arrived", f"{s['arrived']} / {self.total}")
+        t.add_row("arrived", f"{s['arrived']}{self._of_total()}")
         t.add_row("queue length", str(s["queued"]))
         for k, v in s["server"].items():
             t.add_row(f"server: {k.removeprefix('num_requests_')}", f"{v:.0f}")
