@@ -18,6 +18,7 @@ REFERENCES = {
 # Shipped predictors, by name (made by scripts/make_reference_predictor.sh; docs/formats.md).
 PREDICTORS = {
     "reference": "predictors/smollm2-fast-256",  # the fast families (text, prompt) trained on the reference profile
+    "reference-64": "predictors/smollm2-fast-64",  # the same on reference-64 (cap 64)
 }
 
 

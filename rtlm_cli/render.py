@@ -80,6 +80,8 @@ def headline_tables(data: dict) -> list:
     cols = ["e2el_mean_vs_baseline", "e2el_p50_vs_baseline", "e2el_p99_vs_baseline", "ttft_mean_vs_baseline",
             "ttft_p99_vs_baseline", "goodput_vs_baseline", "oracle_gain_share"]
     names = ["mean", "median", "p99", "TTFT mean", "TTFT p99", "goodput", "of the oracle's gain"]
+    from rtlm_cli.report.compare import across_line
+
     for group, rows in groups.items():
         t = Table(title=f"against {data['baseline']}: {group}", title_justify="left")
         t.add_column("policy")
@@ -89,9 +91,12 @@ def headline_tables(data: dict) -> list:
             t.add_row(r["policy"], *(human(c, r[c]) for c in cols))
         out.append(t)
         out += [f"  {r['sentence']}" for r in rows]
+    out += [f"  over {a['draws']} seeds of {a['workload']}: {across_line(a, data['baseline'])}"
+            for a in data.get("across_seeds", [])]
     for a in data["kept_apart"]:
         out.append(f"[dim]kept apart: {a['run']}: {a['why']}[/dim]")
     return out
+
 
 
 def report_tables(data: dict) -> list:

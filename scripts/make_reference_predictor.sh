@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Make the shipped predictor `reference` (rtlm_cli/reference/predictors/smollm2-fast-256): the fast
-# feature families (text, prompt: no model needed at prediction time) trained on the shipped
-# reference profile (1,000 ShareGPT prompts, SmolLM2, cap 256), with its out-of-fold predictions, so
-# that `rtlm gateway` and `serve-local --predictor reference` run on the embedded defaults.
-# Deterministic (seed 0); about a minute on 2 cores. Usage: bash scripts/make_reference_predictor.sh
+# Make the shipped predictors (rtlm_cli/reference/predictors/): the fast feature families (text,
+# prompt: no model needed at prediction time) with their out-of-fold predictions, seed 0:
+#   reference     (smollm2-fast-256) trained on the reference profile (1,000 ShareGPT prompts, cap 256):
+#                 `rtlm gateway`'s default
+#   reference-64  (smollm2-fast-64) trained on the reference-64 profile (300 of them, cap 64): for
+#                 replays of reference-64 (a predictor serves profiles of its own cap)
+# Deterministic; a few seconds each on 2 cores. Usage: bash scripts/make_reference_predictor.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/rtlm train-predictor reference --features text,prompt --seed 0 --no-ablation \
-  --out rtlm_cli/reference/predictors/smollm2-fast-256 --overwrite "$@"
+for pair in reference:smollm2-fast-256 reference-64:smollm2-fast-64; do
+  .venv/bin/rtlm train-predictor "${pair%%:*}" --features text,prompt --seed 0 --no-ablation \
+    --out "rtlm_cli/reference/predictors/${pair#*:}" --overwrite >/dev/null
+done
+echo "made rtlm_cli/reference/predictors/{smollm2-fast-256,smollm2-fast-64}"

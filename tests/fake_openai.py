@@ -229,3 +229,17 @@ def _answer(body: dict, text: str, reason: str) -> dict:
 
 def _event(obj) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+if __name__ == "__main__":  # a fake server in a process of its own (benchmarks pin it to a core)
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description="the tests' fake OpenAI server, on 127.0.0.1:PORT until killed")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ms-per-token", type=float, default=0.0)
+    ap.add_argument("--max-running", type=int, default=1_000_000)
+    a = ap.parse_args()
+    FakeOpenAI(ms_per_token=a.ms_per_token, max_running=a.max_running, port=a.port)
+    while True:
+        time.sleep(3600)

@@ -87,6 +87,10 @@ def test_direct_dispatch_passes_the_policy_key_as_priority(fake, run_cli, tmp_pa
     meta, df = load_run(tmp_path / "sjf")
     assert meta["mode"] == "real" and meta["engine"] == "openai" and meta["batching"] == "continuous"
     assert (df["status"] == "finished").all() and df["priority"].notna().all()
+    # priced by the profile's own table, measured with static batches: a warning, and the run says so
+    assert "measured with static batches" in meta["timing_warning"] and "--timing vllm-cpu" in meta["timing_warning"]
+    assert "warning:" in r.output and meta["timing"] == [{"backend": server.url, "table": "reference-64",
+                                                          "measured_by": "hf"}]
     # one runs at a time: after the first, the server starts them in priority order, i.e. by predicted length
     order = df.sort_values("first_token_s")
     assert order["predicted_tokens"].iloc[1:].is_monotonic_increasing
@@ -94,8 +98,9 @@ def test_direct_dispatch_passes_the_policy_key_as_priority(fake, run_cli, tmp_pa
     assert (df["prediction_cost_s"] > 0).all() and (df["start_s"] >= df["arrival_s"]).all()
     # FCFS sends no priority: the engine's own order
     sent = len(server.bodies)
-    r = serve(run_cli, server.url, tmp_path / "fcfs", policy="fcfs", n=6)
+    r = serve(run_cli, server.url, tmp_path / "fcfs", "--timing", "vllm-cpu", policy="fcfs", n=6)
     assert r.exit_code == 0, r.output
+    assert load_run(tmp_path / "fcfs")[0]["timing_warning"] is None and "warning:" not in r.output  # an engine's table
     assert all("priority" not in b for b in server.bodies[sent:])
     assert load_run(tmp_path / "fcfs")[1]["priority"].isna().all()
 

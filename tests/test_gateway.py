@@ -64,8 +64,8 @@ def test_at_most_k_in_flight_and_rtlm_orders_what_waits():
 
 def test_fcfs_behind_a_gateway_of_k_max_num_seqs_is_the_engines_own_fcfs_request_by_request():
     # Same engine, arrival order, K = max_num_seqs: nothing may change, and no request may start
-    # before it was sent, even while the engine is in the middle of a run of alike steps (found: an
-    # arrival handed to an engine whose clock lagged behind it started at the engine's clock)
+    # before it was sent, even while the engine is in the middle of a run of alike steps (an arrival
+    # handed to an engine whose clock lags behind it starts at the arrival, not at the engine's clock)
     import random
 
     rng = random.Random(3)

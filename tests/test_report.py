@@ -12,7 +12,7 @@ from conftest import one_line_error
 from rtlm_cli.formats.run import SCHEMA_VERSION, load_run, write_run
 
 
-def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None, profile="prof-a"):
+def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None, profile="prof-a", seed=0, mode="simulated"):
     n = len(e2e)
     recs = []
     for i, e in enumerate(e2e):
@@ -22,8 +22,8 @@ def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None, profi
                      "predicted_tokens": 30.0 * (i + 1), "p90_tokens": 40.0, "uncertainty": 0.5, "predicted_service_s": 1.0,
                      "deadline_s": float(i) + 5.0, "prediction_cost_s": 2e-4,
                      "status": (status or ["finished"] * n)[i], "ended": True, "error": ""})
-    meta = write_run(path, recs, {"policy": policy, "mode": "simulated", "engine": None, "max_batch": 1, "cap": 256,
-                                  "profile": profile, "seed": 0, "workers": [{"name": "w0"}],
+    meta = write_run(path, recs, {"policy": policy, "mode": mode, "engine": None, "max_batch": 1, "cap": 256,
+                                  "profile": profile, "seed": seed, "workers": [{"name": "w0"}],
                                   "workload": {"offered_load": load, "rate_rps": load, "arrivals": "poisson",
                                                "num_requests": n}})
     if schema is not None:
@@ -175,6 +175,30 @@ def test_the_headline_compares_only_comparable_runs(run_cli, tmp_path):
     assert json.loads(r.stdout)["headline"][0]["e2el_mean_vs_baseline"] == pytest.approx(1.25)
     text = " ".join(run_cli("report", tmp_path / "fcfs", tmp_path / "rtlm", tmp_path / "oracle").output.split())
     assert "against fcfs" in text and "0.80x" in text and "50%" in text  # human units in the terminal
+
+
+def test_a_beaten_oracle_and_a_single_real_draw_are_said_and_seeds_give_an_interval(run_cli, tmp_path):
+    e2e = list(np.linspace(1, 9, 9))
+    for seed, (rtlm, oracle) in enumerate([(0.7, 0.8), (0.8, 0.6), (0.9, 0.7)]):
+        make_run(tmp_path / f"fcfs{seed}", e2e, "fcfs", seed=seed, mode="real")
+        make_run(tmp_path / f"rtlm{seed}", [x * rtlm for x in e2e], "rtlm", seed=seed, mode="real")
+        make_run(tmp_path / f"oracle{seed}", [x * oracle for x in e2e], "oracle", seed=seed, mode="real")
+    r = run_cli("report", *sorted(tmp_path.iterdir()), "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    beaten = next(h for h in data["headline"] if h["policy"] == "rtlm" and h["oracle_gain_share"] > 1)  # seed 0
+    assert "The oracle was no bound in this run (rtlm beat it)" in beaten["sentence"]
+    assert all("One real draw" in h["sentence"] for h in data["headline"])
+    across = {a["policy"]: a for a in data["across_seeds"]}
+    assert across["rtlm"]["draws"] == 3 and across["rtlm"]["e2el_mean_vs_baseline"] == pytest.approx(0.8)
+    assert across["rtlm"]["ci95"] == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) x sd / sqrt(n)
+    assert across["rtlm"]["oracle_gain_share_range"] == pytest.approx([1 / 3, 1.5])  # 0.1/0.3 .. 0.3/0.2
+    runs = sorted(tmp_path.iterdir())
+    text = " ".join(run_cli("report", *runs, "--html", tmp_path / "r.html").output.split())
+    assert "over 3 seeds of" in text and "0.800x fcfs's ± 0.248 (95% interval)" in text
+    assert "The oracle was no bound in this run (rtlm beat it)" in text
+    page = (tmp_path / "r.html").read_text()
+    assert "The oracle was no bound in this run (rtlm beat it)" in page and "Over 3 seeds of" in page
 
 
 def test_human_units():

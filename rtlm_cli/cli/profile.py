@@ -35,8 +35,8 @@ def profile(
     repetition_penalty: float = option(G, "repetition_penalty", "--repetition-penalty"),
     calibrate: bool = option(P, "calibrate", "--calibrate"),
     calibration_batches: Optional[str] = option(P, "calibration_batches", "--calibration-batches"),
-    calibration_contexts: str = option(P, "calibration_contexts", "--calibration-contexts",
-                                       default=",".join(map(str, P.calibration_contexts))),
+    calibration_contexts: Optional[str] = option(P, "calibration_contexts", "--calibration-contexts"),
+    full_calibration: bool = option(P, "full_calibration", "--full-calibration"),
     calibration_steps: int = option(P, "calibration_steps", "--calibration-steps"),
     calibration_repeats: int = option(P, "calibration_repeats", "--calibration-repeats"),
     max_concurrency: int = option(P, "max_concurrency", "--max-concurrency"),
@@ -58,13 +58,14 @@ def profile(
     from rtlm_cli.render import profile_table
 
     batches = numbers(calibration_batches, "--calibration-batches", int, "1,2,4,8")
+    contexts = numbers(calibration_contexts, "--calibration-contexts", int, "128,512")
     cfg = ProfileConfig(
         out=out, model=model, prompts=prompts, text_column=text_column, num_prompts=num_prompts, seed=seed,
         device=device, dtype=dtype, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
         generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                       repetition_penalty=repetition_penalty, seed=seed),
         calibrate=calibrate, calibration_batches=tuple(batches) if batches else None,
-        calibration_contexts=tuple(numbers(calibration_contexts, "--calibration-contexts", int, "128,512")),
+        calibration_contexts=tuple(contexts) if contexts else None, full_calibration=full_calibration,
         calibration_steps=calibration_steps, calibration_repeats=calibration_repeats, engine=engine, max_concurrency=max_concurrency,
     )
     result = run_profile(cfg, console=console)

@@ -172,8 +172,8 @@ class HFEngine:
         states at the last prompt position of the layers at 60%, 80% and 100% of the model's depth, and
         the final layer's averaged over the prompt) as numpy arrays. Prompts are batched by length to
         limit padding. Those layers were chosen by a sweep on the reference profile: ridge probes of
-        the answer length on the last position's state rank best from 60% of the depth on (Kendall
-        tau ~0.40-0.42 at 60-100%, ~0.29 at 30-40%), and averaging over the prompt ranks worse.
+        the answer length on the last position's state rank best from 60% of the depth on, and
+        averaging over the prompt ranks worse (docs/research.md has the figures).
         """
         import numpy as np
         import torch

@@ -163,6 +163,11 @@ def load_run(path: str | Path):
     return upgrade(meta, read_records(path / PARTS_DIR, key="rid"))
 
 
+# what a growing run's summary is computed from (kept in memory; the parts are never read back)
+SUMMARY_COLUMNS = ("rid", "status", "arrival_s", "start_s", "first_token_s", "last_token_s", "finish_s",
+                   "deadline_s", "output_tokens", "batch_size", "in_flight", "prediction_cost_s")
+
+
 class RunWriter:
     """The one writer of runs. ``add`` a row when a request ends; every ``flush_s`` seconds the rows
     added since are written as one part under ``requests/`` and ``meta.json`` is rewritten with the
@@ -181,6 +186,7 @@ class RunWriter:
         replacing = self.final.exists() and any(self.final.iterdir())
         self.out = self.final.with_name(self.final.name + ".partial") if replacing else self.final
         self.pending: list[dict] = []
+        self.summary_rows: dict[str, list] = {c: [] for c in SUMMARY_COLUMNS}  # every row flushed, as columns
         self.flushed_at = -math.inf  # the first row is written at once; nothing before it (a run that
         if live:                     # fails before any request ends leaves no directory behind)
             # what a killed earlier run left where this one grows
@@ -196,12 +202,16 @@ class RunWriter:
 
     def flush(self, complete: bool = False) -> dict:
         """The rows since the last flush as a part, and meta.json with the summary so far."""
+        import pandas as pd
+
         if self.pending:
             rows, self.pending = self.pending, []
             self.shards.append(rows)
             self.shards.flush()
+            for c, values in self.summary_rows.items():
+                values.extend(r.get(c, math.nan) for r in rows)
         self.flushed_at = time.monotonic()
-        df = read_records(self.out / PARTS_DIR, key="rid")
+        df = pd.DataFrame(self.summary_rows).drop_duplicates(subset="rid", keep="first")  # as read_records reads parts
         meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **self.meta, "complete": complete,
                 "summary": summarize(df, self.meta.get("goodput_slo")) if not df.empty else None}
         self.out.mkdir(parents=True, exist_ok=True)

@@ -47,3 +47,16 @@ def timing_origin(source: str | Path) -> str:
         return "hf"
     data = json.loads(meta.read_text())
     return (data.get("calibration") or data).get("engine") or "hf"
+
+
+def static_pricing(tables: list[str]) -> str | None:
+    """A warning for a continuously batching run (a serving engine, or its simulation) priced by
+    tables measured with static batches (the hf engine), which overweight a long prompt's prefill;
+    None when every table was measured through an engine."""
+    static = sorted({str(t) for t in tables if timing_origin(t) == "hf"})
+    if not static:
+        return None
+    return (f"the timing table of {', '.join(static)} was measured with static batches (the hf engine) but this run "
+            "batches continuously: its predicted service times, the oracle's order and any deadline pricing follow "
+            "the wrong costs; pass --timing vllm-cpu (the shipped vLLM-CPU table) or one made with `rtlm profile "
+            "--engine vllm --calibrate -n 0`")

@@ -12,7 +12,7 @@ from rtlm_cli.engines import EngineConfig, open_engine
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.run import RunWriter
 from rtlm_cli.formats.store import check_output, now_iso, provenance
-from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.formats.timing import load_timing_table, static_pricing
 from rtlm_cli.gateway.admit import Admission, Classed
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.service import GatewayService
@@ -54,6 +54,9 @@ def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=No
         core = DecisionCore(Classed(make_policy(cfg.policy)), backends, shed=cfg.shed, offload=cfg.offload)
         meta = _meta(cfg, engine, k, predictor, console)
         meta["workers"] = [{"name": b.name, "spec": f"{b.name}={b.cost.name}"} for b in backends]
+        meta["timing_warning"] = static_pricing([b.cost.name for b in backends])
+        if meta["timing_warning"] and console is not None:
+            console.print(f"[yellow]warning:[/yellow] {meta['timing_warning']}")
         records = RunWriter(Path(cfg.out), meta, flush_s=cfg.flush_s) if cfg.out else None
         entry = {"id": engine.client.model, "object": "model", "owned_by": "rtlm", "root": engine.info.resolved}
         fastest = min(backends, key=lambda b: b.step_s).cost  # predicted service is priced where it runs soonest

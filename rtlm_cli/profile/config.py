@@ -8,9 +8,12 @@ from rtlm_cli.engines import EngineConfig
 from rtlm_cli.engines.base import GenerationSettings
 from rtlm_cli.errors import RtlmError
 
-CPU_CALIBRATION_BATCHES = (1, 2, 4, 8, 16)
+# --calibrate's default grid fits a few minutes on a 2-core CPU; --full-calibration sweeps the full one
+CPU_CALIBRATION_BATCHES = (1, 4, 16)
 CUDA_CALIBRATION_BATCHES = (1, 8, 32, 128)
-CALIBRATION_CONTEXTS = (128, 512, 1024)
+CALIBRATION_CONTEXTS = (128, 512)
+FULL_CPU_CALIBRATION_BATCHES = (1, 2, 4, 8, 16)
+FULL_CALIBRATION_CONTEXTS = (128, 512, 1024)
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,9 @@ class ProfileConfig:
     max_prompt_tokens: int = field(default=1024, metadata={"help": "Skip prompts longer than this many tokens (after the chat template)."})
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     calibrate: bool = field(default=False, metadata={"help": "Also sweep batch sizes x context lengths with synthetic tokens: the device's timing table (timing.parquet)."})
-    calibration_batches: tuple[int, ...] | None = field(default=None, metadata={"help": f"Batch sizes to sweep, e.g. 1,2,4,8 (default: {','.join(map(str, CPU_CALIBRATION_BATCHES))} on CPU; {','.join(map(str, CUDA_CALIBRATION_BATCHES))} on CUDA)."})
-    calibration_contexts: tuple[int, ...] = field(default=CALIBRATION_CONTEXTS, metadata={"help": "Context lengths to sweep."})
+    calibration_batches: tuple[int, ...] | None = field(default=None, metadata={"help": f"Batch sizes to sweep, e.g. 1,2,4,8 (default: {','.join(map(str, CPU_CALIBRATION_BATCHES))} on CPU, {','.join(map(str, FULL_CPU_CALIBRATION_BATCHES))} with --full-calibration; {','.join(map(str, CUDA_CALIBRATION_BATCHES))} on CUDA)."})
+    calibration_contexts: tuple[int, ...] | None = field(default=None, metadata={"help": f"Context lengths to sweep (default: {','.join(map(str, CALIBRATION_CONTEXTS))}; {','.join(map(str, FULL_CALIBRATION_CONTEXTS))} with --full-calibration)."})
+    full_calibration: bool = field(default=False, metadata={"help": "--calibrate's full grid (about four times the default's time on a CPU): more batch sizes and context 1024."})
     engine: EngineConfig = field(default_factory=EngineConfig)
     max_concurrency: int = field(default=64, metadata={"help": "vllm/openai engines: requests in flight at once while profiling (the server batches them continuously; more than it runs at once keeps it full)."})
     calibration_steps: int = field(default=16, metadata={"help": "Decode steps timed per cell of the timing table (more: steadier cells where a step is a few milliseconds, as on a GPU)."})
@@ -48,7 +52,7 @@ class ProfileConfig:
             (0 < g.top_p <= 1, f"--top-p must be in (0, 1], got {g.top_p}"),
             (g.repetition_penalty > 0, f"--repetition-penalty must be > 0, got {g.repetition_penalty}"),
             (all(b >= 1 for b in self.calibration_batches or (1,)), "calibration batch sizes must be >= 1"),
-            (all(c >= 1 for c in self.calibration_contexts), "calibration contexts must be >= 1"),
+            (all(c >= 1 for c in self.calibration_contexts or (1,)), "calibration contexts must be >= 1"),
             (self.num_prompts > 0 or self.calibrate, "--num-prompts 0 profiles nothing: add --calibrate or ask for prompts"),
             (self.max_concurrency >= 1, f"--max-concurrency must be >= 1, got {self.max_concurrency}"),
             (not self.engine.is_server or self.batch_size == 1, "--batch-size is for the hf engine: a server batches by itself (use --max-concurrency)"),

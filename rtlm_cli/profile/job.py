@@ -138,7 +138,7 @@ def profile(cfg: ProfileConfig, console=None, engine=None) -> ProfileResult:
         if cfg.engine.is_server:  # the server's start shows its own status
             engine = stack.enter_context(opened)
         else:
-            with _status(console, f"loading model {cfg.model} (the first use of a GGUF converts it once, ~15 s)"):
+            with _status(console, f"loading model {cfg.model} (the first use of a GGUF converts it once)"):
                 engine = stack.enter_context(opened)
         return _profile(cfg, pool, engine, console)
 

@@ -19,7 +19,7 @@ from rtlm_cli.formats.run import load_run, summarize, with_latencies
 from rtlm_cli.formats.store import read_meta
 from rtlm_cli.paths import source_path
 from rtlm_cli.prompts.uncertainty import FAMILY_SCORE_NAMES
-from rtlm_cli.report.compare import headline
+from rtlm_cli.report.compare import across_seeds, headline
 
 KINDS = ("run", "profile", "predictor")
 
@@ -177,6 +177,7 @@ def build(paths: list[str], baseline: str = "fcfs") -> tuple[Artifacts, dict]:
     data = {
         "headline": comparison,
         "kept_apart": apart,
+        "across_seeds": across_seeds(comparison),
         "baseline": baseline,
         "runs": runs,
         "run_buckets": bucket_rows(found.runs),

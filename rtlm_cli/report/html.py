@@ -8,6 +8,7 @@ import base64
 import html
 from pathlib import Path
 
+from rtlm_cli.report.compare import across_line
 from rtlm_cli.report.units import human
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1200px;padding:0 1rem;color:#222}
@@ -60,6 +61,9 @@ def headline(data: dict) -> list[str]:
         parts.append(f"<p class='group'>Against <b>{html.escape(data['baseline'])}</b> on {html.escape(group)}:</p>")
         parts += [f"<p class='sentence'>{html.escape(r['sentence'])}</p>" for r in rows]
         parts.append(table(rows, HEADLINE_COLUMNS))
+    for a in data.get("across_seeds", []):
+        parts.append(f"<p class='sentence'>Over {a['draws']} seeds of {html.escape(a['workload'])}: "
+                     f"{html.escape(across_line(a, data['baseline']))}</p>")
     if data["kept_apart"]:
         parts.append("<p class='apart'>Kept apart (never set in one ratio with the others): "
                      + "; ".join(html.escape(f"{a['run']}: {a['why']}") for a in data["kept_apart"]) + "</p>")

@@ -17,7 +17,7 @@ from rtlm_cli.formats import predictor as predictor_format
 from rtlm_cli.formats import profile as profile_format
 from rtlm_cli.formats.run import RunWriter
 from rtlm_cli.formats.store import now_iso, provenance
-from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.formats.timing import load_timing_table, static_pricing, timing_origin
 from rtlm_cli.serve.config import ReplayConfig, goodput_thresholds, split_spec
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
@@ -48,7 +48,7 @@ def make_backends(cfg: ReplayConfig, mode: Mode) -> list[Backend]:
         if not source:
             raise RtlmError(f"worker {where} has no timing table: pass --timing FILE or {where}=TIMING")
         cost = CostModel.from_table(load_timing_table(source, missing_ok=False), where)
-        backends.append(Backend(i, where, cost, static=mode.batching == "static", inflight=inflight))
+        backends.append(Backend(i, where, cost, static=mode.batching == "static", inflight=inflight, timing=str(source)))
     return backends
 
 
@@ -107,6 +107,9 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     check_predictor(p.predictor, pmeta, pool)
     cap = float(profile_format.cap(pool.meta) if pool.meta else cfg.backends.max_new_tokens or MAX_NEW_TOKENS)
     backends = make_backends(cfg, mode)
+    pricing_warning = static_pricing([b.timing for b in backends]) if mode.batching == "continuous" else None
+    if pricing_warning and console is not None:
+        console.print(f"[yellow]warning:[/yellow] {pricing_warning}")
     isolate = not mode.simulated and mode.executes == "hf-workers"  # torch and LightGBM in one process: slow
     preds = predict_pool(p.predictor, pool, cap, isolate=isolate, pmeta=pmeta, console=console)
     capacity = load_capacity(mode, cfg, backends, pool, preds.predicted)
@@ -117,7 +120,8 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
                         priority_order=cfg.backends.priority_order)
     started, t0 = now_iso(), time.perf_counter()
     meta = run_meta(cfg, mode, backends, capacity, rate, int(cap), pmeta, preds.out_of_fold)
-    meta.update(created_at=started, model=pool.meta["model"] if pool.meta else {"model_id": cfg.backends.model})
+    meta.update(created_at=started, model=pool.meta["model"] if pool.meta else {"model_id": cfg.backends.model},
+                timing_warning=pricing_warning)
     # a real run's records reach its directory as they are made (a SIGKILL loses at most one flush)
     writer = RunWriter(Path(cfg.out), meta, live=not mode.simulated, flush_s=cfg.flush_s)
     records, model_info, interrupted, about_engine = execute(mode, cfg, requests, core,
@@ -149,5 +153,6 @@ def run_meta(cfg: ReplayConfig, mode: Mode, backends: list[Backend], capacity: f
         "predictor_meta": {k: pmeta[k] for k in ("families", "method", "target", "metrics")} if pmeta else None,
         "out_of_fold_predictions": out_of_fold,
         "workers": [{"name": x.name, "spec": s} for x, s in zip(backends, b.specs or [x.name for x in backends])],
+        "timing": [{"backend": x.name, "table": x.timing, "measured_by": timing_origin(x.timing)} for x in backends],
         "seed": w.seed, **provenance(),
     }

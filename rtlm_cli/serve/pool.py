@@ -100,7 +100,7 @@ class Predictions:
 def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool, pmeta: dict | None = None,
                  console=None) -> Predictions:
     """With ``isolate`` (real runs) the predictor runs in a separate process: a LightGBM booster in
-    the serving process (its own OpenMP runtime) slows torch's CPU decoding 1.7x, measured.
+    the serving process (its own OpenMP runtime) slows torch's CPU decoding (docs/benchmarks.md).
 
     A prompt the predictor was trained on gets its out-of-fold prediction (``crossfit.parquet``):
     an in-sample one would flatter every length-aware policy."""

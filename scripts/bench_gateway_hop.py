@@ -1,0 +1,189 @@
+"""Benchmark: what the hop through `rtlm gateway` costs (run alone on the cores: it times things).
+
+The gateway runs pinned to core 0 (taskset), the load generator (this script) and the tests' fake
+OpenAI server (answers of 3-40 tokens, streamed at once) pinned to core 1. Closed loop: --clients
+streamed requests in flight at all times, --requests in all, each timed from its send to its first
+token (TTFT) and to its end.
+
+  harness      the load generator straight to the fake server: what the harness alone reaches
+               (it must reach at least twice the target rate for the gateway's figure to mean anything)
+  gateway      the same through `rtlm gateway` (policy rtlm, the shipped predictor: prediction on;
+               --inflight above the clients, so rtlm's queue never holds a request back)
+  predictor    the shipped predictor alone, one prompt at a time, as the gateway calls it
+  memory       the gateway's resident memory per request waiting in its queue (K = 1 in front of a
+               slow fake server, --waiting requests held)
+
+Targets: >= 300 requests/s through the gateway with no error; added TTFT p50 <= 1 ms plus the
+prediction's own p50, p99 <= 10 ms (at --clients 16); the predictor alone <= 0.3 ms a request.
+
+    .venv/bin/python scripts/bench_gateway_hop.py --json docs/bench/gateway-hop.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import fake_server, gateway, now, stop  # noqa: E402
+
+
+async def load(url: str, clients: int, total: int, prompts: list[str]) -> dict:
+    """Closed loop: ``clients`` streamed chat completions in flight until ``total`` are done."""
+    import aiohttp
+
+    ttft, e2e, errors, sent = [], [], 0, iter(range(total))
+
+    async def client(session):
+        nonlocal errors
+        for i in sent:
+            body = {"model": "smollm2", "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
+                    "max_tokens": 64, "stream": True}
+            t0, first = time.perf_counter(), None
+            try:
+                async with session.post(url + "/v1/chat/completions", json=body) as r:
+                    if r.status != 200:
+                        errors += 1
+                        await r.read()
+                        continue
+                    async for line in r.content:
+                        if first is None and line.startswith(b"data:"):
+                            first = time.perf_counter()
+            except aiohttp.ClientError:
+                errors += 1
+                continue
+            ttft.append(first - t0)
+            e2e.append(time.perf_counter() - t0)
+
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    q = lambda v, p: float(np.percentile(v, p) * 1000) if v else float("nan")  # noqa: E731
+    return {"requests": total, "clients": clients, "errors": errors, "wall_s": wall, "rps": len(e2e) / wall,
+            "ttft_p50_ms": q(ttft, 50), "ttft_p99_ms": q(ttft, 99), "e2e_p50_ms": q(e2e, 50), "e2e_p99_ms": q(e2e, 99)}
+
+
+def predictor_alone(prompts: list[str]) -> dict:
+    """The shipped predictor, one prompt at a time, as the gateway's admission calls it."""
+    from rtlm_cli.gateway.admit import Admission
+    from rtlm_cli.gateway.job import load_predictor
+    from rtlm_cli.formats.timing import load_timing_table
+    from rtlm_cli.serve.costmodel import CostModel
+
+    admit = Admission(load_predictor("reference"), CostModel.from_table(load_timing_table("vllm-cpu", missing_ok=False)))
+    costs = [admit(i, 0.0, p, {}, {}).prediction_cost_s for i, p in enumerate(prompts)]
+    return {"prompts": len(costs), "p50_ms": statistics.median(costs) * 1000, "mean_ms": statistics.fmean(costs) * 1000,
+            "p99_ms": float(np.percentile(costs, 99) * 1000)}
+
+
+def memory(waiting: int) -> dict:
+    """RSS of a gateway holding ``waiting`` requests in its queue (K = 1, a fake server that holds one)."""
+    import psutil
+
+    backend, furl = fake_server(1, ms_per_token=1000.0, max_running=1)
+    gw, gurl = gateway(furl, "--inflight", 1, "--max-queue", waiting + 10, core=0)
+    try:
+        proc = psutil.Process(gw.pid)
+        proc = next((c for c in proc.children(recursive=True) if "rtlm_cli" in " ".join(c.cmdline())), proc)
+        before = proc.memory_info().rss
+
+        async def hold():
+            import aiohttp
+
+            conn = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=conn) as s:
+                body = {"model": "smollm2", "messages": [{"role": "user", "content": "a question of some words " * 8}],
+                        "max_tokens": 64, "stream": True}
+                async def one():
+                    async with s.post(gurl + "/v1/chat/completions", json=body) as r:
+                        await r.read()
+
+                tasks = [asyncio.create_task(one()) for _ in range(waiting)]
+                for _ in range(300):
+                    await asyncio.sleep(0.1)
+                    text = await asyncio.to_thread(lambda: urllib.request.urlopen(gurl + "/metrics").read().decode())
+                    queued = next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("rtlm:num_requests_waiting "))
+                    if queued >= waiting - 1:
+                        break
+                after = proc.memory_info().rss
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                return queued, after
+
+        queued, after = asyncio.run(hold())
+        return {"waiting": int(queued), "rss_before_mib": before / 2**20, "rss_after_mib": after / 2**20,
+                "kib_per_waiting_request": (after - before) / max(queued, 1) / 1024}
+    finally:
+        stop(gw)
+        stop(backend)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--waiting", type=int, default=1000)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs two cores (the gateway on one, the load generator and the fake server on the other)")
+    from rtlm_cli.formats.profile import load_profile
+    from rtlm_cli.formats.store import provenance
+
+    prompts = list(load_profile("reference")[1]["prompt"][:500])
+    out = {"started": now(), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+           "setup": vars(args)}
+    out["predictor"] = predictor_alone(prompts)
+    print("predictor alone:", out["predictor"], flush=True)
+    os.sched_setaffinity(0, {1})  # the load generator: core 1, beside the fake server
+    backend, url = fake_server(1)
+    try:
+        asyncio.run(load(url, args.clients, 200, prompts))  # warm-up
+        out["harness"] = asyncio.run(load(url, args.clients, args.requests, prompts))
+        print("harness alone:", out["harness"], flush=True)
+        run_dir = Path(f"/tmp/rtlm-hop-{os.getpid()}")
+        gw, gurl = gateway(url, "--inflight", 4 * args.clients, "--out", run_dir, core=0)
+        try:
+            asyncio.run(load(gurl, args.clients, 200, prompts))  # warm-up
+            out["gateway"] = asyncio.run(load(gurl, args.clients, args.requests, prompts))
+        finally:
+            stop(gw)
+        from rtlm_cli.formats.run import load_run
+
+        _, df = load_run(run_dir)
+        out["gateway"]["prediction_p50_ms"] = float(df["prediction_cost_s"].median() * 1000)
+        print("through the gateway:", out["gateway"], flush=True)
+    finally:
+        stop(backend)
+    os.sched_setaffinity(0, {0, 1})
+    out["memory"] = memory(args.waiting)
+    print("memory:", out["memory"], flush=True)
+    g, h = out["gateway"], out["harness"]
+    out["added_ttft_p50_ms"] = g["ttft_p50_ms"] - h["ttft_p50_ms"]
+    out["added_ttft_p99_ms"] = g["ttft_p99_ms"] - h["ttft_p99_ms"]
+    out["targets"] = {
+        "harness >= 600 req/s": h["rps"] >= 600, "gateway >= 300 req/s, no error": g["rps"] >= 300 and not g["errors"],
+        "added TTFT p50 <= 1 ms + prediction p50": out["added_ttft_p50_ms"] <= 1 + g["prediction_p50_ms"],
+        "added TTFT p99 <= 10 ms": out["added_ttft_p99_ms"] <= 10, "predictor <= 0.3 ms": out["predictor"]["p50_ms"] <= 0.3}
+    out["ended"] = now()
+    out["provenance"] = provenance()
+    print(json.dumps({k: out[k] for k in ("added_ttft_p50_ms", "added_ttft_p99_ms", "targets")}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

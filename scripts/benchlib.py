@@ -1,0 +1,86 @@
+"""Helpers the benchmark scripts share: processes pinned to a core, started until they listen and
+stopped with their whole group; the tests' fake OpenAI server in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def free_port() -> int:
+    from rtlm_cli.engines.vllm import free_port as port
+
+    return port()
+
+
+def wait_listening(url: str, proc: subprocess.Popen, limit_s: float = 60) -> None:
+    """Until ``url``/health answers (any HTTP status); an exit or ``limit_s`` is an error."""
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url} exited: {Path(proc.args_log).read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    stop(proc)
+    raise SystemExit(f"{url} did not listen in {limit_s} s")
+
+
+def start(cmd: list[str], url: str, core: int | None = None, limit_s: float = 60) -> subprocess.Popen:
+    """``cmd`` in a process group of its own (pinned to ``core`` with taskset), once ``url`` listens; its
+    output goes to the file ``proc.args_log``."""
+    pin = ["taskset", "-c", str(core)] if core is not None else []
+    fd, log = tempfile.mkstemp(prefix="rtlm-bench-", suffix=".log")  # a file, not a pipe: nothing blocks on it
+    proc = subprocess.Popen([*pin, *map(str, cmd)], cwd=ROOT, stdout=fd, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    os.close(fd)
+    proc.args_log = log
+    wait_listening(url, proc, limit_s)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to its group (SIGKILL after 60 s)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def fake_server(core: int | None = None, ms_per_token: float = 0.0, max_running: int = 1_000_000):
+    """(process, url) of the tests' fake OpenAI server in a process of its own."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start([sys.executable, "tests/fake_openai.py", "--port", port, "--ms-per-token", ms_per_token,
+                  "--max-running", max_running], url, core)
+    return proc, url
+
+
+def gateway(url: str, *args, core: int | None = None, limit_s: float = 120):
+    """(process, url) of `rtlm gateway --url URL ARGS` on a free port."""
+    port = free_port()
+    gurl = f"http://127.0.0.1:{port}"
+    proc = start([sys.executable, "-m", "rtlm_cli.cli", "gateway", "--url", url, "--port", port, *args], gurl, core,
+                 limit_s)
+    return proc, gurl
