@@ -6,7 +6,10 @@ when ``priorities == "lower-first"``, vLLM's order; higher first when "higher-fi
 default; in arrival order when "ignore"; a priority is a 400 when "refuse"), reports its queue on
 /metrics as vLLM does, counts the streams it holds open and their peak, and injects faults on
 request: a prompt containing FAIL500 gets a 500, FAIL503ONCE a 503 the first time, CUT a stream cut
-after two tokens. ``gate`` N: nothing starts until N requests have
+after two tokens. ``timing``: a timing table (a shipped name such as ``vllm-cpu``, or a file) prices
+each streamed token instead of ``ms_per_token``: a decode step at the number of requests running now
+and the request's context (the first one: its prefill), so fake backends slow down as they fill as
+vLLM-CPU does, where two real servers do not fit on two cores. ``gate`` N: nothing starts until N requests have
 arrived (a burst is then ordered whole, whatever order its connections were made in).
 ``die_after`` N: the first request to arrive once N answers have finished kills it, as a killed server
 dies (that request and every open stream dropped, nothing answers after), so a fault comes at a
@@ -38,10 +41,16 @@ class FakeOpenAI:
     def __init__(self, model: str = "smollm2", ms_per_token: float = 5.0, max_running: int = 1_000_000,
                  priorities: str = "lower-first", api_key: str | None = None, gate: int = 0,
                  die_after: int | None = None, die_at_answer: int | None = None,
-                 on_answer: tuple | None = None, port: int = 0):
+                 on_answer: tuple | None = None, port: int = 0, timing: str | None = None):
         self.model, self.step_s, self.max_running = model, ms_per_token / 1000.0, max_running
         self.priorities, self.api_key, self.gate, self.die_after = priorities, api_key, gate, die_after
         self.die_at_answer, self.on_answer, self.port = die_at_answer, on_answer, port
+        self.cost = None
+        if timing is not None:
+            from rtlm_cli.formats.timing import load_timing_table
+            from rtlm_cli.serve.costmodel import CostModel, bucket
+
+            self.cost, self.bucket = CostModel.from_table(load_timing_table(timing)), bucket
         self.arrived = self.answered = 0
         self.open_streams = self.peak_streams = self.running = 0
         self.started: list[str] = []  # prompts in the order they started running
@@ -172,6 +181,13 @@ class FakeOpenAI:
         self._answered()
         return resp
 
+    def _step_s(self, prompt: str, i: int) -> float:
+        """Seconds before token ``i``: fixed, or priced by the timing table at the running count."""
+        if self.cost is None:
+            return self.step_s
+        context = self.bucket(30 + len(prompt.split()) + i)
+        return self.cost.prefill(1, context) if i == 0 else self.cost.step(max(self.running, 1), context)
+
     def _answered(self) -> None:
         """An answer was sent whole: count it, and act on ``on_answer`` and ``die_at_answer``."""
         self.answered += 1
@@ -207,7 +223,7 @@ class FakeOpenAI:
         async with self._running(body, prompt):
             await resp.prepare(request)
             for i in range(n):
-                await asyncio.sleep(self.step_s)
+                await asyncio.sleep(self._step_s(prompt, i))
                 if "CUT" in prompt and i == 2:
                     request.transport.close()  # the connection drops mid-answer
                     return resp
@@ -239,7 +255,8 @@ if __name__ == "__main__":  # a fake server in a process of its own (benchmarks 
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--ms-per-token", type=float, default=0.0)
     ap.add_argument("--max-running", type=int, default=1_000_000)
+    ap.add_argument("--timing", help="price each token by this timing table (e.g. vllm-cpu)")
     a = ap.parse_args()
-    FakeOpenAI(ms_per_token=a.ms_per_token, max_running=a.max_running, port=a.port)
+    FakeOpenAI(ms_per_token=a.ms_per_token, max_running=a.max_running, port=a.port, timing=a.timing)
     while True:
         time.sleep(3600)

@@ -264,3 +264,27 @@ def test_a_killed_overwrite_leaves_the_previous_run_whole(fake, tmp_path):
     assert meta["complete"] and meta == before[0] and df.equals(before[1])
     partial = load_run(out.with_name("run.partial"))[0]  # the killed one beside it, readable
     assert not partial["complete"]
+
+
+def test_the_fake_server_prices_its_tokens_by_a_timing_table_at_its_running_count(fake):
+    import urllib.request
+
+    from rtlm_cli.formats.timing import load_timing_table
+    from rtlm_cli.serve.costmodel import CostModel, bucket
+
+    server = fake(timing="vllm-cpu")
+    cost = CostModel.from_table(load_timing_table("vllm-cpu"))
+    context = bucket(30 + 2 + 5)
+    server.running = 1
+    assert server._step_s("a b", 5) == pytest.approx(cost.step(1, context))
+    server.running = 8  # a fuller engine steps slower, as vLLM-CPU does
+    assert server._step_s("a b", 5) == pytest.approx(cost.step(8, context))
+    assert cost.step(8, context) > cost.step(1, context)
+    assert server._step_s("a b", 0) == pytest.approx(cost.prefill(1, bucket(32)))  # the first token: its prefill
+    server.running = 0
+    body = json.dumps({"messages": [{"role": "user", "content": "a b"}], "max_tokens": 6, "stream": True}).encode()
+    t0 = time.perf_counter()
+    urllib.request.urlopen(urllib.request.Request(server.url + "/v1/chat/completions", data=body,
+                                                  headers={"Content-Type": "application/json"})).read()
+    expected = cost.prefill(1, bucket(32)) + sum(cost.step(1, bucket(32 + i)) for i in range(1, 6))
+    assert time.perf_counter() - t0 == pytest.approx(expected, rel=0.5, abs=0.05)

@@ -311,3 +311,22 @@ def test_the_simulator_holds_an_idle_gateways_first_request_for_the_window():
         gateway, engines = setup([FLAT], slots=2, gather_s=gather_s)
         recs = simulate_gateway(reqs, gateway, engines)
         assert [r["start_s"] - r["arrival_s"] for r in recs] == pytest.approx([gather_s, gather_s])
+
+
+def test_power_of_two_places_on_the_less_loaded_of_two_draws_never_beyond_k():
+    backends = [Backend(i, f"b{i}", CostModel(flat(0.01)), inflight=2) for i in range(4)]
+    gateway = Gateway(DecisionCore(make_policy("fcfs"), backends), placement="power-of-two")
+    sends = []
+    for i in range(10):
+        sends += gateway.arrive(req(i, 0.0, 5), 0.0)
+    assert len(sends) == 8 and len(gateway.core.queue) == 2  # 4 backends x K = 2; the rest wait
+    assert [r.rid for r, _ in sends] == list(range(8))  # the order stays the policy's (FCFS here)
+    assert all(b.outstanding == 2 for b in backends)
+    # a freed slot of one backend: the next request lands on a free backend, whichever two were drawn
+    more = gateway.left(1, 1.0, sends[0][0] if sends[0][1].bid == 1 else next(r for r, b in sends if b.bid == 1), 5)
+    assert [(r.rid, b.bid) for r, b in more] == [(8, 1)]
+    # seeded: the same arrivals are placed the same way; first-free fills backend 0 first instead
+    again = Gateway(DecisionCore(make_policy("fcfs"), [Backend(i, f"b{i}", CostModel(flat(0.01)), inflight=2)
+                                                     for i in range(4)]), placement="power-of-two")
+    first = [b.bid for r, b in sum((again.arrive(req(i, 0.0, 5), 0.0) for i in range(3)), [])]
+    assert first == [b.bid for _, b in sends[:3]] and first != [0, 0, 1]

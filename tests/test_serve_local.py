@@ -202,3 +202,16 @@ def test_direct_latency_target(setup, run_cli, tmp_path):
     assert p.meta["target"] == "e2e_s" and p.meta["cap"] is None
     out = p.predict(["Explain everything about the universe in detail.", "Hi"])
     assert (out["e2e_s"] == out["predicted"]).all() and (out["predicted"] > 0).all()
+
+
+def test_the_shipped_predictors_are_named_and_replay_with_their_out_of_fold_predictions(run_cli, tmp_path):
+    for profile in ("reference", "reference-64"):
+        r = run_cli("serve-local", "--simulate", "--profile", profile, "--predictor", profile, "--policy", "rtlm",
+                    "-n", 200, "--load", 0.9, "--out", tmp_path / profile)
+        assert r.exit_code == 0, r.output
+        meta, _ = load_run(tmp_path / profile)
+        # every prompt of the profile was trained on: each is predicted out of fold
+        assert meta["predictor"] == profile and meta["out_of_fold_predictions"] == {"reference": 1000, "reference-64": 300}[profile]
+    r = run_cli("serve-local", "--simulate", "--profile", "reference-64", "--predictor", "reference", "-n", 10,
+                "--policy", "rtlm", "--load", 0.9, "--out", tmp_path / "mismatch")
+    assert r.exit_code == 2 and "use a predictor trained at the same cap" in r.output

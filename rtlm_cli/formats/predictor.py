@@ -43,7 +43,7 @@ def read_boosters(path: str | Path, meta: dict) -> dict:
     """The LightGBM models named in ``meta['files']`` (absent ones as None)."""
     import lightgbm as lgb
 
-    path = Path(path)
+    path = predictor_path(path)
     out = {}
     for name in BOOSTERS:
         file = meta["files"].get(name)
@@ -53,7 +53,7 @@ def read_boosters(path: str | Path, meta: dict) -> dict:
 
 def read_prefill_state(path: str | Path, meta: dict) -> dict | None:
     file = meta["files"].get("prefill")
-    return json.loads((Path(path) / file).read_text()) if file else None
+    return json.loads((predictor_path(path) / file).read_text()) if file else None
 
 
 def read_crossfit(path: str | Path, meta: dict):
@@ -63,11 +63,11 @@ def read_crossfit(path: str | Path, meta: dict):
         return None
     import pandas as pd
 
-    return pd.read_parquet(Path(path) / file).set_index("prompt_id")
+    return pd.read_parquet(predictor_path(path) / file).set_index("prompt_id")
 
 
 def read_evaluation(path: str | Path) -> list[dict]:
-    return json.loads((Path(path) / EVALUATION_FILE).read_text())
+    return json.loads((predictor_path(path) / EVALUATION_FILE).read_text())
 
 
 def write_predictor(tmp: Path, meta: dict, boosters: dict, *, tokenizer_file: str | None = None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +13,7 @@ from rtlm_cli.defaults import TEMPLATE_TOKENS, TOKENS_PER_WORD
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats import predictor as predictor_format
 from rtlm_cli.formats import profile as profile_format
+from rtlm_cli.paths import predictor_path
 from rtlm_cli.predict.model import Predictor
 from rtlm_cli.prompts import uncertainty
 from rtlm_cli.prompts.sources import load_prompts, prompt_id
@@ -46,7 +46,7 @@ def load_pool(w: WorkloadConfig, predictor: str | None, pmeta: dict | None, engi
     if tok_file:  # the predictor's own prompt-token count
         from rtlm_cli.predict import features
 
-        ctx = features.FeatureContext(tokenizer_file=str(Path(predictor) / tok_file))
+        ctx = features.FeatureContext(tokenizer_file=str(predictor_path(predictor) / tok_file))
         raw = features.prompt_family(texts, ctx)[1][:, 0].astype(int) + TEMPLATE_TOKENS
     elif engine is not None and getattr(engine, "client", None) is not None:
         raw = engine.prompt_tokens(texts)  # the server's own count, its chat template included

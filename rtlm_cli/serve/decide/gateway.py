@@ -16,11 +16,13 @@ once.
 
 from __future__ import annotations
 
+import random
+
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
 from rtlm_cli.serve.decide.request import Request
 
-PLACEMENTS = ("first-free", "round-robin")
+PLACEMENTS = ("first-free", "round-robin", "power-of-two")
 GATHER_MS = 5.0  # the default gathering window (docs/benchmarks.md: how it was chosen)
 Sends = list[tuple[Request, Backend]]
 
@@ -28,13 +30,16 @@ Sends = list[tuple[Request, Backend]]
 class Gateway:
     def __init__(self, core: DecisionCore, placement: str = "first-free", gather_s: float = 0.0):
         """``placement``: first-free (a freed slot, else the fastest free backend, takes the next
-        request) or round-robin (backends in turn, whatever their speed: a baseline); ``gather_s``:
-        the gathering window (see the module)."""
+        request), round-robin (backends in turn, whatever their speed: a baseline) or power-of-two
+        (Ray Serve's default router, modelled: two backends drawn at random, the one with fewer in
+        flight takes the next request if it has a free slot; when neither has, a retry draws among
+        those that have one); ``gather_s``: the gathering window (see the module)."""
         if placement not in PLACEMENTS:
             raise ValueError(f"placement is one of {PLACEMENTS}, got {placement!r}")
         if gather_s < 0:
             raise ValueError(f"gather_s must be >= 0, got {gather_s}")
         self.core, self.placement, self.turn, self.gather_s = core, placement, 0, gather_s
+        self.rng = random.Random(0)  # power-of-two's draws: seeded, so a simulation repeats
         self.holding_until: float | None = None  # the end of an open gathering window
         self.backends = {b.bid: b for b in core.backends}
         # fast backends first, then by speed, then by id: where an arrival goes when several are free
@@ -81,6 +86,8 @@ class Gateway:
         """Every free slot of a live backend takes the core's next request for it."""
         if self.placement == "round-robin":
             return self._round_robin(now)
+        if self.placement == "power-of-two":
+            return self._power_of_two(now)
         order = ([self.backends[first]] if first is not None else []) + [b for b in self.order if b.bid != first]
         return [(r, b) for b in order for r in self.core.schedule(b, now)]
 
@@ -95,4 +102,19 @@ class Gateway:
             if not got:
                 return out
             self.turn = (ring.index(b) + 1) % len(ring)
+            out.append((got[0], b))
+
+    def _power_of_two(self, now: float) -> Sends:
+        out, ring = [], sorted(self.backends.values(), key=lambda b: b.bid)
+        while True:
+            free = [b for b in ring if b.free]
+            if not free:
+                return out
+            pair = self.rng.sample(ring, min(2, len(ring)))
+            b = min(pair, key=lambda x: (x.outstanding, x.bid))
+            if not b.free:  # both full: Ray's router backs off and draws again; what it lands on is a free one
+                b = self.rng.choice(free)
+            got = self.core.schedule(b, now, limit=1)
+            if not got:
+                return out
             out.append((got[0], b))
