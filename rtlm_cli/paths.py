@@ -38,16 +38,17 @@ def reference_root() -> Path:
 def source_path(spec: str | Path) -> Path:
     """A profile or timing-table source: an existing path, else a shipped reference by name, else the
     path as given (its reader says that it does not exist)."""
-    path = Path(spec).expanduser()
-    if path.exists() or str(spec) not in REFERENCES:
-        return path
-    return reference_root() / REFERENCES[str(spec)]
+    return _named(spec, REFERENCES)
 
 
 def predictor_path(spec: str | Path) -> Path:
     """A predictor: an existing directory, else a shipped predictor by name (``reference``), else the
     path as given (its reader says that it does not exist)."""
+    return _named(spec, PREDICTORS)
+
+
+def _named(spec: str | Path, shipped: dict[str, str]) -> Path:
     path = Path(spec).expanduser()
-    if path.exists() or str(spec) not in PREDICTORS:
+    if path.exists() or str(spec) not in shipped:
         return path
-    return reference_root() / PREDICTORS[str(spec)]
+    return reference_root() / shipped[str(spec)]

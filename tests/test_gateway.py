@@ -330,3 +330,10 @@ def test_power_of_two_places_on_the_less_loaded_of_two_draws_never_beyond_k():
                                                      for i in range(4)]), placement="power-of-two")
     first = [b.bid for r, b in sum((again.arrive(req(i, 0.0, 5), 0.0) for i in range(3)), [])]
     assert first == [b.bid for _, b in sends[:3]] and first != [0, 0, 1]
+
+
+def test_round_robin_places_in_turn_whatever_the_speeds():
+    backends = [Backend(i, f"b{i}", CostModel(flat(0.01 * (i + 1))), inflight=2) for i in range(3)]
+    gateway = Gateway(DecisionCore(make_policy("fcfs"), backends), placement="round-robin")
+    sends = sum((gateway.arrive(req(i, 0.0, 5), 0.0) for i in range(7)), [])
+    assert [b.bid for _, b in sends] == [0, 1, 2, 0, 1, 2] and len(gateway.core.queue) == 1

@@ -91,30 +91,30 @@ class Gateway:
         order = ([self.backends[first]] if first is not None else []) + [b for b in self.order if b.bid != first]
         return [(r, b) for b in order for r in self.core.schedule(b, now)]
 
-    def _round_robin(self, now: float) -> Sends:
+    def _one_at_a_time(self, now: float, pick) -> Sends:
+        """Placements that choose a backend per request: ``pick(ring, free)`` names the backend that
+        takes the next one, until no live backend has a free slot or nothing waits."""
         out, ring = [], sorted(self.backends.values(), key=lambda b: b.bid)
-        while True:
-            free = [b for b in ring if b.free]
-            if not free:
-                return out
-            b = next(x for x in ring[self.turn:] + ring[:self.turn] if x in free)
+        while free := [b for b in ring if b.free]:
+            b = pick(ring, free)
             got = self.core.schedule(b, now, limit=1)
             if not got:
-                return out
-            self.turn = (ring.index(b) + 1) % len(ring)
+                break
             out.append((got[0], b))
+        return out
+
+    def _round_robin(self, now: float) -> Sends:
+        def pick(ring, free):
+            b = next(x for x in ring[self.turn:] + ring[:self.turn] if x in free)
+            self.turn = (ring.index(b) + 1) % len(ring)
+            return b
+
+        return self._one_at_a_time(now, pick)
 
     def _power_of_two(self, now: float) -> Sends:
-        out, ring = [], sorted(self.backends.values(), key=lambda b: b.bid)
-        while True:
-            free = [b for b in ring if b.free]
-            if not free:
-                return out
-            pair = self.rng.sample(ring, min(2, len(ring)))
-            b = min(pair, key=lambda x: (x.outstanding, x.bid))
-            if not b.free:  # both full: Ray's router backs off and draws again; what it lands on is a free one
-                b = self.rng.choice(free)
-            got = self.core.schedule(b, now, limit=1)
-            if not got:
-                return out
-            out.append((got[0], b))
+        def pick(ring, free):
+            b = min(self.rng.sample(ring, min(2, len(ring))), key=lambda x: (x.outstanding, x.bid))
+            # both full: Ray's router backs off and draws again; what it lands on is a free one
+            return b if b.free else self.rng.choice(free)
+
+        return self._one_at_a_time(now, pick)
