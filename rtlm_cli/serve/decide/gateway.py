@@ -91,25 +91,27 @@ class Gateway:
         order = ([self.backends[first]] if first is not None else []) + [b for b in self.order if b.bid != first]
         return [(r, b) for b in order for r in self.core.schedule(b, now)]
 
-    def _one_at_a_time(self, now: float, pick) -> Sends:
+    def _one_at_a_time(self, now: float, pick, placed=None) -> Sends:
         """Placements that choose a backend per request: ``pick(ring, free)`` names the backend that
-        takes the next one, until no live backend has a free slot or nothing waits."""
+        takes the next one (``placed(ring, b)`` once it took it), until no live backend has a free
+        slot or nothing waits."""
         out, ring = [], sorted(self.backends.values(), key=lambda b: b.bid)
         while free := [b for b in ring if b.free]:
             b = pick(ring, free)
             got = self.core.schedule(b, now, limit=1)
             if not got:
                 break
+            if placed is not None:
+                placed(ring, b)
             out.append((got[0], b))
         return out
 
     def _round_robin(self, now: float) -> Sends:
-        def pick(ring, free):
-            b = next(x for x in ring[self.turn:] + ring[:self.turn] if x in free)
+        def placed(ring, b):
             self.turn = (ring.index(b) + 1) % len(ring)
-            return b
 
-        return self._one_at_a_time(now, pick)
+        return self._one_at_a_time(now, lambda ring, free: next(x for x in ring[self.turn:] + ring[:self.turn] if x in free),
+                                   placed)
 
     def _power_of_two(self, now: float) -> Sends:
         def pick(ring, free):
