@@ -111,13 +111,14 @@ def burst(args, console, tmp: Path, results: dict, engine, eng, seqs: int, draw:
     cfg = ReplayConfig.of(str(tmp / f"s{seqs}-d{draw}-{policy}-{dispatch}"), profile=args.profile,
                           predictor=args.predictor, policy=policy, engine=eng, overwrite=True, dispatch=dispatch,
                           arrivals="burst", num_requests=args.requests, seed=draw)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     meta = replay(cfg, console=None, dashboard=False, engine=engine)
     s = meta["summary"]
     if s["completed"] < args.requests or not meta["complete"]:
         raise SystemExit(f"{name}: {s['failed']} failed, {s['cancelled']} cancelled: see {cfg.out}")
     results.setdefault(seqs, {}).setdefault(name, []).append({
-        "draw": draw, "failed": s["failed"], **{f"e2el_{k}": s["e2el_s"][k] for k in ("mean", "p50", "p99")},
+        "draw": draw, "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "revision": meta.get("git_revision"), "failed": s["failed"], **{f"e2el_{k}": s["e2el_s"][k] for k in ("mean", "p50", "p99")},
         **{f"ttft_{k}": s["ttft_s"][k] for k in ("mean", "p50", "p99")}})
     console.print(f"max_num_seqs {seqs} draw {draw} {name}: mean {s['e2el_s']['mean']:.1f} s "
                   f"({time.perf_counter() - t0:.0f} s)")

@@ -5,23 +5,30 @@ reports them with the fast predictor, and writes:
   docs/report/report.html    the report page (what `rtlm report --html` makes)
   docs/report/report.png     a screenshot of it at 1280 px (headless Chromium; scripts/check_html.sh)
   docs/report/headline.md    the report's headline as Markdown
-  README.md                  the table between <!-- headline:start --> and <!-- headline:end -->
+  docs/bench/headline.json   the raw data: the report's JSON (every run's numbers, the comparisons and
+                             each policy across the seeds) with the command, date, machine and revision
+  README.md                  the table between <!-- headline:start --> and <!-- headline:end -->, made
+                             from docs/bench/headline.json alone (tests/test_headline.py checks it)
   docs/report/demo.html      the demo's own report (`bash scripts/demo.sh`: a real run on SmolLM2 beside
   docs/report/demo.png       simulated runs, which the report keeps apart), and its screenshot
 
-Usage: .venv/bin/python scripts/docs_report.py [--requests 20000] [--no-demo]
-(about 3 minutes, and about 5 more for the demo, which profiles and serves for real on this machine)
+Every setting runs on --seeds seeds, so each figure comes with its interval or range.
+Usage: .venv/bin/python scripts/docs_report.py [--requests 10000] [--seeds 3] [--no-demo]
+(about 5 minutes, and about 5 more for the demo, which profiles and serves for real on this machine)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,27 +41,39 @@ def rtlm(*args) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests", type=int, default=20_000)
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
     out = ROOT / "docs" / "report"
     out.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         pred = tmp / "fast"
         rtlm("train-predictor", "reference", "--out", pred, "--no-ablation")
-        n = ("-n", args.requests, "--seed", 0)
-        rtlm("serve-local", "--simulate", "--profile", "reference", "--predictor", pred, "--policy", "fcfs,rtlm,oracle",
-             "--loads", "0.5,0.9,0.95", *n, "--out", tmp / "static")
-        cont = ("--simulate", "--batching", "continuous", "--timing", "vllm-cpu", "--profile", "reference", "--predictor",
-                pred, *n)
-        rtlm("serve-local", *cont, "--policy", "fcfs,rtlm,oracle", "--loads", "0.9,0.95", "--out", tmp / "continuous")
-        rtlm("serve-local", *cont, "--dispatch", "gateway", "--policy", "rtlm,oracle", "--loads", "0.9,0.95",
-             "--out", tmp / "gateway")
-        runs = [tmp / "static", tmp / "continuous", tmp / "gateway"]
+        runs = []
+        for seed in range(args.seeds):
+            n = ("-n", args.requests, "--seed", seed)
+            s = tmp / f"seed{seed}"
+            rtlm("serve-local", "--simulate", "--profile", "reference", "--predictor", pred, "--policy",
+                 "fcfs,rtlm,oracle", "--loads", "0.5,0.9,0.95", *n, "--out", s / "static")
+            cont = ("--simulate", "--batching", "continuous", "--timing", "vllm-cpu", "--profile", "reference",
+                    "--predictor", pred, *n)
+            rtlm("serve-local", *cont, "--policy", "fcfs,rtlm,oracle", "--loads", "0.9,0.95", "--out", s / "continuous")
+            rtlm("serve-local", *cont, "--dispatch", "gateway", "--policy", "rtlm,oracle", "--loads", "0.9,0.95",
+                 "--out", s / "gateway")
+            runs += [s / "static", s / "continuous", s / "gateway"]
         data = json.loads(rtlm("report", *runs, "reference", pred, "--html", out / "report.html", "--json"))
+    from rtlm_cli.formats.store import provenance
+
+    raw = {"command": " ".join(["scripts/docs_report.py", *sys.argv[1:]]), "started": started,
+           "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "requests": args.requests, "seeds": args.seeds,
+           **provenance(), "report": {k: data[k] for k in ("headline", "across_seeds", "runs", "predictors")}}
+    (ROOT / "docs" / "bench" / "headline.json").write_text(json.dumps(raw, indent=1, default=str))
     subprocess.run(["bash", ROOT / "scripts" / "check_html.sh", out / "report.html", out / "report.png"], check=True)
-    table = headline_markdown(data, args.requests)
+    table = headline_markdown(raw)
     (out / "headline.md").write_text(table)
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -68,23 +87,30 @@ def main() -> None:
         subprocess.run(["bash", ROOT / "scripts" / "check_html.sh", out / "demo.html", out / "demo.png"], check=True)
 
 
-def headline_markdown(data: dict, requests: int) -> str:
-    rows = ["| setting | policy | mean response vs fcfs | median | p99 | of the oracle's gain |",
+def headline_markdown(raw: dict) -> str:
+    """The README's headline table from docs/bench/headline.json alone: each policy against FCFS
+    over the seeds, its mean with a 95% interval, the ranges of its median and p99, and its share of
+    the oracle's gain (mean and range)."""
+    data, requests = raw["report"], raw["requests"]
+    rows = ["| setting | policy | mean response vs fcfs (95% interval) | median | p99 | of the oracle's gain (range) |",
             "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for r in data["headline"]:
-        if r["policy"].startswith("oracle"):
+    for a in data["across_seeds"]:
+        if a["policy"].startswith("oracle"):
             continue
-        g = r["group"]
-        setting = re.sub(r"^reference \(cap 256\), simulated, ", "", g).replace(f", {requests} requests, seed 0", "")
-        share = "-" if r["oracle_gain_share"] is None else f"{r['oracle_gain_share']:.0%}"
-        rows.append(f"| {setting} | {r['policy']} | {r['e2el_mean_vs_baseline']:.2f}x | {r['e2el_p50_vs_baseline']:.2f}x | "
-                    f"{r['e2el_p99_vs_baseline']:.2f}x | {share} |")
+        setting = re.sub(r"^reference \(cap 256\), simulated, ", "", a["workload"]).replace(
+            f", {requests} requests, seed *", "")
+        share = "-" if a["oracle_gain_share_mean"] is None else \
+            "{:.0%} ({:.0%} to {:.0%})".format(a["oracle_gain_share_mean"], *a["oracle_gain_share_range"])
+        rows.append(f"| {setting} | {a['policy']} | {a['e2el_mean_vs_baseline']:.2f}x ± {a['ci95']:.2f} | "
+                    "{:.2f}-{:.2f}x | {:.2f}-{:.2f}x | {} |".format(*a["e2el_p50_vs_baseline"], *a["e2el_p99_vs_baseline"],
+                                                                    share))
     pred = next((p for p in data["predictors"] if p["kind"] == "cross-validated"), None)
     if pred:
         rows.append(f"| predictor ranking of lengths, out of fold over the reference profile | fast (text + prompt) | "
                     f"Kendall tau {pred['kendall_tau']:.3f} | | | |")
     return "\n".join(rows) + f"\n\n(`scripts/docs_report.py`: {requests:,} simulated requests per run on the reference " \
-        "profile, the fast predictor's out-of-fold predictions; the page: [docs/report/report.html](docs/report/report.html))\n"
+        f"profile, seeds 0-{raw['seeds'] - 1}, the fast predictor's out-of-fold predictions; raw data: " \
+        "[docs/bench/headline.json](docs/bench/headline.json); the page: [docs/report/report.html](docs/report/report.html))\n"
 
 
 if __name__ == "__main__":

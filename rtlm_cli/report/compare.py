@@ -133,8 +133,8 @@ def trust_notes(row: dict) -> list[str]:
 
 def across_seeds(rows: list[dict]) -> list[dict]:
     """Each policy over the seeds (draws) of one workload, where there are two or more: its mean
-    response time against the baseline with a 95% t-interval over the draws, and the oracle's gain
-    share pooled (mean of the draws') with its range."""
+    response time against the baseline with a 95% t-interval over the draws, the range of its median
+    and p99 ratios, and the oracle's gain share (mean of the draws') with its range."""
     from scipy import stats
 
     by: dict[tuple, list[dict]] = {}
@@ -149,8 +149,10 @@ def across_seeds(rows: list[dict]) -> list[dict]:
         mean = sum(ratios) / len(ratios)
         sd = math.sqrt(sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1))
         shares = [r["oracle_gain_share"] for r in rs if r["oracle_gain_share"] is not None]
+        others = {k: [r[k] for r in rs if r[k] is not None] for k in ("e2el_p50_vs_baseline", "e2el_p99_vs_baseline")}
         out.append({"workload": workload, "policy": policy, "draws": len(rs), "e2el_mean_vs_baseline": mean,
                     "ci95": float(stats.t.ppf(0.975, len(rs) - 1) * sd / math.sqrt(len(rs))),
+                    **{k: [min(v), max(v)] if v else None for k, v in others.items()},
                     "oracle_gain_share_mean": sum(shares) / len(shares) if shares else None,
                     "oracle_gain_share_range": [min(shares), max(shares)] if shares else None})
     return out
