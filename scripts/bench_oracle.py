@@ -2,8 +2,8 @@
 
 Three orders, each knowing every request's true answer:
   oracle-service        shortest true service first, priced at batch 1 by the engine's timing table
-  oracle-tokens         shortest true output first (arrival breaks ties)
-  oracle-tokens-prompt  shortest true output first, a shorter prompt breaking ties
+  oracle-length         shortest true output first (arrival breaks ties)
+  oracle-lenprompt      shortest true output first, a shorter prompt breaking ties
 
 --sim   in the continuous-batching simulator (the vllm-cpu table, max_num_seqs 8, `--dispatch direct`):
         bursts of --requests from `reference-64` and `reference`, --sim-draws seeds each, and Poisson
@@ -37,7 +37,7 @@ from rtlm_cli.serve.job import replay
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import now  # noqa: E402
 
-ORDERS = ("fcfs", "oracle-service", "oracle-tokens", "oracle-tokens-prompt")
+ORDERS = ("fcfs", "oracle-service", "oracle-length", "oracle-lenprompt")
 TIMING = "vllm-cpu"
 
 

@@ -110,13 +110,13 @@ class Oracle(Policy):
 @register
 class OracleService(Oracle):
     name = "oracle-service"
-    help = "shortest true service first, priced at batch 1 by the timing table (full knowledge)"
+    help = "oracle by true service (the table's)"
 
 
 @register
 class OracleTokens(Oracle):
-    name = "oracle-tokens"
-    help = "shortest true output first, arrival breaking ties (full knowledge, no timing table)"
+    name = "oracle-length"
+    help = "oracle by true output"
 
     def key(self, r: Request) -> float:
         return r.true_tokens if r.true_tokens is not None else r.predicted_tokens
@@ -124,8 +124,8 @@ class OracleTokens(Oracle):
 
 @register
 class OracleTokensPrompt(Oracle):
-    name = "oracle-tokens-prompt"
-    help = "shortest true output first, a shorter prompt breaking ties (full knowledge, no timing table)"
+    name = "oracle-lenprompt"
+    help = "oracle by true output, then prompt"
 
     def key(self, r: Request) -> float:
         # a prompt under 10,000 tokens only ever breaks a tie of lengths (and survives the engine
