@@ -109,7 +109,7 @@ def test_direct_dispatch_passes_the_policy_key_as_priority(fake, run_cli, tmp_pa
                                                ("ignore", "serves in arrival order")])
 def test_the_preflight_refuses_a_server_without_priorities(fake, run_cli, tmp_path, predictor, behaviour, message):
     server = fake(max_running=1, ms_per_token=5, priorities=behaviour)
-    r = serve(run_cli, server.url, tmp_path / "run", "--predictor", predictor, policy="rtlm")
+    r = serve(run_cli, server.url, tmp_path / "run", "--predictor", predictor, "--timing", "vllm-cpu", policy="rtlm")
     text = one_line_error(r)
     assert r.exit_code == 2 and message in text and "--scheduling-policy priority" in text
     assert not (tmp_path / "run").exists()

@@ -119,7 +119,7 @@ def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_rec
     settings = VLLMSettings(max_num_seqs=1, kv_cache_gib=1, vllm_args=("--scheduling-policy", "fcfs"))
     with VLLMServer("smollm2", settings) as server:
         r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
-                    "--policy", "sjf-input", "--arrivals", "burst", "-n", 4, "--out", tmp_path / "refused")
+                    "--timing", "vllm-cpu", "--policy", "sjf-input", "--arrivals", "burst", "-n", 4, "--out", tmp_path / "refused")
         text = one_line_error(r)
         assert r.exit_code == 2 and "serves in arrival order" in text and "--scheduling-policy priority" in text
         # now kill it (its whole process group) once it has answered 2 of a burst of 12
