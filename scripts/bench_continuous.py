@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +58,9 @@ from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.job import replay
 from rtlm_cli.serve.sim.continuous import serve_directly
 from rtlm_cli.serve.sim.server import ServerLimits, StepCost, capacity_rps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import now, stamp  # noqa: E402
 
 TIMING = "vllm-cpu"
 WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
@@ -403,11 +407,12 @@ def main() -> None:
         ap.error("--targets, --accuracy and --gateway need --full and/or --fast predictors")
     console = Console(stderr=True, width=160)
     out: dict = {}
+    started = now()
 
     def checkpoint(part: str, data: dict) -> None:  # a long part's numbers so far survive an interruption
         out[part] = data
         if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+            Path(args.json).write_text(json.dumps(stamp(out, started), indent=1, default=str))
 
     args.checkpoint = checkpoint
     with tempfile.TemporaryDirectory() as tmp:
@@ -415,7 +420,7 @@ def main() -> None:
             if getattr(args, part):
                 out[part] = fn(args, console) if part == "speed" else fn(args, console, Path(tmp))
                 if args.json:
-                    Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+                    Path(args.json).write_text(json.dumps(stamp(out, started), indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +41,9 @@ from rtlm_cli.profile.config import ProfileConfig
 from rtlm_cli.profile.job import profile
 from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import now, stamp  # noqa: E402
 
 # (policy, dispatch): the engine's FCFS is the baseline; the gateway keeps rtlm's own queue in front
 # (its share of the oracle's gain is read against the direct oracle)
@@ -192,10 +196,11 @@ def main() -> None:
 
     if args.json and Path(args.json).is_file():
         out.update(json.loads(Path(args.json).read_text()))
+    started = now()
 
     def save():
         if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+            Path(args.json).write_text(json.dumps(stamp(out, started), indent=1, default=str))
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.profiling:

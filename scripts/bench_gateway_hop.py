@@ -2,8 +2,14 @@
 
 The gateway runs pinned to core 0 (taskset), the load generator (this script) and the tests' fake
 OpenAI server (answers of 3-40 tokens, streamed at once) pinned to core 1. Closed loop: --clients
-streamed requests in flight at all times, --requests in all, each timed from its send to its first
-token (TTFT) and to its end.
+streamed requests in flight at all times, each timed from its send to its first token (TTFT) and to
+its end, in two phases:
+
+  saturated    the fake server answers at once (--requests): the gateway's core is the bottleneck, so
+               this gives its throughput, and its TTFT is mostly the wait for that core (Little's law)
+  paced        the fake server streams a token every --ms-per-token (--requests / 3; 10 ms, a GPU engine's
+               pace at batch 16): the gateway's core is far from full, so the added TTFT is what the hop
+               itself costs a request
 
   harness      the load generator straight to the fake server: what the harness alone reaches
                (it must reach at least twice the target rate for the gateway's figure to mean anything)
@@ -13,8 +19,8 @@ token (TTFT) and to its end.
   memory       the gateway's resident memory per request waiting in its queue (K = 1 in front of a
                slow fake server, --waiting requests held)
 
-Targets: >= 300 requests/s through the gateway with no error; added TTFT p50 <= 1 ms plus the
-prediction's own p50, p99 <= 10 ms (at --clients 16); the predictor alone <= 0.3 ms a request.
+Targets: >= 300 requests/s through the gateway with no error (saturated); added TTFT p50 <= 1 ms plus
+the prediction's own p50, p99 <= 10 ms (paced, at --clients 16); the predictor alone <= 0.3 ms a request.
 
     .venv/bin/python scripts/bench_gateway_hop.py --json docs/bench/gateway-hop.json
 """
@@ -131,11 +137,39 @@ def memory(waiting: int) -> dict:
         stop(backend)
 
 
+def hop(phase: str, ms_per_token: float, total: int, clients: int, prompts: list[str]) -> dict:
+    """The harness straight to a fake server streaming a token every ``ms_per_token``, then the same
+    through a gateway (pinned to core 0) in front of it."""
+    out = {"ms_per_token": ms_per_token, "requests": total}
+    backend, url = fake_server(1, ms_per_token=ms_per_token)
+    try:
+        asyncio.run(load(url, clients, 200, prompts))  # warm-up
+        out["harness"] = asyncio.run(load(url, clients, total, prompts))
+        print(f"{phase}, harness alone:", out["harness"], flush=True)
+        run_dir = Path(f"/tmp/rtlm-hop-{os.getpid()}-{phase}")
+        gw, gurl = gateway(url, "--inflight", 4 * clients, "--out", run_dir, core=0)
+        try:
+            asyncio.run(load(gurl, clients, 200, prompts))  # warm-up
+            out["gateway"] = asyncio.run(load(gurl, clients, total, prompts))
+        finally:
+            stop(gw)
+        from rtlm_cli.formats.run import load_run
+
+        _, df = load_run(run_dir)
+        out["gateway"]["prediction_p50_ms"] = float(df["prediction_cost_s"].median() * 1000)
+        print(f"{phase}, through the gateway:", out["gateway"], flush=True)
+    finally:
+        stop(backend)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--waiting", type=int, default=1000)
+    ap.add_argument("--ms-per-token", type=float, default=10.0,
+                    help="the paced phase's fake server (10: a GPU engine's pace at batch 16; vLLM-CPU's is 30-100)")
     ap.add_argument("--json")
     args = ap.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
@@ -149,38 +183,30 @@ def main() -> None:
     out["predictor"] = predictor_alone(prompts)
     print("predictor alone:", out["predictor"], flush=True)
     os.sched_setaffinity(0, {1})  # the load generator: core 1, beside the fake server
-    backend, url = fake_server(1)
-    try:
-        asyncio.run(load(url, args.clients, 200, prompts))  # warm-up
-        out["harness"] = asyncio.run(load(url, args.clients, args.requests, prompts))
-        print("harness alone:", out["harness"], flush=True)
-        run_dir = Path(f"/tmp/rtlm-hop-{os.getpid()}")
-        gw, gurl = gateway(url, "--inflight", 4 * args.clients, "--out", run_dir, core=0)
-        try:
-            asyncio.run(load(gurl, args.clients, 200, prompts))  # warm-up
-            out["gateway"] = asyncio.run(load(gurl, args.clients, args.requests, prompts))
-        finally:
-            stop(gw)
-        from rtlm_cli.formats.run import load_run
-
-        _, df = load_run(run_dir)
-        out["gateway"]["prediction_p50_ms"] = float(df["prediction_cost_s"].median() * 1000)
-        print("through the gateway:", out["gateway"], flush=True)
-    finally:
-        stop(backend)
+    # saturated: answers streamed at once, the gateway's core is the bottleneck (its throughput);
+    # paced: tokens every --ms-per-token, ~a quarter of its throughput (what the hop adds to a request)
+    for phase, ms, total in (("saturated", 0.0, args.requests), ("paced", args.ms_per_token, args.requests // 3)):
+        out[phase] = hop(phase, ms, total, args.clients, prompts)
     os.sched_setaffinity(0, {0, 1})
     out["memory"] = memory(args.waiting)
     print("memory:", out["memory"], flush=True)
-    g, h = out["gateway"], out["harness"]
-    out["added_ttft_p50_ms"] = g["ttft_p50_ms"] - h["ttft_p50_ms"]
-    out["added_ttft_p99_ms"] = g["ttft_p99_ms"] - h["ttft_p99_ms"]
+    sat, paced = out["saturated"], out["paced"]
+    for phase in (sat, paced):
+        g, h = phase["gateway"], phase["harness"]
+        phase["added_ttft_p50_ms"] = g["ttft_p50_ms"] - h["ttft_p50_ms"]
+        phase["added_ttft_p99_ms"] = g["ttft_p99_ms"] - h["ttft_p99_ms"]
+    g, h = paced["gateway"], paced["harness"]
     out["targets"] = {
-        "harness >= 600 req/s": h["rps"] >= 600, "gateway >= 300 req/s, no error": g["rps"] >= 300 and not g["errors"],
-        "added TTFT p50 <= 1 ms + prediction p50": out["added_ttft_p50_ms"] <= 1 + g["prediction_p50_ms"],
-        "added TTFT p99 <= 10 ms": out["added_ttft_p99_ms"] <= 10, "predictor <= 0.3 ms": out["predictor"]["p50_ms"] <= 0.3}
+        "harness >= 600 req/s": sat["harness"]["rps"] >= 600,
+        "gateway >= 300 req/s, no error": sat["gateway"]["rps"] >= 300 and not sat["gateway"]["errors"],
+        "added TTFT p50 <= 1 ms + prediction p50 (paced)": paced["added_ttft_p50_ms"] <= 1 + g["prediction_p50_ms"],
+        "added TTFT p99 <= 10 ms (paced)": paced["added_ttft_p99_ms"] <= 10,
+        "predictor <= 0.3 ms": out["predictor"]["p50_ms"] <= 0.3}
     out["ended"] = now()
     out["provenance"] = provenance()
-    print(json.dumps({k: out[k] for k in ("added_ttft_p50_ms", "added_ttft_p99_ms", "targets")}, indent=1))
+    print(json.dumps({"saturated": {k: sat[k] for k in ("added_ttft_p50_ms", "added_ttft_p99_ms")},
+                      "paced": {k: paced[k] for k in ("added_ttft_p50_ms", "added_ttft_p99_ms")},
+                      "targets": out["targets"]}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
 

@@ -84,3 +84,18 @@ def gateway(url: str, *args, core: int | None = None, limit_s: float = 120):
     proc = start([sys.executable, "-m", "rtlm_cli.cli", "gateway", "--url", url, "--port", port, *args], gurl, core,
                  limit_s)
     return proc, gurl
+
+
+def stamp(out: dict, started: str) -> dict:
+    """``out`` with this invocation's record under ``runs`` (one per invocation of a resumable script,
+    kept across invocations): its command line, start, end so far and revision."""
+    from rtlm_cli.formats.store import provenance
+
+    run = {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "started": started, "ended": now(),
+           "provenance": provenance()}
+    runs = out.setdefault("runs", [])
+    if runs and runs[-1]["started"] == started:
+        runs[-1] = run
+    else:
+        runs.append(run)
+    return out

@@ -337,3 +337,13 @@ def test_round_robin_places_in_turn_whatever_the_speeds():
     gateway = Gateway(DecisionCore(make_policy("fcfs"), backends), placement="round-robin")
     sends = sum((gateway.arrive(req(i, 0.0, 5), 0.0) for i in range(7)), [])
     assert [b.bid for _, b in sends] == [0, 1, 2, 0, 1, 2] and len(gateway.core.queue) == 1
+
+
+def test_least_loaded_spreads_requests_over_the_engines_fastest_first_among_equals():
+    backends = [Backend(i, f"b{i}", CostModel(flat(0.01 * (2 - i))), inflight=2) for i in range(2)]  # b1 faster
+    gateway = Gateway(DecisionCore(make_policy("fcfs"), backends), placement="least-loaded")
+    sends = sum((gateway.arrive(req(i, 0.0, 5), 0.0) for i in range(3)), [])
+    assert [(r.rid, b.bid) for r, b in sends] == [(0, 1), (1, 0), (2, 1)]  # first-free would give 1, 1, 0
+    # b0 frees its one: the next goes there (1 in flight against b1's 2), not to the faster b1
+    assert [(r.rid, b.bid) for r, b in gateway.left(0, 1.0, sends[1][0], 5) + gateway.arrive(req(3, 1.0, 5), 1.0)] \
+        == [(3, 0)]

@@ -59,10 +59,17 @@ def test_policy_orderings_on_a_hand_made_queue():
     assert order("rtlm", QUEUE) == [[1], [2], [0]]
 
 
-def test_oracle_orders_by_true_service_time_not_length():
-    # both run to the same cap; the shorter prompt is the shorter job, whatever came first
+def test_oracle_orders_by_true_length_then_prompt_and_its_variants_by_their_keys():
+    # both run to the same cap; the shorter prompt breaks the tie, whatever came first
     capped_long_prompt, capped_short_prompt = req(0, 0.0, true=256, prompt=900), req(1, 0.1, true=256, prompt=40)
     assert order("oracle", [capped_long_prompt, capped_short_prompt]) == [[1], [0]]
+    assert order("oracle-length", [capped_long_prompt, capped_short_prompt]) == [[0], [1]]  # arrival breaks it
+    # a shorter answer goes first even behind a far longer prompt; priced at batch 1, the prompt's
+    # prefill can outweigh the answer (oracle-service)
+    short_answer_long_prompt, long_answer_short_prompt = req(0, 0.0, true=20, prompt=3000), req(1, 0.0, true=21, prompt=10)
+    assert order("oracle", [long_answer_short_prompt, short_answer_long_prompt]) == [[0], [1]]
+    service = order("oracle-service", [long_answer_short_prompt, short_answer_long_prompt])
+    assert service == [[1], [0]]
 
 
 def test_rtlm_uncertainty_and_aging():
@@ -85,7 +92,7 @@ def test_unknown_policy_did_you_mean():
     with pytest.raises(RtlmError, match="did you mean 'rtlm'"):
         make_policy("rtml")
     assert set(POLICIES.names()) == {"fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle",
-                                    "oracle-service", "oracle-length", "oracle-lenprompt"}
+                                    "oracle-service", "oracle-length"}
 
 
 def test_consolidation_groups_alike_lengths():

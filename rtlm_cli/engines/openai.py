@@ -25,6 +25,9 @@ API_KEY_ENV = ("RTLM_API_KEY", "OPENAI_API_KEY")
 RETRYABLE = (502, 503, 504)
 
 
+KEEPALIVE_S = 3.0  # below the servers' own idle timeout (vLLM, uvicorn: 5 s)
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     urls: tuple[str, ...] = field(default=(), metadata={"help": "Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000), repeatable; every URL must serve the same model."})
@@ -94,8 +97,11 @@ class Client:
         import aiohttp
 
         ctx = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else None
+        # an idle connection is dropped here before the server drops it (vLLM's and uvicorn's
+        # keep-alive: 5 s; aiohttp's default, 15 s, let a request go out on a connection the server
+        # was closing: "Can not write request body", seen between two replays on one vLLM)
         connector = aiohttp.TCPConnector(limit=self.max_in_flight, limit_per_host=self.max_in_flight,
-                                         ssl=ctx if ctx is not None else True)
+                                         ssl=ctx if ctx is not None else True, keepalive_timeout=KEEPALIVE_S)
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s, connect=self.settings.connect_timeout_s)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout,
                                              headers=self.settings.header_dict())

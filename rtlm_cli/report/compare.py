@@ -120,10 +120,8 @@ def trust_notes(row: dict) -> list[str]:
     notes = []
     if row["oracle_gain_share"] is not None and row["oracle_gain_share"] > 1:
         why = ("real runs of one workload differ by several percent from draw to draw" if row.get("real")
-               else "it orders by what it knows, which is not always the best order")
-        if row.get("batching") == "continuous" and row.get("oracle_policy") == "oracle-service":
-            why += ("; and it orders by service priced at batch 1 by a timing table, where a long prompt's "
-                    "prefill weighs far more than in an engine that shares prefill across its steps")
+               else "shortest true answer first is the best order for one request at a time, not always "
+                    "for an engine that batches")
         notes.append(f"The oracle was no bound in this run ({row['policy']} beat it): {why}.")
     if row.get("real"):
         notes.append("One real draw: identical real runs here differ by about 8%; repeat with other --seed values "

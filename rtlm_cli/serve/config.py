@@ -69,7 +69,7 @@ class GatewayConfig:
     @property
     def gather_s(self) -> float:
         return (GATHER_MS if self.gather_ms is None else self.gather_ms) / 1000.0
-    placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request), round-robin (in turn: a baseline) or power-of-two (Ray Serve's default router: the less loaded of two drawn at random; a baseline)."})
+    placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request), least-loaded (the free backend with the fewest in flight: spreads the load, smaller batches), round-robin (in turn: a baseline) or power-of-two (Ray Serve's default router: the less loaded of two drawn at random; a baseline)."})
     retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: send a request that failed on a backend once more, to any live one (recorded in retries)."})
 
 

@@ -22,7 +22,7 @@ from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
 from rtlm_cli.serve.decide.request import Request
 
-PLACEMENTS = ("first-free", "round-robin", "power-of-two")
+PLACEMENTS = ("first-free", "least-loaded", "round-robin", "power-of-two")
 GATHER_MS = 5.0  # the default gathering window (docs/benchmarks.md: how it was chosen)
 Sends = list[tuple[Request, Backend]]
 
@@ -30,7 +30,10 @@ Sends = list[tuple[Request, Backend]]
 class Gateway:
     def __init__(self, core: DecisionCore, placement: str = "first-free", gather_s: float = 0.0):
         """``placement``: first-free (a freed slot, else the fastest free backend, takes the next
-        request), round-robin (backends in turn, whatever their speed: a baseline) or power-of-two
+        request), least-loaded (each request to the free backend with the fewest in flight, the
+        fastest among equals: a central capacity queue that spreads the load, so that each engine
+        runs the smallest batches it can), round-robin (backends in turn, whatever their speed: a
+        baseline) or power-of-two
         (Ray Serve's default router, modelled: two backends drawn at random, the one with fewer in
         flight takes the next request if it has a free slot; when neither has, a retry draws among
         those that have one); ``gather_s``: the gathering window (see the module)."""
@@ -88,6 +91,8 @@ class Gateway:
             return self._round_robin(now)
         if self.placement == "power-of-two":
             return self._power_of_two(now)
+        if self.placement == "least-loaded":
+            return self._one_at_a_time(now, lambda ring, free: min(free, key=lambda b: (b.outstanding, b.step_s, b.bid)))
         order = ([self.backends[first]] if first is not None else []) + [b for b in self.order if b.bid != first]
         return [(r, b) for b in order for r in self.core.schedule(b, now)]
 
@@ -95,12 +100,13 @@ class Gateway:
         """Placements that choose a backend per request: ``pick(ring, free)`` names the backend that
         takes the next one (``placed(ring, b)`` once it took it), until no live backend has a free
         slot or nothing waits."""
-        out, ring = [], sorted(self.backends.values(), key=lambda b: b.bid)
-        while free := [b for b in ring if b.free]:
+        out, ring, declined = [], sorted(self.backends.values(), key=lambda b: b.bid), set()
+        while free := [b for b in ring if b.free and b.bid not in declined]:
             b = pick(ring, free)
             got = self.core.schedule(b, now, limit=1)
-            if not got:
-                break
+            if not got:  # nothing waits, or nothing worth this (slow) backend's slot: try the others
+                declined.add(b.bid)
+                continue
             if placed is not None:
                 placed(ring, b)
             out.append((got[0], b))
@@ -117,6 +123,6 @@ class Gateway:
         def pick(ring, free):
             b = min(self.rng.sample(ring, min(2, len(ring))), key=lambda x: (x.outstanding, x.bid))
             # both full: Ray's router backs off and draws again; what it lands on is a free one
-            return b if b.free else self.rng.choice(free)
+            return b if b in free else self.rng.choice(free)
 
         return self._one_at_a_time(now, pick)

@@ -91,14 +91,16 @@ class ShortestPredicted(Policy):
 @register
 class Oracle(Policy):
     name = "oracle"
-    help = "shortest true service time first, sized by true lengths (the bound)"
+    help = "shortest true output first, shorter prompt on ties (the bound)"
     needs = frozenset({"profile"})
     groups_alike = True
 
     def key(self, r: Request) -> float:
-        # The true service time, not the true length: most answers here run to the same cap, and
-        # among those a shorter prompt still finishes sooner (cheaper prefill and decode steps).
-        return r.true_service_s if r.true_service_s is not None else r.predicted_service_s
+        # True output tokens, a shorter prompt breaking ties: the lowest mean response of the
+        # full-knowledge orders measured (docs/benchmarks.md, "Which order bounds"). A prompt under
+        # 10,000 tokens only ever breaks a tie of lengths, and survives the engine priority's
+        # resolution of 1/1000 under direct dispatch.
+        return self.size(r) + r.prompt_tokens / 1e4
 
     def size(self, r: Request) -> float:
         return r.true_tokens if r.true_tokens is not None else r.predicted_tokens
@@ -112,6 +114,11 @@ class OracleService(Oracle):
     name = "oracle-service"
     help = "oracle by true service (the table's)"
 
+    def key(self, r: Request) -> float:
+        # the true service time priced at batch 1 by the timing table: `oracle` until the study above;
+        # on a continuously batching engine a long prompt's prefill weighs too much in it
+        return r.true_service_s if r.true_service_s is not None else r.predicted_service_s
+
 
 @register
 class OracleTokens(Oracle):
@@ -119,19 +126,7 @@ class OracleTokens(Oracle):
     help = "oracle by true output"
 
     def key(self, r: Request) -> float:
-        return r.true_tokens if r.true_tokens is not None else r.predicted_tokens
-
-
-@register
-class OracleTokensPrompt(Oracle):
-    name = "oracle-lenprompt"
-    help = "oracle by true output, then prompt"
-
-    def key(self, r: Request) -> float:
-        # a prompt under 10,000 tokens only ever breaks a tie of lengths (and survives the engine
-        # priority's resolution of 1/1000 under direct dispatch)
-        true = r.true_tokens if r.true_tokens is not None else r.predicted_tokens
-        return true + r.prompt_tokens / 1e4
+        return self.size(r)
 
 
 @register
