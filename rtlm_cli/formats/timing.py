@@ -57,6 +57,6 @@ def static_pricing(tables: list[str]) -> str | None:
     if not static:
         return None
     return (f"the timing table of {', '.join(static)} was measured with static batches (the hf engine) but this run "
-            "batches continuously: its predicted service times, the oracle's order and any deadline pricing follow "
+            "batches continuously: its predicted service times, oracle-service's order and any deadline pricing follow "
             "the wrong costs; pass --timing vllm-cpu (the shipped vLLM-CPU table) or one made with `rtlm profile "
             "--engine vllm --calibrate -n 0`")
