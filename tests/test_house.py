@@ -121,10 +121,15 @@ def test_decisions_never_import_where_they_run(folder, never):
 
 
 def private_reads(path: Path) -> list[str]:
-    """``x._field`` where x is not ``self`` or ``cls``: another object's private field."""
+    """``x._field`` where x is not ``self``, ``cls`` or ``super(...)`` (self, through its bases):
+    another object's private field."""
+    def own(value) -> bool:
+        return (isinstance(value, ast.Name) and value.id in ("self", "cls")) or \
+            (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "super")
+
     return [f"{path.name}:{node.lineno} {ast.unparse(node)}" for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))]
+            and not own(node.value)]
 
 
 def test_no_module_reads_another_objects_private_fields(tmp_path):

@@ -12,11 +12,35 @@ from __future__ import annotations
 import time
 
 from rtlm_cli.defaults import MAX_NEW_TOKENS, TOKENS_PER_WORD
+from rtlm_cli.errors import RtlmError
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.policies import Policy
 from rtlm_cli.serve.decide.request import Request
 
 CLASSES = {"interactive": 0, "default": 1, "batch": 2}
+
+
+def load_predictor(path: str | None):
+    if not path:
+        return None
+    from rtlm_cli.predict.model import Predictor
+
+    predictor = Predictor.load(path)
+    if "prefill" in predictor.families:
+        raise RtlmError(f"predictor {path} uses the prefill family, which needs the model's hidden states: the gateway "
+                        "predicts from text alone; use a predictor trained with --features text,prompt")
+    predictor.predict(["warm-up"])  # boosters and tokenizer loaded before the first request
+    return predictor
+
+
+def true_lengths(profile: str | None) -> dict[str, int] | None:
+    """True answer lengths by prompt text, from a profile (the oracle's knowledge in benchmarks)."""
+    if not profile:
+        return None
+    from rtlm_cli.formats.profile import load_nonempty
+
+    _, df = load_nonempty(profile)
+    return dict(zip(df["prompt"], df["output_tokens"].astype(int)))
 
 
 class BadRequest(ValueError):

@@ -13,7 +13,7 @@ from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.run import RunWriter
 from rtlm_cli.formats.store import check_output, now_iso, provenance
 from rtlm_cli.formats.timing import load_timing_table, static_pricing
-from rtlm_cli.gateway.admit import Admission, Classed
+from rtlm_cli.gateway.admit import Admission, Classed, load_predictor, true_lengths
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.service import GatewayService
 from rtlm_cli.serve.config import split_spec
@@ -27,26 +27,13 @@ HEALTH_EVERY_S = 2.0
 LOG_EVERY_S = 5.0
 
 
-def load_predictor(path: str | None):
-    if not path:
-        return None
-    from rtlm_cli.predict.model import Predictor
-
-    predictor = Predictor.load(path)
-    if "prefill" in predictor.families:
-        raise RtlmError(f"predictor {path} uses the prefill family, which needs the model's hidden states: the gateway "
-                        "predicts from text alone; use a predictor trained with --features text,prompt")
-    predictor.predict(["warm-up"])  # boosters and tokenizer loaded before the first request
-    return predictor
-
-
 def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=None) -> dict:
     """Serve until stopped; the run's final meta (or {} without ``--out``)."""
     cfg.validate()
     if cfg.out:
         check_output(Path(cfg.out), overwrite=False)
     predictor = load_predictor(cfg.predictor)
-    tables, truth = _tables(cfg, engine_cfg.client.urls), _truth(cfg.profile)
+    tables, truth = _tables(cfg, engine_cfg.client.urls), true_lengths(cfg.profile)
     with open_engine(engine_cfg, model, console=console) as engine:
         urls = list(engine.client.settings.urls)
         k = cfg.inflight or engine_cfg.vllm.max_num_seqs
@@ -65,16 +52,6 @@ def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=No
         service.session = engine.client.session
         engine.run(_serve(service, cfg, console))
         return records.close() if records else {}
-
-
-def _truth(profile: str | None) -> dict[str, int] | None:
-    """True answer lengths by prompt text, from a profile (the oracle's knowledge in benchmarks)."""
-    if not profile:
-        return None
-    from rtlm_cli.formats.profile import load_nonempty
-
-    _, df = load_nonempty(profile)
-    return dict(zip(df["prompt"], df["output_tokens"].astype(int)))
 
 
 def _tables(cfg: ServiceConfig, urls: tuple[str, ...]) -> dict[str, CostModel]:

@@ -78,7 +78,8 @@ class DecisionCore:
             raise ValueError(f"priority_order is one of {PRIORITY_ORDERS}, got {priority_order!r}")
         self.policy, self.backends = policy, backends
         self.sign = 1 if priority_order == "lower-first" else -1
-        self.fast = {b.bid for b in backends if b.step_s <= min(x.step_s for x in backends) * 1.05}
+        self.fast: set[int] = set()
+        self._rank_speeds()
         self._by_key: list[tuple[float, int]] = []
         self._waiting: dict[int, Request] = {}
         self.queue = QueueView(self._waiting, self._by_key)
@@ -87,7 +88,26 @@ class DecisionCore:
         self.consolidator = Consolidator(policy, max_batch, cap_tokens) if max_batch > 1 else None
         self.offloader = Offloader(policy, backends, self.fast, self.queue) if offload and len(backends) > 1 else None
 
+    def _rank_speeds(self) -> None:
+        """``fast``: the backends within 5% of the fastest (in place: offloading holds the set)."""
+        fastest = min((b.step_s for b in self.backends), default=0.0)
+        self.fast.clear()
+        self.fast.update(b.bid for b in self.backends if b.step_s <= fastest * 1.05)
+
     # -- the interface ---------------------------------------------------------------------------
+    def add_backend(self, backend: Backend) -> None:
+        """A backend joins (a Ray Serve replica that started); it takes requests at once."""
+        self.backends.append(backend)
+        self._rank_speeds()
+
+    def remove_backend(self, bid: int) -> Backend:
+        """A backend is gone for good (a replica Ray stopped): nothing more goes there, and what it
+        held is no longer counted anywhere."""
+        backend = next(b for b in self.backends if b.bid == bid)
+        self.backends.remove(backend)
+        self._rank_speeds()
+        return backend
+
     def add_request(self, req: Request, now: float) -> None:
         self._waiting[req.rid] = req
         heapq.heappush(self._by_key, (self.policy.key(req), req.rid))

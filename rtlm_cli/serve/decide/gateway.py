@@ -45,8 +45,12 @@ class Gateway:
         self.rng = random.Random(0)  # power-of-two's draws: seeded, so a simulation repeats
         self.holding_until: float | None = None  # the end of an open gathering window
         self.backends = {b.bid: b for b in core.backends}
+        self.order: list[Backend] = []
+        self._rank()
+
+    def _rank(self) -> None:
         # fast backends first, then by speed, then by id: where an arrival goes when several are free
-        self.order = sorted(core.backends, key=lambda b: (b.bid not in core.fast, b.step_s, b.bid))
+        self.order = sorted(self.core.backends, key=lambda b: (b.bid not in self.core.fast, b.step_s, b.bid))
 
     def arrive(self, r: Request, now: float, fill: bool = True) -> Sends:
         """``r`` joins rtlm's queue; free slots then take what the core gives them, unless a
@@ -80,6 +84,20 @@ class Gateway:
     def bring_up(self, bid: int) -> None:
         """Backend ``bid`` is healthy again: it takes requests."""
         self.backends[bid].down = False
+
+    def add_backend(self, backend: Backend, now: float) -> Sends:
+        """A backend joins (a replica started): its slots take what waits."""
+        self.core.add_backend(backend)
+        self.backends[backend.bid] = backend
+        self._rank()
+        return [] if self.holding_until is not None else self.fill(now)
+
+    def remove_backend(self, bid: int) -> None:
+        """Backend ``bid`` is gone for good (a replica was stopped or died and Ray replaces it):
+        what it held is forgotten, nothing more goes there."""
+        self.core.remove_backend(bid)
+        del self.backends[bid]
+        self._rank()
 
     @property
     def live(self) -> int:

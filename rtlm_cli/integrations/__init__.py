@@ -1,0 +1,2 @@
+"""rtlm's decisions inside other serving frameworks (optional extras; each imports its framework only
+in its own package)."""

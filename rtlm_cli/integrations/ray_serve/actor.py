@@ -1,0 +1,159 @@
+"""``RtlmCapacityQueue``: the Ray actor that holds rtlm's central capacity queue for one deployment.
+
+Declared as a deployment-scoped actor of the deployment it routes for (``deployment.py`` does it),
+so the Serve controller starts it with the deployment, health-checks it, starts a new one when it
+dies, and deletes it with the deployment. It learns the deployment's running replicas and their
+``max_ongoing_requests`` from the controller (Ray's long poll, as Ray's own experimental
+``CapacityQueue`` does), so a replica Ray adds takes requests at once and a replica that dies or is
+stopped has its tokens reclaimed.
+
+``acquire(token, fields)`` waits until the policy's order gives the request a replica and returns the
+replica's id (``""``: shed, its deadline can no longer be met); ``release(token)`` gives the slot
+back. A cancelled ``acquire`` (``ray.cancel``: the client went away) leaves the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import ray
+
+from rtlm_cli.formats.timing import load_timing_table
+from rtlm_cli.integrations.ray_serve.queue import TokenQueue
+from rtlm_cli.serve.costmodel import CostModel
+from rtlm_cli.serve.decide.gateway import GATHER_MS
+
+logger = logging.getLogger("ray.serve")
+SHED = ""  # what acquire returns for a request shed by its deadline
+ORDER_KEPT = 10_000  # the latest hand-outs kept for ``handed_out`` (tests, inspection)
+
+
+class RtlmCapacityQueue:
+    def __init__(self, policy: str = "rtlm", timing: str = "vllm-cpu", placement: str = "least-loaded",
+                 gather_ms: float = GATHER_MS, shed: bool = False, token_ttl_s: float | None = None,
+                 _enable_long_poll: bool = True):
+        """``token_ttl_s``: a token still out after this long is taken back (a safety net for tokens
+        the router never returns; None: never). ``_enable_long_poll``: False outside a deployment
+        (tests register replicas themselves)."""
+        cost = CostModel.from_table(load_timing_table(timing), name=timing)
+        self.queue = TokenQueue(policy, cost, placement=placement, gather_s=gather_ms / 1000.0, shed=shed)
+        self.policy, self.ttl = policy, token_ttl_s
+        self.futures: dict[str, asyncio.Future] = {}
+        self.since: dict[str, float] = {}  # token -> when it was handed out (for the TTL)
+        self.order: deque[str] = deque(maxlen=ORDER_KEPT)
+        self.acquires = self.releases = self.cancelled = self.shed = self.expired = 0
+        self.chores: set[asyncio.Task] = set()
+        self.long_poll = self._subscribe() if _enable_long_poll else None
+
+    # -- what routers call -------------------------------------------------------------------------
+    async def acquire(self, token: str, fields: dict) -> str:
+        """The replica the request ``token`` runs on, once the policy's order reaches it (SHED: it
+        was shed). ``fields``: the request as ``queue.describe`` gives it."""
+        self.acquires += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.futures[token] = fut
+        was_holding = self.queue.gateway.holding_until is not None
+        self._apply(self.queue.arrive(token, fields, time.time()))
+        if self.queue.gateway.holding_until is not None and not was_holding:
+            self._spawn(self._end_window())
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self.futures.pop(token, None)
+            if self.queue.withdraw(token):
+                self.cancelled += 1
+            elif fut.done() and not fut.cancelled() and fut.result():
+                self.release(token)  # placed, but its caller is gone
+            raise
+
+    def release(self, token: str, output_tokens: int | None = None) -> None:
+        """The request ``token`` ended (or its caller gave up after it was placed)."""
+        self.releases += 1
+        self.since.pop(token, None)
+        self._apply(self.queue.release(token, time.time(), output_tokens))
+
+    # -- replicas (the controller's long poll, or a test) --------------------------------------------
+    def register_replica(self, replica_id: str, capacity: int) -> None:
+        self._apply(self.queue.add_replica(replica_id, capacity, time.time()))
+
+    def unregister_replica(self, replica_id: str) -> None:
+        for token in self.queue.remove_replica(replica_id):
+            self.since.pop(token, None)
+
+    # -- inspection ------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return {"policy": self.policy, "waiting": len(self.queue.waiting), "placed": len(self.queue.placed),
+                "replicas": self.queue.in_flight(), "acquires": self.acquires, "releases": self.releases,
+                "handed_out": self.queue.handed, "cancelled": self.cancelled, "shed": self.shed,
+                "reclaimed": self.queue.reclaimed, "expired": self.expired}
+
+    def handed_out(self) -> list[str]:
+        """Tokens in the order they were handed out (the latest ``ORDER_KEPT``)."""
+        return list(self.order)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _apply(self, sends) -> None:
+        now = time.time()
+        for token, replica in sends:
+            fut = self.futures.pop(token, None)
+            if fut is None or fut.done():  # its caller left between the decision and now
+                self._apply(self.queue.release(token, now))
+                continue
+            self.since[token] = now
+            self.order.append(token)
+            fut.set_result(replica)
+        for token in self.queue.take_shed():
+            self.shed += 1
+            fut = self.futures.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_result(SHED)
+        if self.ttl and self.since and not any(t.get_name() == "rtlm-ttl" for t in self.chores):
+            self._spawn(self._reap(), name="rtlm-ttl")
+
+    def _spawn(self, coro, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.chores.add(task)
+        task.add_done_callback(self.chores.discard)
+
+    async def _end_window(self) -> None:
+        await asyncio.sleep(self.queue.gateway.gather_s)
+        self._apply(self.queue.release_window(time.time()))
+
+    async def _reap(self) -> None:
+        while self.since:
+            await asyncio.sleep(self.ttl / 2)
+            old = [t for t, at in self.since.items() if time.time() - at > self.ttl]
+            for token in old:
+                logger.warning(f"rtlm capacity queue: token {token} out for over {self.ttl} s, taken back")
+                self.expired += 1
+                self.release(token)
+
+    def _subscribe(self):
+        """Follow the deployment's running replicas through the controller's long poll."""
+        from ray import serve
+        from ray._common.utils import get_or_create_event_loop
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+        from ray.serve._private.long_poll import LongPollClient, LongPollNamespace
+
+        deployment_id = serve.get_deployment_actor_context().deployment_id
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        return LongPollClient(
+            controller, {(LongPollNamespace.DEPLOYMENT_TARGETS, deployment_id): self._targets},
+            call_in_event_loop=get_or_create_event_loop(),
+            client_id=f"RtlmCapacityQueue:{ray.get_runtime_context().get_actor_id()}")
+
+    def _targets(self, info) -> None:
+        running = {r.replica_id.unique_id: r for r in info.running_replicas}
+        for gone in set(self.queue.replicas) - set(running):
+            self.unregister_replica(gone)
+        for uid in set(running) - set(self.queue.replicas):
+            self.register_replica(uid, running[uid].max_ongoing_requests)
+
+
+# The actor as Ray runs it: no CPU of its own (it only decides), and room for every waiting request's
+# acquire at once (an async actor runs at most max_concurrency calls; more would wait in Ray's FIFO,
+# outside rtlm's order).
+CapacityQueueActor = ray.remote(num_cpus=0, max_concurrency=10_000)(RtlmCapacityQueue)

@@ -1,0 +1,114 @@
+"""An OpenAI-compatible Ray Serve application ordered by rtlm: ``Ingress`` (the HTTP front: it
+predicts each request once) in front of N ``Forwarder`` replicas, each forwarding to its own
+OpenAI-compatible server (vLLM, or any other), routed by rtlm (``rtlm_routed``).
+
+``build(urls, ...)`` makes the application; ``examples/ray_serve/`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+from ray import serve
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, StreamingResponse
+
+from rtlm_cli.gateway.admit import BadRequest
+from rtlm_cli.integrations.ray_serve.deployment import rtlm_routed
+from rtlm_cli.integrations.ray_serve.ingress import Predicting
+from rtlm_cli.integrations.ray_serve.router import RequestShed
+from rtlm_cli.serve.decide.gateway import GATHER_MS
+
+PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+@serve.deployment
+class Forwarder:
+    """One replica per backend server: replica of rank i forwards to ``urls[i % len(urls)]``; the
+    body goes unchanged, the answer streams back as the server sends it."""
+
+    def __init__(self, urls: list[str]):
+        rank = serve.get_replica_context().rank
+        self.url = urls[(rank.rank if hasattr(rank, "rank") else int(rank)) % len(urls)].rstrip("/")
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, path: str, body: dict, rtlm: dict | None = None):
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        async with self.session.post(self.url + path, json=body) as resp:
+            if resp.status != 200:
+                yield {"status": resp.status, "body": await resp.text()}
+                return
+            yield {"status": 200}
+            async for chunk in resp.content.iter_any():
+                yield chunk
+
+    async def models(self) -> dict:
+        async with aiohttp.ClientSession() as session, session.get(self.url + "/v1/models") as resp:
+            return await resp.json()
+
+
+@serve.deployment
+class Ingress:
+    """The HTTP front: ``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or not),
+    ``GET /v1/models``. Each request is predicted here, once."""
+
+    def __init__(self, forwarder, predictor: str | None = "reference", timing: str = "vllm-cpu",
+                 profile: str | None = None):
+        self.predict = Predicting(predictor, timing, profile)
+        self.forwarder = forwarder
+
+    async def __call__(self, request: HttpRequest):
+        path = request.url.path
+        if request.method == "GET" and path == "/v1/models":
+            return JSONResponse(await self.forwarder.models.remote())
+        if request.method != "POST" or path not in PATHS:
+            return _error(404, f"no route {request.method} {path}: POST {' or '.join(PATHS)}, GET /v1/models")
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        if body.get("n", 1) != 1:
+            return _error(400, "n > 1 is not served: send n requests of n = 1")
+        try:
+            fields = self.predict(path, body, request.headers)
+        except BadRequest as e:
+            return _error(400, str(e))
+        stream = self.forwarder.options(stream=True).remote(path, body, rtlm=fields)
+        try:
+            head = await stream.__anext__()
+        except RequestShed as e:
+            return _error(429, str(e), "rate_limit_error")
+        if head["status"] != 200:
+            return JSONResponse(json.loads(head["body"]) if head["body"].startswith("{") else {"error": head["body"]},
+                                status_code=head["status"])
+        media = "text/event-stream" if body.get("stream") else "application/json"
+        return StreamingResponse(stream, media_type=media)
+
+
+def build(urls: list[str], policy: str = "rtlm", predictor: str | None = "reference", timing: str = "vllm-cpu",
+          max_ongoing_requests: int = 8, num_replicas: int | None = None, gather_ms: float = GATHER_MS,
+          shed: bool = False, router: str = "rtlm", replica_options: dict | None = None,
+          ingress_max_ongoing: int = 4096, profile: str | None = None):
+    """The application: ``num_replicas`` (default: one per URL) forwarders routed by rtlm's
+    ``policy`` at most ``max_ongoing_requests`` each (K: the server's batch), behind the ingress.
+    ``router``: ``rtlm`` (rtlm's capacity queue), or ``ray`` (Ray's default power-of-two choices:
+    the baseline, the prediction is made and ignored). ``profile``: benchmarks only, the true
+    answer lengths the ``oracle`` policy orders by."""
+    forwarder = Forwarder.options(num_replicas=num_replicas or len(urls), max_ongoing_requests=max_ongoing_requests,
+                                  **(replica_options or {}))
+    if router == "rtlm":
+        forwarder = rtlm_routed(forwarder, policy=policy, timing=timing, gather_ms=gather_ms, shed=shed)
+    elif router != "ray":
+        raise ValueError(f"router is rtlm or ray, got {router!r}")
+    # The ingress holds every request until its answer ends: Ray's default of 5 at once would make the
+    # proxy queue the rest FIFO, before rtlm's queue sees them.
+    return Ingress.options(max_ongoing_requests=ingress_max_ongoing).bind(
+        forwarder.bind(list(urls)), predictor=predictor, timing=timing, profile=profile)
