@@ -12,6 +12,7 @@ from pathlib import Path
 REFERENCES = {
     "reference": "smollm2-sharegpt-256",  # 1,000 ShareGPT prompts, SmolLM2 on a 2-core CPU, cap 256, timing table
     "reference-64": "smollm2-sharegpt-64",  # 300 of them at a 64-token cap (short enough for real replays)
+    "reference-sampled": "smollm2-sharegpt-t07-256",  # 200 other prompts x 8 sampled answers (temperature 0.7, cap 256, vLLM-CPU)
     "h200": "timing/smollm2-h200.jsonl",  # SmolLM2's timing table on an NVIDIA H200 (transformers, fp32)
     "vllm-cpu": "timing/smollm2-vllm-cpu",  # SmolLM2's timing table measured through vLLM-CPU (continuous batching)
 }

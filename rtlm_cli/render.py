@@ -16,7 +16,9 @@ def profile_table(result) -> Table:
     table = Table(title=f"profile {result.out}", show_header=False)
     table.add_row("model", f"{meta['model']['model_id']} ({meta['model']['dtype']})")
     table.add_row("device", f"{meta['device']['device']} ({meta['device']['device_name']})")
-    table.add_row("requests", f"{summary.get('requests', 0)} ({result.new_requests} new)")
+    sampled = meta.get("decoding", {}).get("samples", 1)
+    of = f", {summary.get('prompts', 0)} prompts x {sampled} samples" if sampled > 1 else ""
+    table.add_row("requests", f"{summary.get('requests', 0)} ({result.new_requests} new{of})")
     if summary.get("requests"):
         table.add_row("ended before the cap", f"{summary['ended_share']:.0%}")
         table.add_row("output tokens, mean", f"{summary['output_tokens_mean']:.1f}")

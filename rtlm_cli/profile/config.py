@@ -23,7 +23,8 @@ class ProfileConfig:
     prompts: str = field(default="sharegpt", metadata={"help": "'sharegpt' (bundled ShareGPT V3 first user turns), a .json/.jsonl/.csv/.parquet/.txt file, or a hub dataset name (online)."})
     text_column: str | None = field(default=None, metadata={"help": "Column holding the prompt text in a prompt file (default: prompt, text, instruction, question, input or conversations)."})
     num_prompts: int = field(default=16, metadata={"help": "How many prompts to profile: a seeded random sample of the source (a larger -n with the same seed extends a smaller one)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the prompt sample and of sampling."})
+    seed: int = field(default=0, metadata={"help": "Seed of the prompt sample and of sampling (each sampled answer's own seed is derived from it and recorded: sample_seed)."})
+    samples: int = field(default=1, metadata={"help": "Answers per prompt (with --temperature > 0): each its own row (sample 0..S-1) with its own recorded seed, so a request with that seed reproduces it through a server that honours seeds (vLLM)."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
     dtype: str = field(default="auto", metadata={"help": "auto (float32), float32, float16 or bfloat16."})
     batch_size: int = field(default=1, metadata={"help": "Requests generated together (padded batch)."})
@@ -55,6 +56,11 @@ class ProfileConfig:
             (all(c >= 1 for c in self.calibration_contexts or (1,)), "calibration contexts must be >= 1"),
             (self.num_prompts > 0 or self.calibrate, "--num-prompts 0 profiles nothing: add --calibrate or ask for prompts"),
             (self.max_concurrency >= 1, f"--max-concurrency must be >= 1, got {self.max_concurrency}"),
+            (self.samples >= 1, f"--samples must be >= 1, got {self.samples}"),
+            (self.samples == 1 or not g.greedy, f"--samples {self.samples} needs --temperature > 0: greedy answers to one prompt are all the same"),
+            (self.samples == 1 or self.engine.is_server or self.batch_size == 1,
+             "--samples > 1 on the hf engine needs --batch-size 1 (each answer its own seed; a padded batch shares one): "
+             "or profile through a server (--engine vllm)"),
             (not self.engine.is_server or self.batch_size == 1, "--batch-size is for the hf engine: a server batches by itself (use --max-concurrency)"),
         ]
         for ok, message in checks:

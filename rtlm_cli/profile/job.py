@@ -28,7 +28,7 @@ from rtlm_cli.formats.store import (
 )
 from rtlm_cli.profile.calibrate import calibrate
 from rtlm_cli.profile.config import ProfileConfig
-from rtlm_cli.profile.generate import generate
+from rtlm_cli.profile.generate import generate, jobs_of
 from rtlm_cli.profile.telemetry import TelemetrySampler
 from rtlm_cli.prompts import uncertainty
 from rtlm_cli.prompts.sources import Prompt, load_prompts, sample_prompts
@@ -61,6 +61,7 @@ def identity(cfg: ProfileConfig, info) -> dict:
         "max_prompt_tokens": cfg.max_prompt_tokens,
         "generation": dataclasses.asdict(cfg.generation),
         "feature_set_version": uncertainty.FEATURE_SET_VERSION,
+        **({"samples": cfg.samples} if cfg.samples > 1 else {}),  # greedy profiles keep their old identity
     }
 
 
@@ -130,6 +131,14 @@ def profile(cfg: ProfileConfig, console=None, engine=None) -> ProfileResult:
     """Run the profile job; ``engine`` reuses an open engine (it must match ``cfg.model``)."""
     cfg.validate()
     pool = load_prompts(cfg.prompts, cfg.text_column) if cfg.num_prompts else []  # bad prompts fail fast
+    if cfg.engine.name == "vllm" and not cfg.generation.greedy:  # every sampled request carries its seed
+        from rtlm_cli.engines.vllm import seeded_sampling_safe
+
+        settings, note = seeded_sampling_safe(cfg.engine.vllm)
+        if note:
+            cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, vllm=settings))
+            if console is not None:
+                console.print(f"note: {note}")
     if engine is not None:
         return _profile(cfg, pool, engine, console)
     with contextlib.ExitStack() as stack:
@@ -148,14 +157,16 @@ def _profile(cfg: ProfileConfig, pool: list[Prompt], engine, console) -> Profile
     info = engine.info
     ident = identity(cfg, info)
     old_meta = _check_existing(out, ident)
-    shards = RecordShards(out / fmt.REQUESTS_DIR, key=fmt.KEY, flush_every=cfg.flush_every)
-    done_df = read_records(out / fmt.REQUESTS_DIR, key=fmt.KEY) if old_meta else None
-    done = set(done_df["prompt_id"]) if done_df is not None and not done_df.empty else set()
+    key = fmt.key_of(cfg.samples)
+    shards = RecordShards(out / fmt.REQUESTS_DIR, key=key, flush_every=cfg.flush_every)
+    done_df = read_records(out / fmt.REQUESTS_DIR, key=key) if old_meta else None
+    done = set(done_df[key]) if done_df is not None and not done_df.empty else set()
 
     chosen, skipped = _select(engine, cfg, pool) if cfg.num_prompts else ([], 0)
-    todo = [p for p in chosen if p.prompt_id not in done]
+    todo = [j for j in jobs_of(chosen, cfg) if j.key not in done]
     index = {p.prompt_id: i for i, p in enumerate(chosen)}
-    features = dict(zip((p.prompt_id for p in todo), uncertainty.extract_rows(p.text for p in todo)))
+    texts = {j.prompt_id: j.text for j in todo}
+    features = dict(zip(texts, uncertainty.extract_rows(texts.values())))
 
     meta = _meta(cfg, engine, ident, old_meta, skipped)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +195,7 @@ def _profile(cfg: ProfileConfig, pool: list[Prompt], engine, console) -> Profile
     except KeyboardInterrupt:
         shards.close()
         _finish(out, meta, telemetry, complete=False)
-        total = len(read_records(out / fmt.REQUESTS_DIR, key=fmt.KEY))
+        total = len(read_records(out / fmt.REQUESTS_DIR, key=key))
         raise Interrupted(f"interrupted: {out} keeps {total} finished request(s); rerun the same command to resume") from None
     finally:
         if previous is not None:
@@ -202,7 +213,7 @@ def _meta(cfg: ProfileConfig, engine, ident: dict, old_meta: dict | None, skippe
         "created_at": (old_meta or {}).get("created_at", now_iso()), "updated_at": now_iso(),
         "model": dataclasses.asdict(info),
         "device": {"device": info.device, "device_name": info.device_name},
-        "decoding": cfg.generation.describe(),
+        "decoding": {**cfg.generation.describe(), **({"samples": cfg.samples} if cfg.samples > 1 else {})},
         "prompts": {"source": cfg.prompts, "text_column": cfg.text_column, "seed": cfg.seed,
                     "num_prompts": cfg.num_prompts, "max_prompt_tokens": cfg.max_prompt_tokens,
                     "skipped_too_long": skipped},
@@ -229,7 +240,7 @@ def _finish(out: Path, meta: dict, telemetry: TelemetrySampler, complete: bool) 
         if old_path.exists():
             new = pd.concat([pd.read_parquet(old_path), new], ignore_index=True)
         atomic_write_parquet(new, old_path)
-    df = read_records(out / fmt.REQUESTS_DIR, key=fmt.KEY)
+    df = read_records(out / fmt.REQUESTS_DIR, key=fmt.key_of(meta))
     meta.update(complete=complete, updated_at=now_iso(), summary=fmt.summarize(df),
                 telemetry={"file": fmt.TELEMETRY_FILE, "gpu": telemetry.has_gpu})
     atomic_write_json(out / "meta.json", meta)

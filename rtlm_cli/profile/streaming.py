@@ -7,7 +7,8 @@ The server batches continuously, so requests share steps and there are no batche
 and ``service_s`` is its end-to-end time. Latencies are the client's, from the send: ``ttft_s`` to
 the first text, ``e2e_s`` to the last token, ``tpot_s`` the mean gap between them; a request that
 waited in the server's queue carries the wait in its TTFT. A failed request is not recorded (it has
-no length): the summary counts it and a rerun retries it.
+no length): the summary counts it and a rerun retries it. When sampling, each request carries its
+own seed (``generate.sample_seed``), recorded in its row.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def run_streaming(engine, cfg, todo, make_rows, shards, console) -> tuple[int, l
                 started = time.time()
                 try:
                     o = await client.stream(*client.chat_body(p.text, settings.max_new_tokens, settings.temperature,
-                                                              settings.top_p, settings.seed), urls[i % len(urls)])
+                                                              settings.top_p, p.seed), urls[i % len(urls)])
                 finally:
                     in_flight -= 1
             if o.status != "finished":

@@ -62,7 +62,7 @@ def collect(paths: list[str]) -> Artifacts:
                     raise RtlmError(f"run {p} holds no requests: nothing to report")
                 found.runs.append((p, meta, df))
             elif k == "profile":
-                meta, df = load_profile(p)
+                meta, df = load_profile(p, samples_ok=True)
                 if df.empty:
                     raise RtlmError(f"profile {p} holds no requests: nothing to report")
                 found.profiles.append((p, meta, df))
