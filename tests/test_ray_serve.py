@@ -10,7 +10,6 @@ test leaves the application healthy. Ray is shut down by the fixture that starte
 import asyncio
 import contextlib
 import os
-import socket
 import time
 
 import aiohttp
@@ -18,15 +17,12 @@ import pytest
 
 from fake_openai import FakeOpenAI
 
+from rtlm_cli.engines.vllm import free_port
+
 pytestmark = pytest.mark.ray
 K = 2  # max_ongoing_requests per replica
 MS_PER_TOKEN = 10
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, timeout_s: float = 30.0, what: str = "a condition"):

@@ -9,7 +9,6 @@ one burst of 24 ShareGPT prompts, and the order the servers started them. ``--ur
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import time
@@ -19,17 +18,13 @@ import aiohttp
 import ray
 from ray import serve
 
+from rtlm_cli.engines.vllm import free_port
 from rtlm_cli.formats.profile import load_nonempty
 from rtlm_cli.integrations.ray_serve.app import build
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP = 128
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def burst(url: str, prompts: list[str]) -> list[float]:

@@ -65,6 +65,21 @@ def prompt_text(path: str, body: dict) -> str | None:
     return prompt if isinstance(prompt, str) else None
 
 
+def request_text(path: str, body) -> str:
+    """The text a request body is predicted from, once the body is one the gateway serves (a JSON
+    object with a prompt or a user message, n = 1); BadRequest saying what is wrong otherwise. The
+    gateway service and the Ray Serve ingress check bodies here."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    text = prompt_text(path, body)
+    if text is None:
+        what = "messages (a non-empty list with a user message)" if "chat" in path else "prompt (a string)"
+        raise BadRequest(f"the request has no {what}")
+    if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
+        raise BadRequest("n > 1 (and best_of) are not served by rtlm: send n requests of n = 1")
+    return text
+
+
 class Classed(Policy):
     """A policy with priority classes before its key: requests of a lower class go first, and within
     a class the policy's own order holds."""

@@ -21,7 +21,7 @@ from collections import deque
 from aiohttp import ClientError, ClientSession, web
 
 from rtlm_cli.formats.run import record
-from rtlm_cli.gateway.admit import BadRequest, prompt_text
+from rtlm_cli.gateway.admit import BadRequest, request_text
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.metrics import ServiceMetrics
 from rtlm_cli.serve.decide.gateway import Gateway
@@ -143,14 +143,10 @@ class GatewayService:
             return error(413, f"the request body is over --max-body-kib {self.cfg.max_body_kib} KiB")
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             return error(400, "the request body is not valid JSON")
-        if not isinstance(body, dict):
-            return error(400, "the request body must be a JSON object")
-        text = prompt_text(request.path, body)
-        if text is None:
-            what = "messages (a non-empty list with a user message)" if "chat" in request.path else "prompt (a string)"
-            return error(400, f"the request has no {what}")
-        if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
-            return error(400, "n > 1 (and best_of) are not served by rtlm gateway: send n requests of n = 1")
+        try:
+            text = request_text(request.path, body)
+        except BadRequest as e:
+            return error(400, str(e))
         if len(self.gateway.core.queue) >= self.cfg.max_queue:
             self.metrics.count("rejected")
             return error(429, f"rtlm's queue is full (--max-queue {self.cfg.max_queue}); retry later",

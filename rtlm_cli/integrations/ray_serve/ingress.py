@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from rtlm_cli.formats.timing import load_timing_table
-from rtlm_cli.gateway.admit import Admission, BadRequest, load_predictor, prompt_text, true_lengths
+from rtlm_cli.gateway.admit import Admission, BadRequest, load_predictor, request_text, true_lengths
 from rtlm_cli.integrations.ray_serve.queue import describe
 from rtlm_cli.serve.costmodel import CostModel
 
@@ -27,9 +27,7 @@ class Predicting:
                                    CostModel.from_table(load_timing_table(timing), name=timing), true_lengths(profile))
 
     def __call__(self, path: str, body: dict, headers=None) -> dict:
-        text = prompt_text(path, body)
-        if text is None:
-            raise BadRequest("the request has no " + ("messages with a user message" if "chat" in path else "prompt"))
+        text = request_text(path, body)
         return describe(self.admission(0, time.time(), text, body, headers or {}))
 
     def from_args(self, args) -> dict:

@@ -43,7 +43,6 @@ class TokenQueue:
         self.names: dict[int, str] = {}  # backend id -> replica id
         self.waiting: dict[str, Request] = {}  # token -> its request, not yet placed
         self.placed: dict[str, tuple[Request, int]] = {}  # token -> (request, backend id), until released
-        self.tokens: dict[int, str] = {}  # rid -> token
         self.handed = 0  # tokens handed out, ever
         self.reclaimed = 0  # tokens taken back because their replica went away
 
@@ -66,7 +65,7 @@ class TokenQueue:
         self.gateway.remove_backend(bid)
         gone = [t for t, (_, b) in self.placed.items() if b == bid]
         for token in gone:
-            del self.tokens[self.placed.pop(token)[0].rid]
+            del self.placed[token]
         self.reclaimed += len(gone)
         return gone
 
@@ -79,8 +78,8 @@ class TokenQueue:
         known = {k: v for k, v in fields.items() if k in FIELDS}
         known.setdefault("arrival_s", now)
         rid = next(self.rids)
-        r = Request(rid=rid, prompt_id=token, **known)
-        self.waiting[token], self.tokens[rid] = r, token
+        r = Request(rid=rid, prompt_id=token, **known)  # a request's token is its prompt_id
+        self.waiting[token] = r
         return self._named(self.gateway.arrive(r, now))
 
     def release_window(self, now: float) -> Sends:
@@ -94,7 +93,6 @@ class TokenQueue:
         if entry is None:
             return []
         r, bid = entry
-        del self.tokens[r.rid]
         return self._named(self.gateway.left(bid, now, r, output_tokens))
 
     def withdraw(self, token: str) -> bool:
@@ -102,16 +100,14 @@ class TokenQueue:
         r = self.waiting.pop(token, None)
         if r is None:
             return False
-        del self.tokens[r.rid]
         return self.core.withdraw(r.rid)
 
     def take_shed(self) -> list[str]:
         """Tokens of requests shed since the last call (their deadline could no longer be met)."""
         out = []
         for r in self.core.take_shed():
-            token = self.tokens.pop(r.rid)
-            self.waiting.pop(token, None)
-            out.append(token)
+            self.waiting.pop(r.prompt_id, None)
+            out.append(r.prompt_id)
         return out
 
     def in_flight(self) -> dict[str, tuple[int, int]]:
@@ -122,7 +118,7 @@ class TokenQueue:
     def _named(self, sends) -> Sends:
         out = []
         for r, b in sends:
-            token = self.tokens[r.rid]
+            token = r.prompt_id
             del self.waiting[token]
             self.placed[token] = (r, b.bid)
             self.handed += 1
