@@ -20,6 +20,7 @@ REFERENCES = {
 PREDICTORS = {
     "reference": "predictors/smollm2-fast-256",  # the fast families (text, prompt) trained on the reference profile
     "reference-64": "predictors/smollm2-fast-64",  # the same on reference-64 (cap 64)
+    "reference-sampled": "predictors/smollm2-sampled-256",  # every answer of reference-sampled, with quantiles
 }
 
 

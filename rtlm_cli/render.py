@@ -51,10 +51,39 @@ def importance_table(rows: list[dict], top: int = 12) -> Table:
 
 
 def training_tables(result) -> list:
-    title = f"predictor {result.out}: held-out {result.meta['rows']['test']} prompts, target {result.meta['target']}"
+    from rtlm_cli.predict.distribution import flat
+
+    rows = result.meta["rows"]
+    what = f"{rows['test']} answers" if rows.get("samples_per_prompt", 1) > 1 else f"{rows['test']} prompts"
+    title = f"predictor {result.out}: held-out {what}, target {result.meta['target']}"
     costs = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in result.meta["feature_cost_s_per_prompt"].items())
-    return [evaluation_table(result.evaluation, title), importance_table(result.importance),
+    dist = []
+    if result.distribution:
+        levels = ", ".join(f"{lv:g}" for lv in result.distribution["levels"])
+        for part, label in (("held_out", "held-out prompts"), ("out_of_fold", "every prompt, out of fold")):
+            if result.distribution.get(part):
+                dist.append(distribution_table([flat(r) for r in result.distribution[part]],
+                                               f"length distribution, {label} (quantiles {levels})"))
+    return [evaluation_table(result.evaluation, title), *dist, importance_table(result.importance),
             f"feature cost per prompt: {costs}"]
+
+
+def distribution_table(rows: list[dict], title: str) -> Table:
+    """A distribution predictor against its baselines (rows of ``predict.distribution.flat``): pinball
+    loss, coverage overall, of ended and capped answers, within the fifths of the predicted median,
+    Kendall tau of the predicted median and mean against each prompt's mean length."""
+    table = Table(title=title)
+    for col in ("model", "pinball", "50% covers", "80% covers", "80%: ended", "80%: capped", "80%: fifths",
+                "tau of median", "tau of mean"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        lo, hi = r["coverage_80_fifths_min"], r["coverage_80_fifths_max"]
+        table.add_row(r["model"], f"{r['pinball']:.2f}", _fmt(r["coverage_50"], ".0%"), _fmt(r["coverage_80"], ".0%"),
+                      _fmt(r["coverage_80_ended"], ".0%"), _fmt(r["coverage_80_capped"], ".0%"),
+                      "-" if lo is None else f"{lo:.0%}-{hi:.0%}", _fmt(r["kendall_tau_median_vs_prompt_mean"], ".3f"),
+                      _fmt(r["kendall_tau_mean_vs_prompt_mean"], ".3f"),
+                      style="bold" if r["model"] == "quantile model" else "dim")
+    return table
 
 
 def run_table(metas: list[dict]) -> Table:
@@ -147,4 +176,9 @@ def report_tables(data: dict) -> list:
         by_pred.setdefault(r["predictor"], []).append(r)
     for name, rows in by_pred.items():
         out.append(evaluation_table(rows, f"predictor {name}"))
+    by_part: dict[tuple, list] = {}
+    for r in data.get("predictor_distributions", []):
+        by_part.setdefault((r["predictor"], r["evaluated_on"]), []).append(r)
+    for (name, part), rows in by_part.items():
+        out.append(distribution_table(rows, f"predictor {name}: length distribution, {part.replace('_', ' ')}"))
     return out

@@ -39,7 +39,8 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 from rtlm_cli.serve.decide.policies import POLICIES as POLICY_REGISTRY
 
-POLICIES = tuple(POLICY_REGISTRY.names())  # every registered policy, the baseline (fcfs) first
+# every registered policy that a greedy profile and a point predictor serve, the baseline (fcfs) first
+POLICIES = tuple(n for n in POLICY_REGISTRY.names() if POLICY_REGISTRY.get(n).needs <= {"predictor", "profile"})
 
 
 def run(out: Path, profile: str, predictor: str, policy: str, load: float, n: int, max_batch: int, simulate: bool,

@@ -5,6 +5,10 @@
 #                 `rtlm gateway`'s default
 #   reference-64  (smollm2-fast-64) trained on the reference-64 profile (300 of them, cap 64): for
 #                 replays of reference-64 (a predictor serves profiles of its own cap)
+#   reference-sampled (smollm2-sampled-256) trained on every answer of the reference-sampled profile
+#                 (200 prompts x 8 answers at temperature 0.7, cap 256), with the length distribution's
+#                 quantiles: what the tail and rtlm-dist policies read (one LightGBM thread: the models
+#                 bench_sampled.py measured)
 # Deterministic; a few seconds each on 2 cores. Usage: bash scripts/make_reference_predictor.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +16,6 @@ for pair in reference:smollm2-fast-256 reference-64:smollm2-fast-64; do
   .venv/bin/rtlm train-predictor "${pair%%:*}" --features text,prompt --seed 0 --no-ablation \
     --out "rtlm_cli/reference/predictors/${pair#*:}" --overwrite >/dev/null
 done
-echo "made rtlm_cli/reference/predictors/{smollm2-fast-256,smollm2-fast-64}"
+.venv/bin/rtlm train-predictor reference-sampled --features text,prompt --seed 0 --no-ablation --threads 1 \
+  --out rtlm_cli/reference/predictors/smollm2-sampled-256 --overwrite >/dev/null
+echo "made rtlm_cli/reference/predictors/{smollm2-fast-256,smollm2-fast-64,smollm2-sampled-256}"

@@ -11,7 +11,7 @@ from scipy import stats
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.predict import metrics
 from rtlm_cli.predict.model import Predictor
-from rtlm_cli.predict.train import split_by_prompt
+from rtlm_cli.predict.data import split_by_prompt
 
 
 @pytest.fixture(scope="module")

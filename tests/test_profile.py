@@ -190,11 +190,9 @@ def test_a_sampled_profile_keeps_every_answer_with_its_own_seed_and_resumes(run_
     assert df["sample_id"].is_unique and (df["sample_id"] == df["prompt_id"] + "#" + df["sample"].astype(str)).all()
     assert [sample_seed(5, p, k) for p, k in zip(df["prompt_id"], df["sample"])] == df["sample_seed"].tolist()
     assert df["sample_seed"].is_unique and (df["batch_size"] == 1).all()  # each answer generated on its own
-    # a job that takes one answer per prompt says so instead of picking one
-    for cmd in (("train-predictor", out, "--out", tmp_path / "pred"),
-                ("serve-local", "--simulate", "--profile", out, "--load", 0.5, "-n", 5, "--out", tmp_path / "run")):
-        r = run_cli(*cmd)
-        assert r.exit_code == 2 and "sampled answers per prompt" in one_line_error(r)
+    # a job that cannot give each request its recorded answer says so instead of picking one
+    r = run_cli("serve-local", "--profile", out, "--model", "fake", "--arrivals", "burst", "-n", 3, "--out", tmp_path / "run")
+    assert r.exit_code == 2 and "cannot give each its recorded seed" in one_line_error(r)
 
 
 def test_sampling_settings_that_cannot_work_are_refused(run_cli, tmp_path, prompt_file):

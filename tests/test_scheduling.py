@@ -91,8 +91,8 @@ def test_rtlm_deadline_slack_wins():
 def test_unknown_policy_did_you_mean():
     with pytest.raises(RtlmError, match="did you mean 'rtlm'"):
         make_policy("rtml")
-    assert set(POLICIES.names()) == {"fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle",
-                                    "oracle-service", "oracle-length"}
+    assert set(POLICIES.names()) == {"fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle", "oracle-service",
+                                    "oracle-length", "oracle-mean", "rtlm-dist", "tail"}
 
 
 def test_consolidation_groups_alike_lengths():

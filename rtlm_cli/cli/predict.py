@@ -28,6 +28,7 @@ def train_predictor(
     threads: int = option(T, "threads", "--threads"),
     rounds: int = option(T, "rounds", "--rounds"),
     cross_fit: int = option(T, "cross_fit", "--cross-fit"),
+    quantiles: str = option(T, "quantiles", "--quantiles"),
     ablation: bool = typer.Option(T.ablation, "--ablation/--no-ablation", help=T.__dataclass_fields__["ablation"].metadata["help"]),
     device: str = option(T, "device", "--device"),
     overwrite: bool = option(T, "overwrite", "--overwrite"),
@@ -39,7 +40,12 @@ def train_predictor(
     prompt length), with a feature-family ablation, and cross-validated over every prompt: the
     out-of-fold predictions (crossfit.parquet) are what serve-local uses for these prompts.
 
+    On a sampled profile (rtlm profile --samples) it trains on every answer and also predicts the
+    length distribution (quantiles, --quantiles), evaluated against a prompt-blind distribution and
+    the point model with conformal intervals (pinball loss, interval coverage, calibration).
+
     Example: [bold]rtlm train-predictor reference --out predictors/smollm2[/bold]
+    Example: [bold]rtlm train-predictor reference-sampled --out predictors/sampled[/bold]
     """
     from rtlm_cli.predict.features import parse_families
     from rtlm_cli.predict.train import train
@@ -48,7 +54,7 @@ def train_predictor(
     cfg = TrainConfig(profiles=tuple(profiles), out=out, families=parse_families(features), target=target,
                       method=method, test_size=test_size, seed=seed, eval_profiles=tuple(eval_profiles),
                       ablation=ablation, threads=threads, rounds=rounds, cross_fit=cross_fit, device=device,
-                      overwrite=overwrite)
+                      quantiles=quantiles, overwrite=overwrite)
     with console.status("training ...") as status:
         result = train(cfg, console=console, stage=lambda text: status.update(f"training ... {text}"))
     if as_json:
@@ -71,7 +77,8 @@ def predict(
     device: str = option(PredictConfig, "device", "--device"),
     overwrite: bool = option(PredictConfig, "overwrite", "--overwrite"),
 ):
-    """Score prompts with a predictor: predicted tokens, P90, P(capped), latency.
+    """Score prompts with a predictor: predicted tokens, P90, P(capped), latency, and the length
+    distribution's quantiles (q10_tokens ... q90_tokens) when the predictor has them.
 
     One row per input row, in input order, with the input's id column; the features used are
     written too (computed by the same function as in training).

@@ -2,7 +2,8 @@
 
 ``fake`` or ``fake:ms_per_token=2,ms_prefill=5`` as a ``--model``. Output length is a function of
 the prompt (its uncertainty score plus a hash-derived jitter), so predictors have something real to
-learn; the times follow a simple linear cost model, and with ``ms_per_token`` > 0 the engine
+learn; when sampling (temperature > 0) it is that length times a log-normal factor drawn from the
+seed (sigma 0.5 x temperature), so a sampled profile has a spread within each prompt; the times follow a simple linear cost model, and with ``ms_per_token`` > 0 the engine
 really sleeps that long per decode step, so wall-clock paths (progress, interrupts) are exercised.
 """
 
@@ -11,16 +12,22 @@ from __future__ import annotations
 import hashlib
 import time
 
+import numpy as np
+
 from rtlm_cli.defaults import TEMPLATE_TOKENS
 from rtlm_cli.engines.base import BatchResult, Generation, GenerationSettings, ModelInfo
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.prompts.uncertainty import extract
 
 
-def output_length(prompt: str, max_new_tokens: int) -> tuple[int, bool]:
-    """(output tokens, ended) for a prompt: longer for uncertain prompts, capped at max_new_tokens."""
+def output_length(prompt: str, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> tuple[int, bool]:
+    """(output tokens, ended) for a prompt: longer for uncertain prompts, capped at max_new_tokens;
+    sampled, a seeded log-normal factor of that length."""
     jitter = int(hashlib.sha256(prompt.encode()).hexdigest()[:4], 16) / 0xFFFF
     n = 4 + int(600 * extract(prompt)["uncertainty_score"] ** 2 + 60 * jitter)
+    if temperature > 0:
+        z = np.random.default_rng([seed, int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16)]).standard_normal()
+        n = max(1, int(n * np.exp(0.5 * temperature * z)))
     return (n, True) if n < max_new_tokens else (max_new_tokens, False)
 
 
@@ -53,7 +60,7 @@ class FakeEngine:
 
     def generate(self, prompts: list[str], settings: GenerationSettings) -> BatchResult:
         plens = self.prompt_tokens(prompts)
-        lens = [output_length(p, settings.max_new_tokens) for p in prompts]
+        lens = [output_length(p, settings.max_new_tokens, settings.temperature, settings.seed) for p in prompts]
         prefill, step = self._costs(len(prompts), max(plens))
         longest = max(n for n, _ in lens)
         if self.step_s or self.prefill_s:

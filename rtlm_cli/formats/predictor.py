@@ -1,5 +1,6 @@
 """The predictor format: a directory with ``meta.json``, LightGBM text models (``regressor.txt``,
-``capped.txt``, ``p90.txt``), the prompt family's ``tokenizer.json``, the prefill family's fitted
+``capped.txt``, ``p90.txt``; a distribution predictor's quantile models ``q10.txt``, ``q50.txt``, ... at the levels
+``meta["quantiles"]`` lists, and its evaluation ``distribution.json``), the prompt family's ``tokenizer.json``, the prefill family's fitted
 state (``prefill_state.json``), ``evaluation.json``, ``importance.parquet``, ``holdout.parquet`` and
 ``crossfit.parquet`` (out-of-fold predictions of every training prompt). Never pickle. Columns and
 keys: docs/formats.md.
@@ -26,6 +27,7 @@ CROSSFIT_FILE = "crossfit.parquet"
 HOLDOUT_FILE = "holdout.parquet"
 EVALUATION_FILE = "evaluation.json"
 IMPORTANCE_FILE = "importance.parquet"
+DISTRIBUTION_FILE = "distribution.json"
 
 
 def read_predictor_meta(path: str | Path) -> dict:
@@ -37,6 +39,14 @@ def read_predictor_meta(path: str | Path) -> dict:
             f"feature set {uncertainty.FEATURE_SET_VERSION!r}: retrain it with `rtlm train-predictor`"
         )
     return meta
+
+
+def predicts_quantiles(path: str | Path) -> bool:
+    """Whether a predictor predicts a length distribution (False when it cannot be read: its loader says why)."""
+    try:
+        return bool(read_meta(predictor_path(path), KIND).get("quantiles"))
+    except RtlmError:
+        return False
 
 
 def read_boosters(path: str | Path, meta: dict) -> dict:
@@ -51,6 +61,34 @@ def read_boosters(path: str | Path, meta: dict) -> dict:
     return out
 
 
+def read_quantile_boosters(path: str | Path, meta: dict) -> dict | None:
+    """level -> LightGBM quantile model, for the levels ``meta['quantiles']`` lists (None: a point predictor)."""
+    levels = meta.get("quantiles") or []
+    if not levels:
+        return None
+    import lightgbm as lgb
+
+    path = predictor_path(path)
+    out = {}
+    for level in levels:
+        file = path / meta["files"].get(quantile_name(level), "")
+        if not file.is_file():
+            raise RtlmError(f"predictor {path} lists quantile {level} but its model file is missing: retrain it")
+        out[float(level)] = lgb.Booster(model_file=str(file))
+    return out
+
+
+def quantile_name(level: float) -> str:
+    """A quantile level's model file stem and column name: 0.1 -> q10, 0.25 -> q25, 0.05 -> q05."""
+    return f"q{round(level * 100):02d}"
+
+
+def read_distribution(path: str | Path) -> dict | None:
+    """A distribution predictor's evaluation (``distribution.json``), None for a point predictor."""
+    f = predictor_path(path) / DISTRIBUTION_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def read_prefill_state(path: str | Path, meta: dict) -> dict | None:
     file = meta["files"].get("prefill")
     return json.loads((predictor_path(path) / file).read_text()) if file else None
@@ -63,7 +101,8 @@ def read_crossfit(path: str | Path, meta: dict):
         return None
     import pandas as pd
 
-    return pd.read_parquet(predictor_path(path) / file).set_index("prompt_id")
+    # a sampled profile's predictor holds one row per answer; the predictions are the prompt's
+    return pd.read_parquet(predictor_path(path) / file).drop_duplicates("prompt_id").set_index("prompt_id")
 
 
 def read_evaluation(path: str | Path) -> list[dict]:
@@ -72,15 +111,15 @@ def read_evaluation(path: str | Path) -> list[dict]:
 
 def write_predictor(tmp: Path, meta: dict, boosters: dict, *, tokenizer_file: str | None = None,
                     prefill_state: dict | None = None, evaluation: list[dict], importance, holdout,
-                    crossfit=None) -> dict:
+                    crossfit=None, distribution: dict | None = None) -> dict:
     """Write every file of a predictor into ``tmp`` (meta.json last); the meta as written."""
     import pandas as pd
 
     files = {}
-    for name in BOOSTERS:
-        if boosters.get(name) is not None:
+    for name, booster in boosters.items():  # BOOSTERS, then any quantile models (q10, q50, ...)
+        if booster is not None:
             files[name] = f"{name}.txt"
-            boosters[name].save_model(str(tmp / files[name]))
+            booster.save_model(str(tmp / files[name]))
     if tokenizer_file:
         files["tokenizer"] = "tokenizer.json"
         shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
@@ -90,6 +129,8 @@ def write_predictor(tmp: Path, meta: dict, boosters: dict, *, tokenizer_file: st
     atomic_write_json(tmp / EVALUATION_FILE, evaluation)
     atomic_write_parquet(pd.DataFrame(importance), tmp / IMPORTANCE_FILE)
     atomic_write_parquet(holdout, tmp / HOLDOUT_FILE)
+    if distribution is not None:
+        atomic_write_json(tmp / DISTRIBUTION_FILE, distribution)
     if crossfit is not None:
         files["crossfit"] = CROSSFIT_FILE
         atomic_write_parquet(crossfit, tmp / CROSSFIT_FILE)

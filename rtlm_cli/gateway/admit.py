@@ -116,6 +116,7 @@ class Admission:
         priority_class = CLASSES[klass] if klass in CLASSES else _int(klass, "x-rtlm-priority")
         t0 = time.perf_counter()
         predicted, p90, unc, prompt_tokens, capped, ended = 0.0, 0.0, 0.0, None, None, None
+        quantiles = levels = None
         if self.predictor is not None:
             names, X = self.predictor.features([text])
             out = self.predictor.predict_features(names, X, [text])
@@ -126,6 +127,8 @@ class Admission:
                 prompt_tokens = int(X[0, names.index("prompt_tokens")])
             if "capped_prob" in out:
                 capped, ended = float(out["capped_prob"][0]), float(out["ended_tokens"][0])
+            if "quantiles" in out:  # a distribution predictor's, capped by this request's max_tokens
+                quantiles, levels = tuple(min(float(q), cap) for q in out["quantiles"][0]), self.predictor.levels
         cost_s = time.perf_counter() - t0
         prompt_tokens = prompt_tokens if prompt_tokens is not None else round(TOKENS_PER_WORD * len(text.split()))
         predicted, p90 = min(predicted, cap), min(p90, cap)
@@ -135,7 +138,8 @@ class Admission:
                        rid=rid, arrival_s=now, prompt_id=f"r{rid}", prompt=text, prompt_tokens=prompt_tokens,
                        predicted_tokens=predicted, p90_tokens=p90, capped_prob=capped, ended_tokens=ended,
                        uncertainty=unc, predicted_service_s=self.cost.service_s(prompt_tokens, predicted),
-                       deadline_s=deadline_s, prediction_cost_s=cost_s, priority_class=priority_class)
+                       deadline_s=deadline_s, prediction_cost_s=cost_s, priority_class=priority_class,
+                       quantiles=quantiles, quantile_levels=levels, cap_tokens=float(cap))
 
 
 def _int(value, what: str, minimum: int | None = None) -> int:

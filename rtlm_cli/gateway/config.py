@@ -37,7 +37,7 @@ class ServiceConfig:
 
     def validate(self) -> "ServiceConfig":
         make_policy(self.policy)
-        check_needs(self.policy, {k for k, v in (("predictor", self.predictor), ("profile", self.profile)) if v})
+        check_needs(self.policy, self.predictor, self.profile)
 
         if not 0 <= self.port <= 65535:
             raise RtlmError(f"--port must be 0-65535, got {self.port}")

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from rtlm_cli.predict import features as F
-from rtlm_cli.predict.model import LengthModel
+from rtlm_cli.predict.model import LengthModel, quantile_name
 
 
 def fold_of(prompt_ids: list[str], k: int, seed: int) -> np.ndarray:
@@ -44,22 +44,27 @@ def fold_features(df, families: tuple[str, ...], target: str, ctx: F.FeatureCont
 
 
 def out_of_fold(df, families: tuple[str, ...], target: str, method: str, cap: float, ctx: F.FeatureContext,
-                k: int, seed: int, threads: int, rounds: int, fitted=None):
-    """DataFrame: prompt_id, fold, actual, ended, predicted, p90 (and capped_prob, ended_tokens for a mixture) for
-    every row of ``df``, each predicted by a model that never saw its fold; ``fitted(n)`` hears
-    that n folds are done."""
+                k: int, seed: int, threads: int, rounds: int, fitted=None, levels: tuple[float, ...] = ()):
+    """DataFrame: prompt_id, sample_id, fold, actual, ended, predicted, p90 (and capped_prob, ended_tokens for a
+    mixture, a column per quantile level) for every row of ``df`` (every answer of a sampled profile),
+    each predicted by a model that never saw its fold; ``fitted(n)`` hears that n folds are done."""
     import pandas as pd
 
     y, ended = df[target].to_numpy(float), df["ended"].to_numpy(bool)
     parts = []
     for f, (te, tr, names, Xtr, Xte) in enumerate(fold_features(df, families, target, ctx, k, seed)):
-        model = LengthModel.fit(method, Xtr, y[tr], ended[tr], cap, names, threads, seed, rounds, with_p90=True)
+        model = LengthModel.fit(method, Xtr, y[tr], ended[tr], cap, names, threads, seed, rounds, with_p90=True,
+                                levels=levels)
         pred = model.predict(Xte)
         part = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy()[te], "fold": f, "actual": y[te],
                              "ended": ended[te], "predicted": pred["predicted"], "p90": pred["p90"]})
+        if "sample_id" in df:
+            part.insert(1, "sample_id", df["sample_id"].to_numpy()[te])
         for col in ("capped_prob", "ended_tokens"):  # a mixture's
             if col in pred:
                 part[col] = pred[col]
+        for j, lv in enumerate(levels):
+            part[quantile_name(lv)] = pred["quantiles"][:, j]
         parts.append(part)
         if fitted is not None:
             fitted(f + 1)

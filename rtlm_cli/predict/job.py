@@ -19,7 +19,7 @@ from rtlm_cli.formats.store import (
     atomic_write_parquet,
     check_output,
 )
-from rtlm_cli.predict.model import Predictor
+from rtlm_cli.predict.model import Predictor, quantile_name
 from rtlm_cli.prompts.sources import prompt_id, read_rows
 
 WRITERS = (".parquet", ".csv", ".json")
@@ -80,6 +80,8 @@ def predict_file(cfg: PredictConfig) -> dict:
         df["predicted_tokens"] = column(pred["predicted"])
         if "p90" in pred:
             df["p90_tokens"] = column(pred["p90"])
+        for j, lv in enumerate(model.levels):  # a distribution predictor's quantiles (meta.json "quantiles")
+            df[f"{quantile_name(lv)}_tokens"] = column(pred["quantiles"][:, j])
     if "capped_prob" in pred:
         df["capped_prob"] = column(pred["capped_prob"])
     df["predicted_e2e_s"] = column(pred["e2e_s"])

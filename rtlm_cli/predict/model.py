@@ -7,6 +7,11 @@ log(1 + tokens) of the answers that ended gives their length, and the estimate i
 ``P * cap + (1 - P) * length``. A quantile model (alpha 0.9) gives a P90 estimate for deadline
 slack. Latency follows from the predicted length and the device's timing table.
 
+A predictor of the length *distribution* (``levels``, trained by default on sampled profiles) adds
+one LightGBM quantile model per level on log(1 + tokens) (quantiles commute with a monotone
+transform), clipped to [0, cap] and sorted across levels so that they never cross
+(rearrangement); ``distribution.py`` evaluates them and reads their tail.
+
 Training lives in ``train.py``, the files in ``formats/predictor.py``. Imports no torch unless the
 ``prefill`` feature family is used.
 """
@@ -25,7 +30,8 @@ from rtlm_cli.paths import predictor_path
 from rtlm_cli.predict import features as F
 
 METHODS = ("mixture", "log", "raw")
-
+QUANTILE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)  # the distribution predictor's default levels
+quantile_name = fmt.quantile_name
 
 def _params(objective: str, threads: int, seed: int, rows: int = 1000, **extra) -> dict:
     """Strongly regularized trees: with ~1,000 noisy rows, small trees on random feature halves
@@ -48,9 +54,11 @@ class LengthModel:
     regressor: object
     capped: object | None = None
     p90: object | None = None
+    quantiles: dict[float, object] | None = None  # level -> booster on log1p(tokens)
 
     @classmethod
-    def fit(cls, method, X, y, ended, cap, names, threads, seed, rounds, with_p90=True) -> "LengthModel":
+    def fit(cls, method, X, y, ended, cap, names, threads, seed, rounds, with_p90=True,
+            levels: tuple[float, ...] = ()) -> "LengthModel":
         import lightgbm as lgb
 
         def train(params, Xs, ys):
@@ -66,7 +74,12 @@ class LengthModel:
         else:  # "log", or a mixture whose data has only one mode
             reg = train(_params("regression", threads, seed), X, np.log1p(y))
         p90 = train(_params("quantile", threads, seed, alpha=0.9), X, y) if with_p90 else None
-        return cls("raw" if method == "raw" else ("mixture" if capped else "log"), cap, reg, capped, p90)
+        quantiles = {lv: train(_params("quantile", threads, seed, alpha=lv), X, np.log1p(y)) for lv in levels} or None
+        return cls("raw" if method == "raw" else ("mixture" if capped else "log"), cap, reg, capped, p90, quantiles)
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        return tuple(sorted(self.quantiles)) if self.quantiles else ()
 
     def predict(self, X) -> dict[str, np.ndarray]:
         reg = self.regressor.predict(X, num_threads=1)
@@ -84,6 +97,11 @@ class LengthModel:
         out["predicted"] = np.clip(out["predicted"], 0, self.cap if np.isfinite(self.cap) else None)
         if self.p90 is not None:
             out["p90"] = np.maximum(self.p90.predict(X, num_threads=1), out["predicted"])
+        if self.quantiles:
+            q = np.column_stack([np.expm1(self.quantiles[lv].predict(X, num_threads=1)) for lv in self.levels])
+            if np.isfinite(self.cap):  # LightGBM's float round-off leaves the cap at 255.9999988
+                q = np.where(q > self.cap - 1e-3, self.cap, q)
+            out["quantiles"] = np.sort(np.clip(q, 0.0, self.cap if np.isfinite(self.cap) else None), axis=1)
         return out
 
 
@@ -115,13 +133,19 @@ class Predictor:
     def families(self) -> tuple[str, ...]:
         return tuple(self.meta["families"])
 
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The quantile levels it predicts (empty for a point predictor)."""
+        return self.model.levels
+
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Predictor":
         path = predictor_path(path)
         meta = fmt.read_predictor_meta(path)
         files = meta["files"]
         cap = float(meta["cap"]) if meta.get("cap") is not None else float("inf")
-        model = LengthModel(meta["method"], cap, **fmt.read_boosters(path, meta))
+        model = LengthModel(meta["method"], cap, **fmt.read_boosters(path, meta),
+                            quantiles=fmt.read_quantile_boosters(path, meta))
         state = fmt.read_prefill_state(path, meta)
         if "prefill" in meta["families"]:
             F.check_prefill_state(state)
@@ -138,7 +162,8 @@ class Predictor:
         return names, X
 
     def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Predicted tokens (``predicted``), ``p90``, ``capped_prob`` (mixture) and ``e2e_s`` per text."""
+        """Predicted tokens (``predicted``), ``p90``, ``capped_prob`` (mixture), ``quantiles`` (a
+        distribution predictor: one column per level of ``levels``) and ``e2e_s`` per text."""
         names, X = self.features(texts)
         return self.predict_features(names, X, texts)
 

@@ -3,6 +3,12 @@
 Held-out prompts (a seeded split by prompt) against baselines (constant mean, RT-LM's uncertainty
 score alone, prompt length), each method, a feature-family ablation, other prompt sources
 (``--eval``), and the out-of-fold predictions of every prompt (``crossfit.py``).
+
+A sampled profile (several answers per prompt) trains on every answer; the split and the folds go
+by prompt, so a prompt's answers are never on both sides. With quantile levels (``--quantiles``, by
+default on a sampled profile) the distribution is evaluated too (``distribution.py``): on the
+held-out prompts and out of fold, against a prompt-blind distribution and the point model with
+conformal intervals.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from rtlm_cli.formats import predictor as predictor_format
 from rtlm_cli.formats import profile as profile_format
 from rtlm_cli.formats.store import artifact_dir, check_output, now_iso, provenance
 from rtlm_cli.paths import source_path
-from rtlm_cli.predict import crossfit, metrics
+from rtlm_cli.predict import crossfit, dist_eval, metrics
 from rtlm_cli.predict import features as F
-from rtlm_cli.predict.model import METHODS, LengthModel, latency_model
+from rtlm_cli.predict.data import load_training_data, sampled, split_by_prompt
+from rtlm_cli.predict.model import METHODS, QUANTILE_LEVELS, LengthModel, latency_model, quantile_name
 from rtlm_cli.prompts import uncertainty
 
 TARGETS = ("output_tokens", "e2e_s")
@@ -43,6 +50,7 @@ class TrainConfig:
     threads: int = field(default=2, metadata={"help": "LightGBM threads (never train while a model generates on the same cores)."})
     rounds: int = field(default=1000, metadata={"help": "Boosting rounds of each LightGBM model (learning rate 0.03, 4-leaf trees)."})
     cross_fit: int = field(default=5, metadata={"help": "Also predict every training prompt out of fold (K folds, crossfit.parquet), so that serve-local never replays a prompt with an in-sample prediction; 0 skips it."})
+    quantiles: str = field(default="auto", metadata={"help": "Quantile levels of the length distribution to predict, comma-separated (e.g. 0.1,0.5,0.9); auto: 0.1,0.25,0.5,0.75,0.9 on a sampled profile (rtlm profile --samples), none on a greedy one; none: a point predictor only."})
     device: str = field(default="cpu", metadata={"help": "Device for the prefill family."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing predictor directory (only once training succeeded)."})
 
@@ -59,34 +67,25 @@ class TrainConfig:
             raise RtlmError("--threads and --rounds must be >= 1")
         if self.cross_fit == 1 or not 0 <= self.cross_fit <= 20:
             raise RtlmError(f"--cross-fit must be 0 (none) or 2-20 folds, got {self.cross_fit}")
+        self.levels(sampled=True)
         return self
 
-
-def load_training_data(paths: tuple[str, ...]):
-    """(rows, metas) of profiles that share a model and a token cap; duplicates by prompt dropped."""
-    import pandas as pd
-
-    frames, metas = [], []
-    for p in paths:
-        meta, df = profile_format.load_nonempty(p, f": run `rtlm profile --out {p}` first")
-        frames.append(df.assign(_profile=str(p)))
-        metas.append(meta)
-    base = metas[0]
-    for p, m in zip(paths[1:], metas[1:]):
-        if m["model"]["model_hash"] != base["model"]["model_hash"]:
-            raise RtlmError(f"profile {p} was made with another model than {paths[0]}: train on one model's profiles")
-        if profile_format.cap(m) != profile_format.cap(base):
-            raise RtlmError(f"profile {p} used another --max-new-tokens than {paths[0]}: lengths are not comparable")
-    df = pd.concat(frames, ignore_index=True).drop_duplicates("prompt_id").reset_index(drop=True)
-    return df, metas
-
-
-def split_by_prompt(prompt_ids, test_size: float, seed: int) -> np.ndarray:
-    """Boolean mask of held-out rows: a seeded share of the distinct prompts."""
-    ids = np.asarray(sorted(set(prompt_ids)))
-    rng = np.random.default_rng(seed)  # the split's own generator
-    held = set(rng.choice(ids, size=max(1, int(round(len(ids) * test_size))), replace=False))
-    return np.asarray([pid in held for pid in prompt_ids])
+    def levels(self, sampled: bool) -> tuple[float, ...]:
+        """The quantile levels to fit: ``--quantiles`` parsed (auto: the default levels on a sampled profile)."""
+        q = self.quantiles.strip().lower()
+        if q in ("none", ""):
+            return ()
+        if q == "auto":
+            return QUANTILE_LEVELS if sampled and self.target == "output_tokens" else ()
+        try:
+            levels = tuple(sorted({float(x) for x in q.split(",") if x.strip()}))
+        except ValueError:
+            raise RtlmError(f"--quantiles {self.quantiles!r} is not a list of levels: use e.g. 0.1,0.5,0.9, auto or none") from None
+        if not levels or not all(0 < lv < 1 and abs(lv * 100 - round(lv * 100)) < 1e-9 for lv in levels):
+            raise RtlmError(f"--quantiles levels must be within (0, 1) in steps of 0.01, got {self.quantiles!r}")
+        if self.target != "output_tokens":
+            raise RtlmError("--quantiles predicts output lengths: use it with --target output_tokens")
+        return levels
 
 
 @dataclass
@@ -95,6 +94,7 @@ class TrainResult:
     meta: dict
     evaluation: list[dict]
     importance: list[dict]
+    distribution: dict | None = None  # a distribution predictor's evaluation (distribution.json)
 
 
 def _eval_row(name: str, kind: str, actual, predicted, cap) -> dict:
@@ -116,12 +116,15 @@ class _Split:
     y_te: np.ndarray
     ended_tr: np.ndarray
     cap: float
+    prompts_tr: np.ndarray  # each row's prompt_id (a sampled profile repeats them)
+    prompts_te: np.ndarray
+    ended_te: np.ndarray
 
-    def fit(self, families, method: str, with_p90: bool = False):
+    def fit(self, families, method: str, with_p90: bool = False, levels: tuple[float, ...] = ()):
         idx = np.flatnonzero(np.isin(self.owner, families))
         c = self.cfg
         model = LengthModel.fit(method, self.Xtr[:, idx], self.y_tr, self.ended_tr, self.cap,
-                                [self.names[i] for i in idx], c.threads, c.seed, c.rounds, with_p90)
+                                [self.names[i] for i in idx], c.threads, c.seed, c.rounds, with_p90, levels)
         return model, idx
 
     def row(self, name: str, kind: str, predicted, actual=None) -> dict:
@@ -170,7 +173,8 @@ def _load_split(cfg: TrainConfig):
     fams = tuple(dict.fromkeys(cfg.families + ("text", "prompt")))
     names, Xtr, owner = F.compute(fams, tr["prompt"].tolist(), ctx, fit=True)
     _, Xte, _ = F.compute(fams, te["prompt"].tolist(), ctx)
-    split = _Split(cfg, names, np.asarray(owner), Xtr, Xte, y_tr, te[cfg.target].to_numpy(float), ended_tr, cap)
+    split = _Split(cfg, names, np.asarray(owner), Xtr, Xte, y_tr, te[cfg.target].to_numpy(float), ended_tr, cap,
+                   tr["prompt_id"].to_numpy(), te["prompt_id"].to_numpy(), te["ended"].to_numpy(bool))
     return df, metas, test, split, ctx, fams
 
 
@@ -182,8 +186,9 @@ def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
     for fam in cfg.families:
         F.FAMILIES.get(fam)
     df, metas, test, s, ctx, fams = _load_split(cfg)
+    levels = cfg.levels(sampled(metas))
     base, cap, te = metas[0], s.cap, df[test].reset_index(drop=True)
-    main, main_idx = s.fit(cfg.families, cfg.method, with_p90=True)
+    main, main_idx = s.fit(cfg.families, cfg.method, with_p90=True, levels=levels)
     main_pred = main.predict(s.Xte[:, main_idx])
     label = "+".join(cfg.families)
     rows = [*_baseline_rows(s), s.row(f"{label} ({main.method})", "chosen", main_pred["predicted"]),
@@ -202,10 +207,13 @@ def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
     importance = sorted(({"feature": n, "family": fam_of[n], "gain": float(g)} for n, g in zip(sub_names, gain)),
                         key=lambda r: -r["gain"])
     costs = F.measure_cost(cfg.families, te["prompt"].tolist()[:200], ctx)
-    holdout = te[["prompt_id", cfg.target, "ended"]].rename(columns={cfg.target: "actual"}).assign(
-        predicted=main_pred["predicted"], p90=main_pred.get("p90"))
+    holdout = te[["prompt_id", profile_format.SAMPLE_KEY, cfg.target, "ended"]].rename(
+        columns={cfg.target: "actual"}).assign(predicted=main_pred["predicted"], p90=main_pred.get("p90"))
     if "capped_prob" in main_pred:
         holdout["capped_prob"] = main_pred["capped_prob"]
+    for j, lv in enumerate(levels):
+        holdout[quantile_name(lv)] = main_pred["quantiles"][:, j]
+    dist = {"levels": list(levels), "held_out": dist_eval.held_out(s, main_idx, main_pred["quantiles"], levels)} if levels else None
     oof = None
     if cfg.cross_fit:
         def fitted(fold: int) -> None:
@@ -213,11 +221,14 @@ def train(cfg: TrainConfig, console=None, stage=None) -> TrainResult:
                 stage(f"out-of-fold predictions: fold {fold}/{cfg.cross_fit} fitted")
 
         oof = crossfit.out_of_fold(df, cfg.families, cfg.target, cfg.method, cap, ctx, cfg.cross_fit, cfg.seed,
-                                   cfg.threads, cfg.rounds, fitted)
-        rows.append(_eval_row(f"{label} ({main.method}), {cfg.cross_fit}-fold out of fold, all {len(oof)} prompts",
+                                   cfg.threads, cfg.rounds, fitted, levels)
+        rows.append(_eval_row(f"{label} ({main.method}), {cfg.cross_fit}-fold out of fold, all {len(oof)} "
+                              + ("answers" if sampled(metas) else "prompts"),
                               "cross-validated", oof["actual"].to_numpy(), oof["predicted"].to_numpy(), cap))
-    meta = _save(out, cfg, main, sub_names, ctx, base, metas, rows, importance, costs, holdout, df, test, cap, oof)
-    return TrainResult(out, meta, rows, importance)
+        if dist:
+            dist["out_of_fold"] = dist_eval.out_of_fold(oof, levels, cap)
+    meta = _save(out, cfg, main, sub_names, ctx, base, metas, rows, importance, costs, holdout, df, test, cap, oof, dist)
+    return TrainResult(out, meta, rows, importance, dist)
 
 
 def _profile_hash(path: str) -> str:
@@ -228,7 +239,8 @@ def _profile_hash(path: str) -> str:
     return h.hexdigest()
 
 
-def _save(out, cfg, model, names, ctx, base, metas, rows, importance, costs, holdout, df, test, cap, oof=None) -> dict:
+def _save(out, cfg, model, names, ctx, base, metas, rows, importance, costs, holdout, df, test, cap, oof=None,
+          dist=None) -> dict:
     meta = {
         "created_at": now_iso(),
         "target": cfg.target, "method": model.method, "cap": cap if np.isfinite(cap) else None,
@@ -239,16 +251,21 @@ def _save(out, cfg, model, names, ctx, base, metas, rows, importance, costs, hol
         "training_profiles": [{"path": p, "sha256": _profile_hash(p), "identity_hash": m.get("identity_hash")}
                               for p, m in zip(cfg.profiles, metas)],
         "eval_profiles": list(cfg.eval_profiles),
-        "rows": {"train": int((~test).sum()), "test": int(test.sum()), "ended_share": float(df["ended"].mean())},
+        "rows": {"train": int((~test).sum()), "test": int(test.sum()), "ended_share": float(df["ended"].mean()),
+                 "prompts": int(df["prompt_id"].nunique()), "samples_per_prompt": max(profile_format.samples(m) for m in metas)},
+        "quantiles": list(model.levels),
         "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("profiles", "out", "overwrite")},
         "latency": latency_model(cfg.profiles[0], df),
         "feature_cost_s_per_prompt": costs,
         "metrics": next(r for r in rows if r["kind"] == "chosen"),
+        "distribution_metrics": ({k: v for k, v in (dist.get("out_of_fold") or dist["held_out"])[0].items()
+                                  if not isinstance(v, (list, dict))} if dist else None),
         **provenance(),
     }
     with artifact_dir(out) as tmp:
         return predictor_format.write_predictor(
-            tmp, meta, {"regressor": model.regressor, "capped": model.capped, "p90": model.p90},
+            tmp, meta, {"regressor": model.regressor, "capped": model.capped, "p90": model.p90,
+                        **{quantile_name(lv): b for lv, b in (model.quantiles or {}).items()}},
             tokenizer_file=ctx.tokenizer_file if "prompt" in cfg.families else None,
             prefill_state=ctx.prefill_state if "prefill" in cfg.families else None,
-            evaluation=rows, importance=importance, holdout=holdout, crossfit=oof)
+            evaluation=rows, importance=importance, holdout=holdout, crossfit=oof, distribution=dist)

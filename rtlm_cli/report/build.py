@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rtlm_cli.errors import RtlmError
-from rtlm_cli.formats.predictor import IMPORTANCE_FILE, read_evaluation
+from rtlm_cli.formats.predictor import IMPORTANCE_FILE, read_distribution, read_evaluation
 from rtlm_cli.formats.profile import cap, load_profile, read_profile_meta
 from rtlm_cli.formats.run import load_run, summarize, with_latencies
 from rtlm_cli.formats.store import read_meta
@@ -169,6 +169,15 @@ def predictor_rows(predictors) -> list[dict]:
     return rows
 
 
+def distribution_rows(predictors) -> list[dict]:
+    """A distribution predictor's evaluation (``distribution.json``), one flat row per model and part."""
+    from rtlm_cli.predict.distribution import flat
+
+    return [{"predictor": path.name, "evaluated_on": part, **flat(r)}
+            for path, _ in predictors for part, rows in (read_distribution(path) or {}).items() if part != "levels"
+            for r in rows]
+
+
 def build(paths: list[str], baseline: str = "fcfs") -> tuple[Artifacts, dict]:
     """Everything a report shows, the headline comparison first (the order of the JSON too)."""
     found = collect(paths)
@@ -184,6 +193,7 @@ def build(paths: list[str], baseline: str = "fcfs") -> tuple[Artifacts, dict]:
         "profiles": profile_rows(found.profiles),
         "profile_quartiles": {p.name: uncertainty_quartiles(df) for p, _, df in found.profiles},
         "predictors": predictor_rows(found.predictors),
+        "predictor_distributions": distribution_rows(found.predictors),
         "importance": {p.name: _importance(p) for p, _ in found.predictors},
     }
     return found, data

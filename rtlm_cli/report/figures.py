@@ -44,6 +44,14 @@ def _save(fig, path: Path, title: str) -> Path:
     return path
 
 
+def _label(ax, xlabel: str, ylabel: str, legend: int = 7) -> None:
+    """A panel's axis labels, light grid and legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend)
+
+
 def _where(row: dict) -> str:
     engine = f" on {row['engine']}" if row.get("engine") else ""
     return f"{row['profile']} (cap {row['cap']}), {row['mode']}{engine}, {row['batching']}"
@@ -79,10 +87,7 @@ def response_cdf(found, rows: list[dict], path: Path, baseline: str) -> Path | N
         g = dict(zip(GROUP_KEYS, key))
         load = f"load {g['load']:.2f}" if isinstance(g["load"], float) else g["arrivals"]
         ax.set_title(f"{_where(members[0])}\n{load}, {g['num_requests']} requests, seed {g['seed']}", fontsize=8)
-        ax.set_xlabel("response time (s)")
-        ax.set_ylabel("share of requests")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label(ax, "response time (s)", "share of requests")
     return _save(fig, path, "distribution of response time, one panel per comparable group")
 
 
@@ -160,6 +165,27 @@ def predicted_vs_actual(predictors, path: Path) -> Path | None:
     return _save(fig, path, "predicted against actual length (held-out prompts)")
 
 
+def calibration(predictors, path: Path) -> Path | None:
+    """Distribution predictors: the share of answers at or below each predicted quantile against its
+    level (out of fold where there, else held out), the baselines beside; on the diagonal is calibrated."""
+    from rtlm_cli.formats.predictor import read_distribution
+
+    dists = [(p.name, read_distribution(p)) for p, _ in predictors]
+    dists = [(name, d.get("out_of_fold") or d["held_out"]) for name, d in dists if d][:MAX_PANELS]
+    if not dists:
+        return None
+    fig, axes = _grid(len(dists), 4.2, 4.0)
+    for ax, (name, rows) in zip(axes, dists):
+        ax.plot([0, 1], [0, 1], color="gray", lw=0.8)
+        for r in rows:
+            c = r["calibration"]
+            ax.plot([x["level"] for x in c], [x["observed"] for x in c], marker="o", ms=3,
+                    lw=2.0 if r["model"] == "quantile model" else 1.0, label=f"{r['model']} (pinball {r['pinball']:.1f})")
+        ax.set_title(f"{name}: {rows[0]['n']} answers", fontsize=9)
+        _label(ax, "quantile level", "share of answers at or below it", legend=6)
+    return _save(fig, path, "calibration of predicted length quantiles (a point on the diagonal is calibrated)")
+
+
 def latency_vs_uncertainty(profiles, path: Path) -> Path | None:
     """Output length and latency against the uncertainty score, one row of panels per profile."""
     profiles = profiles[:MAX_PANELS // 2 or 1]
@@ -187,7 +213,8 @@ def all_figures(found, data: dict, directory: Path) -> list[Path]:
                 response_cdf(found, rows, directory / "response_cdf.png", baseline),
                 queue_over_time(found, rows, directory / "queue_length.png")]
     if found.predictors:
-        out.append(predicted_vs_actual(found.predictors, directory / "predicted_vs_actual.png"))
+        out += [predicted_vs_actual(found.predictors, directory / "predicted_vs_actual.png"),
+                calibration(found.predictors, directory / "calibration.png")]
     if found.profiles:
         out.append(latency_vs_uncertainty(found.profiles, directory / "latency_vs_uncertainty.png"))
     return [p for p in out if p is not None]

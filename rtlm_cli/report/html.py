@@ -89,6 +89,9 @@ def render(data: dict, figures: list[Path], title: str = "rtlm report") -> str:
     if data["predictors"]:
         parts += ["<h2>Predictors</h2>", table(data["predictors"], ["predictor", "model", "kind", "mae", "rmse",
                                                                     "spearman", "kendall_tau", "pairwise_accuracy"])]
+        if data.get("predictor_distributions"):
+            parts += ["<h3>Length distributions: pinball loss and interval coverage against the baselines</h3>",
+                      table(data["predictor_distributions"])]
         for name, rows in data["importance"].items():
             parts += [f"<h3>{html.escape(name)}: feature importance (gain)</h3>", table(rows)]
     if data["runs"]:

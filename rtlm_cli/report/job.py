@@ -11,14 +11,14 @@ from rtlm_cli.formats.store import atomic_write_bytes
 from rtlm_cli.report import figures, html
 from rtlm_cli.report.build import build
 
-CSV_TABLES = ("headline", "runs", "run_buckets", "profiles", "predictors")
+CSV_TABLES = ("headline", "runs", "run_buckets", "profiles", "predictors", "predictor_distributions")
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     paths: tuple[str, ...] = field(metadata={"help": "Run, profile or predictor directories (a directory of runs, e.g. a sweep, stands for all of them)."})
     csv: str | None = field(default=None, metadata={"help": f"Directory to write the tables to as CSV ({', '.join(t + '.csv' for t in CSV_TABLES)})."})
-    plots: str | None = field(default=None, metadata={"help": "Directory for PNG figures: response-time CDF, latency vs load, queue length, predicted vs actual, latency vs uncertainty."})
+    plots: str | None = field(default=None, metadata={"help": "Directory for PNG figures: response-time CDF, latency vs load, queue length, predicted vs actual, the calibration of predicted length quantiles, latency vs uncertainty."})
     html: str | None = field(default=None, metadata={"help": "Write one self-contained HTML report (figures embedded)."})
     baseline: str = field(default="fcfs", metadata={"help": "The policy every other one in a comparable group is set against."})
 

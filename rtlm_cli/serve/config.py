@@ -22,7 +22,7 @@ from rtlm_cli.formats.store import check_output
 from rtlm_cli.formats.timing import timing_origin
 from rtlm_cli.serve.decide.core import PRIORITY_ORDERS
 from rtlm_cli.serve.decide.gateway import GATHER_MS, PLACEMENTS
-from rtlm_cli.serve.decide.policies import RTLM, check_needs, make_policy
+from rtlm_cli.serve.decide.policies import RTLM, TailAware, check_needs, make_policy
 from rtlm_cli.serve.mode import Mode
 from rtlm_cli.serve.sim.server import ServerLimits
 from rtlm_cli.serve.workload import WorkloadConfig
@@ -36,13 +36,16 @@ class PolicyConfig:
     predictor: str | None = field(default=None, metadata={"help": "Predictor directory (needed by the policies that say so)."})
     size_weight: float = field(default=RTLM.SIZE_WEIGHT, metadata={"help": "rtlm policy: weight of predicted service time against arrival order (0 = FCFS; larger = lower mean response time, longer tail at high load)."})
     uncertainty_weight: float = field(default=RTLM.UNCERTAINTY_WEIGHT, metadata={"help": "rtlm policy: how much uncertainty inflates a request's predicted service time."})
+    tail_weight: float = field(default=TailAware.TAIL_WEIGHT, metadata={"help": "tail policy: weight of the upper tail (CVaR) against the expected length (0 = expected length only)."})
+    tail_level: float = field(default=TailAware.TAIL_LEVEL, metadata={"help": "tail policy: CVaR level (0.9: the mean of the longest 10% of a prompt's predicted answers)."})
     max_batch: int = field(default=1, metadata={"help": "Dynamic consolidation (static batches): batches of up to this many alike requests (1 = off). Near capacity a larger limit leaves more room to group; the timing table's largest measured batch is a good choice (16 on the reference table)."})
     offload: bool = field(default=False, metadata={"help": "Strategic offloading, only while the fast workers are congested. Static batches (hf workers): slower workers take the longest, most uncertain request if it finishes sooner there. Serving engines (--dispatch gateway): a slower backend's free slot takes the request whose move saves the most waiting, if it finishes no later there (any, once the fast backends alone are overloaded)."})
     local_prefill: bool = field(default=False, metadata={"help": "With a serving engine and a predictor that uses the prefill family: compute it on a local copy of the model (its cost counts in each request's latency)."})
 
     @property
     def params(self) -> dict:
-        return {"size_weight": self.size_weight, "uncertainty_weight": self.uncertainty_weight}
+        return {"size_weight": self.size_weight, "uncertainty_weight": self.uncertainty_weight,
+                "tail_weight": self.tail_weight, "tail_level": self.tail_level}
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class ReplayConfig:
         w, p, b = self.workload, self.policy, self.backends
         w.validate()
         make_policy(p.name, **p.params)  # unknown name -> did-you-mean; bad parameters
-        check_needs(p.name, {k for k, v in (("predictor", p.predictor), ("profile", w.profile)) if v})
+        check_needs(p.name, p.predictor, w.profile)
         if mode.simulated and not w.profile:
             raise RtlmError("--simulate needs --profile: the simulator replays the true output lengths recorded there")
         if not w.profile and not w.prompts:

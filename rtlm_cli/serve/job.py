@@ -103,7 +103,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
             return replay(cfg, console, dashboard, opened)
     p, w = cfg.policy, cfg.workload
     pmeta = predictor_format.read_predictor_meta(p.predictor) if p.predictor else None
-    pool = load_pool(w, p.predictor, pmeta, engine)
+    pool = load_pool(w, p.predictor, pmeta, engine, samples_ok=mode.simulated or mode.executes == "serving-engine")
     check_predictor(p.predictor, pmeta, pool)
     cap = float(profile_format.cap(pool.meta) if pool.meta else cfg.backends.max_new_tokens or MAX_NEW_TOKENS)
     backends = make_backends(cfg, mode)
@@ -114,7 +114,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     preds = predict_pool(p.predictor, pool, cap, isolate=isolate, pmeta=pmeta, console=console)
     capacity = load_capacity(mode, cfg, backends, pool, preds.predicted)
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
-    requests = build_requests(w, pool, preds, min(backends, key=lambda b: b.step_s).cost, rate)
+    requests = build_requests(w, pool, preds, min(backends, key=lambda b: b.step_s).cost, rate, cap)
     core = DecisionCore(make_policy(p.name, **p.params), backends, max_batch=p.max_batch, offload=p.offload,
                         cap_tokens=float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None, shed=cfg.gateway.shed,
                         priority_order=cfg.backends.priority_order)

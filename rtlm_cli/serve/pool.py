@@ -24,22 +24,39 @@ from rtlm_cli.serve.workload import WorkloadConfig, arrival_times, read_trace
 
 @dataclass
 class Pool:
-    """Prompts to draw requests from; ``true_tokens`` is -1 where unknown."""
+    """Prompts to draw requests from; ``true_tokens`` is -1 where unknown. A sampled profile's pool
+    holds one entry per answer (a prompt repeats), and ``mean_tokens`` is each answer's prompt mean
+    over the prompt's other answers (leave one out: what the mean oracle knows)."""
 
     prompt_id: list[str]
     prompt: list[str]
     prompt_tokens: np.ndarray
     true_tokens: np.ndarray
     meta: dict | None = None
+    mean_tokens: np.ndarray | None = None
+    sample_seed: np.ndarray | None = None  # each answer's recorded seed (a sampled profile)
 
 
-def load_pool(w: WorkloadConfig, predictor: str | None, pmeta: dict | None, engine=None) -> Pool:
+def load_pool(w: WorkloadConfig, predictor: str | None, pmeta: dict | None, engine=None, samples_ok: bool = False) -> Pool:
     """The prompts of a profile (true lengths known) or of a prompt source; a source's prompt tokens
-    are counted by the predictor's tokenizer, else by a serving engine's /tokenize, else estimated."""
+    are counted by the predictor's tokenizer, else by a serving engine's /tokenize, else estimated.
+    A sampled profile (``samples_ok``: the simulator and serving engines) draws each request's answer
+    from its prompt's answers, and a serving engine is sent that answer's seed."""
     if w.profile:
-        meta, df = profile_format.load_nonempty(w.profile)
-        return Pool(df["prompt_id"].tolist(), df["prompt"].tolist(), df["prompt_tokens"].to_numpy(int),
-                    df["output_tokens"].to_numpy(int), meta)
+        if not samples_ok and profile_format.samples(profile_format.read_profile_meta(w.profile)) > 1:
+            raise RtlmError(f"profile {w.profile} holds sampled answers (--samples): the hf workers batch answers "
+                            "and cannot give each its recorded seed; replay it in the simulator (--simulate) or "
+                            "through a serving engine (--engine vllm|openai)")
+        meta, df = profile_format.load_nonempty(w.profile, samples_ok=samples_ok)
+        out = df["output_tokens"].to_numpy(int)
+        loo = None
+        if profile_format.samples(meta) > 1:
+            by = df.groupby("prompt_id")["output_tokens"]
+            total, count = by.transform("sum").to_numpy(float), by.transform("count").to_numpy(float)
+            loo = np.where(count > 1, (total - out) / np.maximum(count - 1, 1), out)
+        seeds = df["sample_seed"].to_numpy() if loo is not None else None
+        return Pool(df["prompt_id"].tolist(), df["prompt"].tolist(), df["prompt_tokens"].to_numpy(int), out, meta, loo,
+                    seeds)
     items = load_prompts(w.prompts, w.text_column)
     texts = [p.text for p in items]
     tok_file = (pmeta or {}).get("files", {}).get("tokenizer")
@@ -95,6 +112,8 @@ class Predictions:
     out_of_fold: int = 0
     capped_prob: np.ndarray | None = None  # a mixture predictor's P(capped) and length if it ends
     ended_tokens: np.ndarray | None = None
+    quantiles: np.ndarray | None = None  # a distribution predictor's: prompts x levels
+    levels: tuple[float, ...] = ()
 
 
 def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool, pmeta: dict | None = None,
@@ -121,6 +140,8 @@ def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool
     predicted = np.asarray(out["predicted"], dtype=float)
     p90 = np.asarray(out.get("p90", out["predicted"]), dtype=float)
     mixture = {c: np.asarray(out[c], dtype=float) for c in ("capped_prob", "ended_tokens") if c in out}
+    levels = tuple((pmeta or {}).get("quantiles") or ())
+    quantiles = np.asarray(out["quantiles"], dtype=float) if "quantiles" in out else None
     oof = predictor_format.read_crossfit(path, pmeta or {})
     replaced = 0
     if oof is not None:
@@ -128,19 +149,29 @@ def predict_pool(path: str | None, pool: Pool, cap_default: float, isolate: bool
         hit = at >= 0
         for col, values in (("predicted", predicted), ("p90", p90), *mixture.items()):
             values[hit] = oof[col].to_numpy()[at[hit]]
+        for j, lv in enumerate(levels if quantiles is not None else ()):
+            quantiles[hit, j] = oof[predictor_format.quantile_name(lv)].to_numpy()[at[hit]]
         replaced = int(hit.sum())
     elif pool.meta is not None and console is not None:
         console.print(f"[yellow]warning:[/yellow] predictor {path} has no out-of-fold predictions (trained without "
                       "--cross-fit): any of these prompts it was trained on is predicted in sample, which flatters "
                       "length-aware policies; retrain it to replay its own profile")
-    return Predictions(predicted, p90, unc, cost, replaced, mixture.get("capped_prob"), mixture.get("ended_tokens"))
+    return Predictions(predicted, p90, unc, cost, replaced, mixture.get("capped_prob"), mixture.get("ended_tokens"),
+                       quantiles, levels if quantiles is not None else ())
 
 
-def build_requests(w: WorkloadConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None) -> list[Request]:
-    """The workload's requests over the pool: arrivals, predictions, deadlines, true lengths."""
+def build_requests(w: WorkloadConfig, pool: Pool, preds: Predictions, ref: CostModel, rate: float | None,
+                   cap: float | None = None) -> list[Request]:
+    """The workload's requests over the pool: arrivals, predictions, deadlines, true lengths (in a
+    sampled profile: a uniformly drawn answer of a uniformly drawn prompt, and its prompt's mean over
+    the other answers); ``cap``: the token cap the predicted quantiles are clipped to."""
     predicted, p90, unc, cost = preds.predicted, preds.p90, preds.uncertainty, preds.cost_s
     capped, ended = preds.capped_prob, preds.ended_tokens
     rng = np.random.default_rng(w.seed)  # this workload's own generator
+    sampling = {}
+    if pool.sample_seed is not None:  # each request is sent its recorded answer's sampling
+        d = pool.meta["decoding"]
+        sampling = {"temperature": float(d["temperature"]), "top_p": float(d.get("top_p", 1.0))}
     if w.arrivals == "trace":
         trace = read_trace(w.trace)
         where = {pid: i for i, pid in enumerate(pool.prompt_id)}
@@ -175,5 +206,9 @@ def build_requests(w: WorkloadConfig, pool: Pool, preds: Predictions, ref: CostM
             ended_tokens=None if ended is None else float(ended[i]),
             true_tokens=true if true > 0 else None, prediction_cost_s=cost,
             true_service_s=ref.service_s(int(pool.prompt_tokens[i]), float(true)) if true > 0 else None,
+            quantiles=None if preds.quantiles is None else tuple(float(x) for x in preds.quantiles[i]),
+            quantile_levels=preds.levels or None, cap_tokens=cap,
+            mean_tokens=None if pool.mean_tokens is None else float(pool.mean_tokens[i]),
+            **(sampling and {**sampling, "sample_seed": int(pool.sample_seed[i])}),
         ))
     return requests

@@ -15,7 +15,11 @@ prompt-only ranking can do here) against the realised length, and of a shipped p
 (`--predictor`, trained on greedy answers) against the realised length and against the prompt
 means (on the prompts it was not trained on: `--trained-on`); the share of samples that hit the cap.
 
-Usage: .venv/bin/python scripts/research/length_variance.py PROFILE [--predictor reference] [--json OUT]
+With ``--caps 256,512,...`` (a pilot profile made at a larger cap) the same split is computed with
+every answer cut at each smaller cap (an answer's first c tokens are what a cap of c would have
+produced from the same seed), with the share of answers that reach it: how the cap hides the tail.
+
+Usage: .venv/bin/python scripts/research/length_variance.py PROFILE [--predictor reference] [--caps C,...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ def main() -> None:
     ap.add_argument("--predictor", default="reference")
     ap.add_argument("--trained-on", default="reference",
                     help="the profile the predictor was trained on: its figures are taken on the other prompts only")
+    ap.add_argument("--caps", default="", help="comma-separated caps below the profile's own, for a pilot")
+    ap.add_argument("--key", default="", help="store the result under this key of the --json file (default: the top level)")
     ap.add_argument("--json")
     args = ap.parse_args()
     started = now()
@@ -66,11 +72,23 @@ def main() -> None:
     df = df[full].sort_values(["prompt_id", "sample"]).reset_index(drop=True)
     lengths = df["output_tokens"].to_numpy(float).reshape(-1, s)
     out = {"profile": args.profile, "samples": s, "prompts": len(lengths), "answers": int(lengths.size),
-           "decoding": meta["decoding"], "cap": cap(meta), "capped_share": float((~df["ended"]).mean())}
+           "decoding": meta["decoding"], "cap": cap(meta), "capped_share": float((~df["ended"]).mean()),
+           "profile_made": {k: meta.get(k) for k in ("created_at", "updated_at", "git_revision", "prompts")}
+           | {"engine": (meta.get("engine") or {}).get("name"), "server_version": ((meta.get("engine") or {}).get("server") or {}).get("version")}}
     for name, g in (("tokens", lengths), ("log_tokens", np.log(lengths))):
         out[name] = {**anova(g), "ceiling_r2_95": bootstrap(g)}
     loo = (lengths.sum(axis=1, keepdims=True) - lengths) / (s - 1)  # each sample's prompt mean over the others
     out["mean_oracle_tau"] = float(kendalltau(loo.ravel(), lengths.ravel())[0])
+    caps = sorted({int(c) for c in args.caps.split(",") if c.strip()} | ({cap(meta)} if args.caps else set()))
+    if caps:
+        out["lengths"] = lengths.astype(int).tolist()  # prompts x samples: the figures below recompute from these
+        out["by_cap"] = []
+        for c in caps:
+            cut = np.minimum(lengths, c)
+            out["by_cap"].append({"cap": c, "capped_share": float((lengths >= c).mean()),
+                                  "mean_tokens": float(cut.mean()), "tokens": anova(cut)["ceiling_r2"],
+                                  "log_tokens": anova(np.log(cut))["ceiling_r2"],
+                                  "within_share": 1 - anova(cut)["ceiling_r2"]})
     if args.predictor != "none":
         from rtlm_cli.predict.model import Predictor
 
@@ -86,7 +104,10 @@ def main() -> None:
     if args.json:
         path = Path(args.json)
         record = json.loads(path.read_text()) if path.exists() else {}
-        record.update(out)
+        if args.key:
+            record[args.key] = out
+        else:
+            record.update(out)
         path.write_text(json.dumps(stamp(record, started), indent=1))
 
 

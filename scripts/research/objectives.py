@@ -29,7 +29,7 @@ from rtlm_cli.engines.resolve import tokenizer_file
 from rtlm_cli.predict import features as F
 from rtlm_cli.predict.crossfit import fold_features
 from rtlm_cli.predict.model import LengthModel, _params
-from rtlm_cli.predict.train import load_training_data
+from rtlm_cli.predict.data import load_training_data
 
 FAMILIES = ("text", "prompt", "prefill")
 

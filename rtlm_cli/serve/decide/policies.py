@@ -17,6 +17,7 @@ import math
 from typing import ClassVar
 
 from rtlm_cli.errors import RtlmError
+from rtlm_cli.predict import distribution
 from rtlm_cli.registry import Registry
 from rtlm_cli.serve.decide.request import Request
 
@@ -24,6 +25,8 @@ POLICIES: Registry[type["Policy"]] = Registry("policy")
 NEEDS = {  # what a policy may need, and how the user provides it
     "predictor": "--predictor DIR: train one with `rtlm train-predictor`",
     "profile": "--profile: it reads the true output lengths recorded there",
+    "quantiles": "--predictor DIR that predicts quantiles: train one on a sampled profile "
+                 "(`rtlm train-predictor reference-sampled --out DIR`, --quantiles)",
 }
 
 
@@ -130,6 +133,16 @@ class OracleTokens(Oracle):
 
 
 @register
+class MeanOracle(Oracle):
+    name = "oracle-mean"
+    help = "shortest mean output of the prompt's other sampled answers first (the prompt-only bound, sampled profiles)"
+
+    def size(self, r: Request) -> float:
+        # a greedy profile has one answer per prompt: its true length is its prompt's mean
+        return r.mean_tokens if r.mean_tokens is not None else super().size(r)
+
+
+@register
 class RTLM(Policy):
     """RT-LM's uncertainty-aware priority as a virtual deadline.
 
@@ -152,10 +165,63 @@ class RTLM(Policy):
         self.size_weight, self.uncertainty_weight = size_weight, uncertainty_weight
 
     def key(self, r: Request) -> float:
-        k = r.arrival_s + self.size_weight * r.predicted_service_s * (1.0 + self.uncertainty_weight * r.uncertainty)
+        k = r.arrival_s + self.size_weight * r.predicted_service_s * self.inflation(r)
         if r.deadline_s is not None:
             k = min(k, r.deadline_s - r.predicted_service_s)
         return k
+
+    def inflation(self, r: Request) -> float:
+        """How much a request's predicted service time counts: 1 + weight x its lexical uncertainty."""
+        return 1.0 + self.uncertainty_weight * r.uncertainty
+
+
+@register
+class RTLMDistribution(RTLM):
+    """``rtlm`` reading the predicted spread of the length (top quantile - bottom quantile, over the
+    top quantile, in [0, 1]) instead of the lexical uncertainty score."""
+
+    name = "rtlm-dist"
+    help = "rtlm with the predicted length spread as its uncertainty (needs a quantile predictor)"
+    needs = frozenset({"predictor", "quantiles"})
+
+    def inflation(self, r: Request) -> float:
+        u = distribution.spread(r.quantiles) if r.quantiles else r.uncertainty
+        return 1.0 + self.uncertainty_weight * u
+
+
+@register
+class TailAware(RTLM):
+    """After TIE (ICML 2026): a request's size is its expected length plus a weight on its upper tail,
+    CVaR at a level (the mean of its longest 1 - level share of answers), both read from the predicted
+    length distribution, aged and deadline-bounded as ``rtlm``'s key is:
+
+    key = arrival + size_weight x predicted_service x (E[L] + w CVaR_a[L]) / ((1 + w) predicted_tokens)
+
+    (dividing by 1 + w keeps size_weight on rtlm's scale; size_weight -> infinity is TIE's order.)
+    """
+
+    name = "tail"
+    help = "expected length + a weight on the upper tail (CVaR) of the predicted distribution, after TIE (--tail-weight, --tail-level)"
+    needs = frozenset({"predictor", "quantiles"})
+    TAIL_WEIGHT = 1.0
+    TAIL_LEVEL = 0.9
+
+    def __init__(self, size_weight: float = RTLM.SIZE_WEIGHT, tail_weight: float = TAIL_WEIGHT,
+                 tail_level: float = TAIL_LEVEL, **_):
+        super().__init__(size_weight=size_weight)
+        if tail_weight < 0 or not 0 < tail_level < 1:
+            raise RtlmError("--tail-weight must be >= 0 and --tail-level within (0, 1)")
+        self.tail_weight, self.tail_level = tail_weight, tail_level
+
+    def score(self, r: Request) -> float:
+        """E[L] + w CVaR_a[L] in tokens (the point prediction where no quantiles were predicted)."""
+        if not r.quantiles:
+            return (1.0 + self.tail_weight) * r.predicted_tokens
+        q, lv = r.quantiles, r.quantile_levels
+        return distribution.mean(lv, q, r.cap_tokens) + self.tail_weight * distribution.cvar(lv, q, self.tail_level, r.cap_tokens)
+
+    def inflation(self, r: Request) -> float:
+        return self.score(r) / ((1.0 + self.tail_weight) * max(r.predicted_tokens, 1.0))
 
 
 def make_policy(name: str, **params) -> Policy:
@@ -167,8 +233,14 @@ def policy_help() -> str:
     return "; ".join(f"{name}: {POLICIES.get(name).help}" for name in POLICIES.names())
 
 
-def check_needs(name: str, have: set[str]) -> None:
-    """A policy's needs against what the user gave (``{"predictor", "profile"}``): one clear error."""
+def check_needs(name: str, predictor: str | None = None, profile: str | None = None) -> None:
+    """A policy's needs against what the user gave (a predictor, a profile): one clear error."""
+    have = {k for k, v in (("predictor", predictor), ("profile", profile)) if v}
+    if predictor and "quantiles" in POLICIES.get(name).needs:
+        from rtlm_cli.formats.predictor import predicts_quantiles
+
+        if predicts_quantiles(predictor):
+            have.add("quantiles")
     missing = sorted(POLICIES.get(name).needs - have)
     if missing:
         raise RtlmError(f"policy {name} needs {NEEDS[missing[0]]}")

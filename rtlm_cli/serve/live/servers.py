@@ -6,10 +6,12 @@ arrival in this process."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 from rtlm_cli.engines import open_engine
 from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats import profile as profile_format
 from rtlm_cli.serve.decide.gateway import Gateway
 from rtlm_cli.serve.live.dashboard import Dashboard
 from rtlm_cli.serve.live.preflight import check_priorities
@@ -39,13 +41,27 @@ def arrival_predictor(path: str | None, local_prefill: bool, device: str = "cpu"
     return predict
 
 
+def engine_config(cfg, console=None):
+    """The serving engine to open for a replay: a managed vLLM replaying a sampled profile (every
+    request seeded) gets whole prefills on a CPU (``engines.vllm.seeded_sampling_safe``)."""
+    e, w = cfg.backends.engine, cfg.workload
+    if e.name != "vllm" or not w.profile or profile_format.samples(profile_format.read_profile_meta(w.profile)) < 2:
+        return e
+    from rtlm_cli.engines.vllm import seeded_sampling_safe
+
+    settings, note = seeded_sampling_safe(e.vllm)
+    if note and console is not None:
+        console.print(f"note: {note}")
+    return dataclasses.replace(e, vllm=settings)
+
+
 @contextlib.contextmanager
 def engine_for(cfg, console=None, engine=None):
     """``engine`` when one is given (a sweep shares one), else one opened for this replay."""
     if engine is not None:
         yield engine
         return
-    with open_engine(cfg.backends.engine, cfg.backends.model, console=console) as opened:
+    with open_engine(engine_config(cfg, console), cfg.backends.model, console=console) as opened:
         yield opened
 
 
@@ -79,5 +95,5 @@ def shared_engine(base, console=None):
     if not b.engine.is_server or b.simulate:
         yield None
         return
-    with open_engine(b.engine, b.model, console=console) as engine:
+    with open_engine(engine_config(base, console), b.model, console=console) as engine:
         yield engine

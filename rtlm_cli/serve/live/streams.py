@@ -75,7 +75,8 @@ class StreamDriver:
         a cancelled stream is recorded cancelled and re-raised."""
         url, sent, in_flight = self.urls[backend.bid], self.now(), backend.outstanding
         try:
-            body = self.client.chat_body(r.prompt, self.max_new_tokens, priority=priority)
+            body = self.client.chat_body(r.prompt, self.max_new_tokens, r.temperature, r.top_p, r.sample_seed,
+                                         priority=priority)
             return await self.client.stream(*body, url), sent, in_flight
         except asyncio.CancelledError:
             self.keep(r.rid, self.unrun(r, "cancelled", worker=url))

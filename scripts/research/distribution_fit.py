@@ -1,0 +1,79 @@
+"""Which form for the length distribution: LightGBM quantile models, or a parametric fit?
+
+Reads a distribution predictor's out-of-fold predictions (`crossfit.parquet` of `rtlm train-predictor`
+on a sampled profile with the mixture method) and scores, on every answer out of fold:
+  - the quantile models (what rtlm ships: one LightGBM quantile model per level on log(1 + tokens));
+  - a parametric fit from the same mixture: P(capped) as a point mass at the cap, and a log-normal
+    around the predicted length of an answer that ends, its sigma the spread of the log residuals of
+    the *other* folds' ended answers (one sigma for all prompts);
+  - the prompt-blind distribution (the other folds' answers' quantiles) and the prompt-only ceiling
+    (each answer's prompt's other answers).
+Pinball loss, 50%/80% interval coverage and calibration per level (predict/distribution.py).
+
+Usage: .venv/bin/python scripts/research/distribution_fit.py [PREDICTOR] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import now, stamp  # noqa: E402
+
+from rtlm_cli.formats.predictor import quantile_name, read_predictor_meta  # noqa: E402
+from rtlm_cli.paths import predictor_path  # noqa: E402
+from rtlm_cli.predict import distribution as D  # noqa: E402
+
+
+def parametric(oof: pd.DataFrame, levels, cap: float) -> np.ndarray:
+    y, fold, ended = oof["actual"].to_numpy(float), oof["fold"].to_numpy(), oof["ended"].to_numpy(bool)
+    p, length = oof["capped_prob"].to_numpy(float), oof["ended_tokens"].to_numpy(float)
+    Q = np.empty((len(y), len(levels)))
+    for f in np.unique(fold):
+        here, other = fold == f, (fold != f) & ended
+        sigma = float(np.std(np.log1p(y[other]) - np.log1p(length[other])))
+        for j, lv in enumerate(levels):
+            below = np.minimum(lv / np.maximum(1.0 - p[here], 1e-9), 1 - 1e-9)  # the level within the ended part
+            Q[here, j] = np.where(lv >= 1.0 - p[here], cap,
+                                  np.clip(np.expm1(np.log1p(length[here]) + sigma * norm.ppf(below)), 0.0, cap))
+    return Q
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("predictor", nargs="?", default="reference-sampled")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    started = now()
+    meta = read_predictor_meta(args.predictor)
+    levels, cap = [float(lv) for lv in meta["quantiles"]], float(meta["cap"])
+    if not levels or meta["method"] != "mixture":
+        raise SystemExit("error: needs a mixture predictor with quantiles (rtlm train-predictor SAMPLED_PROFILE)")
+    oof = pd.read_parquet(predictor_path(args.predictor) / "crossfit.parquet")
+    y, fold, ids, ended = (oof[c].to_numpy() for c in ("actual", "fold", "prompt_id", "ended"))
+    y = y.astype(float)
+    blind = np.empty((len(y), len(levels)))
+    for f in np.unique(fold):
+        blind[fold == f] = D.prompt_blind(y[fold != f], levels, int((fold == f).sum()))
+    forms = {"quantile models (LightGBM)": oof[[quantile_name(lv) for lv in levels]].to_numpy(float),
+             "parametric: P(capped) + log-normal": parametric(oof, levels, cap),
+             "prompt-blind": blind, "the prompt's other answers (ceiling)": D.leave_one_out(y, ids, levels)}
+    rows = [D.flat(D.evaluate(name, y, Q, levels, ids, ended)) | {"calibration": D.calibration(y, Q, levels)}
+            for name, Q in forms.items()]
+    for r in rows:
+        print(f"{r['model']:40s} pinball {r['pinball']:6.2f}  50%: {r['coverage_50']:.0%}  80%: {r['coverage_80']:.0%}  "
+              f"calibration {[round(c['observed'], 2) for c in r['calibration']]}")
+    if args.json:
+        out = {"predictor": args.predictor, "levels": levels, "answers": int(len(y)), "rows": rows}
+        Path(args.json).write_text(json.dumps(stamp(out, started), indent=1))
+
+
+if __name__ == "__main__":
+    main()
