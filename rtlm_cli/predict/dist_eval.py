@@ -38,13 +38,12 @@ def ceiling(y, prompt_ids, levels) -> list[tuple]:
 def out_of_fold(oof, levels, cap) -> list[dict]:
     """The same comparison over every prompt, out of fold: for each fold, the prompt-blind quantiles of
     the other folds' answers, and conformal shifts from the other folds' out-of-fold residuals."""
-    y, fold = oof["actual"].to_numpy(float), oof["fold"].to_numpy()
+    y, fold, point = oof["actual"].to_numpy(float), oof["fold"].to_numpy(), oof["predicted"].to_numpy(float)
     Q = oof[[quantile_name(lv) for lv in levels]].to_numpy(float)
     blind, conf = np.empty_like(Q), np.empty_like(Q)
     for f in np.unique(fold):
         here, other = fold == f, fold != f
         blind[here] = distribution.prompt_blind(y[other], levels, int(here.sum()))
-        point = oof["predicted"].to_numpy(float)
         conf[here] = distribution.conformal(point[other], y[other], point[here], levels, cap)
     ids, ended = oof["prompt_id"].to_numpy(), oof["ended"].to_numpy(bool)
     return [distribution.evaluate(name, y, q, levels, ids, ended)

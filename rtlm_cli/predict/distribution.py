@@ -81,8 +81,8 @@ def median_of(Q, levels) -> np.ndarray:
 
 def evaluate(name: str, y, Q, levels, prompt_ids, ended, fifths: int = 5) -> dict:
     """Pinball loss, interval coverage overall, for ended and capped answers apart, and within each
-    fifth of the predicted median (ties broken by the predicted mean); calibration per level; Kendall tau of the predicted median
-    against each prompt's mean length (one point per prompt)."""
+    fifth of the predicted median (ties broken by the predicted mean); calibration per level; Kendall
+    tau of the predicted median and mean against each prompt's mean length (one point per prompt)."""
     import pandas as pd
     from scipy.stats import kendalltau
 
