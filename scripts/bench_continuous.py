@@ -345,7 +345,7 @@ def gateway_het(args, console, tmp: Path, pred: str) -> list:
     runs = (("rtlm", "first-free", {}), ("rtlm", "first-free + offload", {"offload": True}),
             ("rtlm", "round-robin", {"placement": "round-robin"}), ("fcfs", "first-free + offload", {"offload": True}))
     for load in args.het_loads:
-        for seed in (0, 1, 2):
+        for seed in args.het_seeds:
             f = sim(tmp / "h", "fcfs", load, seed, args.requests, None, args.goodput, **two)
             for policy, name, extra in runs:
                 s = sim(tmp / "h", policy, load, seed, args.requests, pred if policy == "rtlm" else None, args.goodput,
@@ -392,6 +392,9 @@ def main() -> None:
                     help="which parts of --gateway to run (comma-separated)")
     ap.add_argument("--het-loads", type=lambda v: [float(x) for x in v.split(",")], default=[0.7, 0.8, 0.9],
                     help="--gateway's two-backend part: loads, shares of the backends' combined capacity")
+    ap.add_argument("--het-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[5, 6, 7],
+                    help="--gateway's two-backend part: workload seeds (the offloading rule was chosen on seeds 0-1: "
+                         "report it on others)")
     ap.add_argument("--full")
     ap.add_argument("--fast")
     ap.add_argument("--requests", type=int, default=50_000)

@@ -6,7 +6,8 @@ Prints, in one run:
    (the ratio; target >= 0.95). Bare and profiled passes alternate, and the median of each is used,
    so that drift of this shared 2-core machine hits both alike.
 
-Usage: .venv/bin/python scripts/bench_profile.py [--prompts 8] [--max-new-tokens 64] [--rounds 2]
+Usage: .venv/bin/python scripts/bench_profile.py [--prompts 8] [--max-new-tokens 64] [--rounds 2] [--json OUT]
+(--json: the raw figures, with the command, times, machine and revision; docs/bench/profile.json)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,9 @@ from rtlm_cli.profile.config import ProfileConfig
 from rtlm_cli.profile.job import profile
 from rtlm_cli.prompts import uncertainty
 from rtlm_cli.prompts.sources import load_prompts, sample_prompts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import now, write_record  # noqa: E402
 
 
 def feature_throughput() -> dict:
@@ -65,14 +70,18 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", help="write the raw figures here (stamped with command, times, machine, revision)")
     args = ap.parse_args()
+    started = now()
     feat = feature_throughput()
     print(f"features: {feat['prompts_per_s']:,.0f} prompts/s on one core "
           f"({feat['us_per_prompt']:.0f} us/prompt, {feat['prompts']} ShareGPT prompts, mean {feat['mean_chars']:.0f} chars; target >= 5,000)")
     over = profiler_overhead(args.prompts, args.max_new_tokens, args.rounds, args.device)
     print(f"profiler: {over['profiler_tokens_per_s']:.1f} tok/s vs bare generate {over['bare_tokens_per_s']:.1f} tok/s "
           f"-> ratio {over['ratio']:.3f} (target >= 0.95; {over['prompts']} prompts x {over['max_new_tokens']} tokens, {over['device']})")
-    print(json.dumps({"features": feat, "profiler": over}))
+    out = {"features": feat, "profiler": over}
+    write_record(args.json, out, started)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ mean response time.
 Usage: .venv/bin/python scripts/bench_serve.py --sim --speed --seeds 0,1,2 --profile P --predictor D
        .venv/bin/python scripts/bench_serve.py --real --recalibrate --profile P --predictor D -n 60 --load 0.85
        .venv/bin/python scripts/bench_serve.py --aging --seeds 0,1,2 --predictor D
+       .venv/bin/python scripts/bench_serve.py --markdown OUT   (docs/benchmarks.md's tables from a --json record)
+--json OUT writes every row with the command, times, machine and revision (docs/bench/serve-sim.json);
+it is rewritten after each part, so an interrupted run keeps the parts it finished.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +43,13 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 from rtlm_cli.serve.decide.policies import POLICIES as POLICY_REGISTRY
 
-# every registered policy that a greedy profile and a point predictor serve, the baseline (fcfs) first
-POLICIES = tuple(n for n in POLICY_REGISTRY.names() if POLICY_REGISTRY.get(n).needs <= {"predictor", "profile"})
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import markdown_table, now, write_record  # noqa: E402
+
+# the policies compared, the baseline (fcfs) first; the oracle is the bound (oracle-service: the
+# true-service order, the oracle of the tables made before 2026-12-05)
+POLICIES = ("fcfs", "sjf-input", "sjf-pred", "rtlm", "oracle", "oracle-service")
+assert set(POLICIES) <= set(POLICY_REGISTRY.names())
 
 
 def run(out: Path, profile: str, predictor: str, policy: str, load: float, n: int, max_batch: int, simulate: bool,
@@ -306,10 +315,66 @@ def real_part(args, console, tmp: Path) -> list[dict]:
     return rows + errors + [{"batch_accuracy": acc}]
 
 
+def _range(values: list[float], fmt) -> str:
+    lo, hi = min(values), max(values)
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}-{fmt(hi)}"
+
+
+def markdown(record: dict) -> str:
+    """docs/benchmarks.md's tables from a --json record: batch 1 across loads (steady state, every
+    seed), consolidation near the batched capacity, the aging weight's table and the speed."""
+    text = ""
+    sim = record.get("sim", [])
+    steady = max((r["requests"] for r in sim), default=0)
+    pols = [p for p in POLICIES if any(r["policy"] == p for r in sim)]
+
+    def by(rows, *keys):
+        out = {}
+        for r in rows:
+            out.setdefault(tuple(r[k] for k in keys), []).append(r)
+        return out
+
+    for batch_rows, title in (([r for r in sim if r["requests"] == steady and r["batch"] == 1], "batch 1"),
+                              ([r for r in sim if r["requests"] == steady and r["batch"] > 1], "consolidation")):
+        if not batch_rows:
+            continue
+        rows = []
+        for (mix, batch, load), g in by(batch_rows, "mix", "batch", "load").items():
+            mean = {p: [r["mean"] for r in g if r["policy"] == p] for p in pols}
+            rtlm = [r for r in g if r["policy"] == "rtlm"]
+            rows.append([mix, batch, f"{load:.2f}", *[_range(mean[p], lambda x: f"{x:.1f}") for p in pols],
+                         _range([r["vs_fcfs"] for r in rtlm], lambda x: f"{x:.3f}"),
+                         _range([r["gain_share"] for r in rtlm if r["gain_share"] is not None], lambda x: f"{x:.0%}")])
+        seeds = sorted({r["seed"] for r in batch_rows})
+        text += (f"\n{title}, {steady:,} requests a point, seeds {', '.join(map(str, seeds))} "
+                 f"(mean response time s, range over the seeds):\n\n")
+        text += markdown_table(["mix", "batch", "load", *pols, "rtlm / fcfs", "rtlm's share of the oracle's gain"], rows,
+                               right_from=1)
+    if record.get("aging"):
+        ag = record["aging"]
+        seeds = sorted({r["seed"] for r in ag})
+        rows = []
+        for (pol, w), g in by(ag, "policy", "size_weight").items():
+            share = {mix: [r["gain_share"] for r in g if r["mix"] == mix] for mix in ("sharegpt", "short<=40w")}
+            sg = [r for r in g if r["mix"] == "sharegpt"]
+            fmt = (lambda xs: "-" if None in xs else "/".join(f"{x:.0%}" for x in xs))
+            rows.append([pol, "-" if w is None else ("no aging" if w >= 1e9 else f"{w:g}"), fmt(share["sharegpt"]),
+                         fmt(share["short<=40w"]), "/".join(f"{r['p99']:.0f}" for r in sg),
+                         "/".join(f"{r['max']:.0f}" for r in sg)])
+        text += f"\naging at batch 1, load 0.95 (seeds {'/'.join(map(str, seeds))}; p99 and max: the sharegpt mix):\n\n"
+        text += markdown_table(["policy", "w", "gain share, sharegpt", "gain share, short <= 40 words", "p99 s", "max s"],
+                               rows)
+    if record.get("speed"):
+        sp = record["speed"]
+        text += (f"\nspeed: 100,000 requests simulated in {sp['simulate_s']:.2f} s "
+                 f"({sp['replay_s']:.2f} s with building the workload and writing the run)\n")
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="reference")
-    ap.add_argument("--predictor", required=True)
+    ap.add_argument("--predictor")
     ap.add_argument("--sim", action="store_true")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--aging", action="store_true", help="rtlm's size weight against mean and tail at load 0.95")
@@ -331,18 +396,22 @@ def main() -> None:
                     help="policies for the real part (the ratios need fcfs and oracle among them)")
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8],
                     help="max batch sizes of the real part: 1 (no consolidation) and/or a consolidation limit")
+    ap.add_argument("--json", help="write every row here, after each part (stamped with command, times, machine, revision)")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's tables from a --json record")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
+    if not args.predictor:
+        ap.error("--predictor is required")
     console = Console(width=150)
     out = {}
+    started = now()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.sim:
-            out["sim"] = sim_part(args, console, Path(tmp))
-        if args.aging:
-            out["aging"] = aging_part(args, console, Path(tmp))
-        if args.speed:
-            out["speed"] = speed_part(args, console, Path(tmp))
-        if args.real:
-            out["real"] = real_part(args, console, Path(tmp))
+        for part, fn in (("sim", sim_part), ("aging", aging_part), ("speed", speed_part), ("real", real_part)):
+            if getattr(args, part):
+                out[part] = fn(args, console, Path(tmp))
+                write_record(args.json, out, started)
     print(json.dumps(out, default=float))
 
 

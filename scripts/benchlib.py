@@ -99,3 +99,20 @@ def stamp(out: dict, started: str) -> dict:
     else:
         runs.append(run)
     return out
+
+
+def write_record(path: str | None, out: dict, started: str) -> None:
+    """``out``, stamped (``stamp``), written atomically to ``path`` as JSON (nothing when ``path`` is None):
+    a benchmark's raw data, kept beside the table it makes."""
+    if path:
+        from rtlm_cli.formats.store import atomic_write_json
+
+        atomic_write_json(Path(path), stamp(out, started))
+
+
+def markdown_table(header: list[str], rows: list[list], right_from: int = 1) -> str:
+    """A Markdown table (columns from ``right_from`` on right-aligned), as docs/ prints them."""
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
