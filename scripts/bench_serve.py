@@ -6,6 +6,8 @@ Parts (each can be skipped):
           and at 50,000 requests (steady state) batch 1 across loads and consolidation near the
           batched capacity (batches of up to 8 and 16);
   --aging rtlm's aging weight (--size-weight) at batch 1 and load 0.95: mean against p99 and max;
+  --sweep fcfs, rtlm and the oracle at batch 1 across the loads, 5,000 requests each: what `rtlm report`
+          shows of a load sweep;
   --speed 100,000 requests through the simulator, timed;
   --real  the real executor on this machine's CPU with the embedded model (e.g. 60 requests at load
           0.85) for every policy, batch 1 and consolidation, next to the simulator on the same
@@ -210,6 +212,20 @@ def aging_part(args, console, tmp: Path) -> list[dict]:
     return rows
 
 
+def sweep_part(args, console, tmp: Path) -> list[dict]:
+    """The load sweep `rtlm report` shows: fcfs, rtlm and the oracle at batch 1 across ``--loads``,
+    ``--sweep-requests`` each, every seed; each run's summary as the report reads it."""
+    rows = []
+    for seed in args.seeds:
+        for load in args.loads:
+            for pol in ("fcfs", "rtlm", "oracle"):
+                m = run(tmp / f"sweep-{seed}-{load}-{pol}", args.profile, args.predictor, pol, load, args.sweep_requests, 1,
+                        True, seed=seed)
+                rows.append({"seed": seed, "load": load, "policy": pol, "summary": m["summary"]})
+        console.print(f"load sweep: seed {seed} done")
+    return rows
+
+
 def speed_part(args, console, tmp: Path) -> dict:
     t0 = time.perf_counter()
     m = run(tmp / "speed", args.profile, args.predictor, "rtlm", 0.9, 100_000, 1, True)
@@ -364,6 +380,19 @@ def markdown(record: dict) -> str:
         text += f"\naging at batch 1, load 0.95 (seeds {'/'.join(map(str, seeds))}; p99 and max: the sharegpt mix):\n\n"
         text += markdown_table(["policy", "w", "gain share, sharegpt", "gain share, short <= 40 words", "p99 s", "max s"],
                                rows)
+    if record.get("sweep"):
+        sw = record["sweep"]
+        seeds = sorted({r["seed"] for r in sw})
+        rows = []
+        for (load, pol), g in by(sw, "load", "policy").items():
+            def col(metric, stat, fmt=lambda x: f"{x:.2f}"):
+                return _range([r["summary"][metric][stat] for r in g], fmt)
+            rows.append([pol, f"{load:.2f}", col("e2el_s", "mean"), col("e2el_s", "p50"), col("e2el_s", "p90"),
+                         col("e2el_s", "p95"), col("e2el_s", "p99"), col("ttft_s", "p50"), col("queue_s", "p95"),
+                         _range([r["summary"]["throughput_rps"] for r in g], lambda x: f"{x:.3f}")])
+        text += f"\nload sweep, batch 1 (seconds, range over seeds {', '.join(map(str, seeds))}):\n\n"
+        text += markdown_table(["policy", "load", "e2el mean", "p50", "p90", "p95", "p99", "ttft p50", "queue p95", "req/s"],
+                               rows)
     if record.get("speed"):
         sp = record["speed"]
         text += (f"\nspeed: 100,000 requests simulated in {sp['simulate_s']:.2f} s "
@@ -379,6 +408,8 @@ def main() -> None:
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--aging", action="store_true", help="rtlm's size weight against mean and tail at load 0.95")
     ap.add_argument("--real", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="fcfs, rtlm and the oracle across --loads, as `rtlm report` shows them")
+    ap.add_argument("--sweep-requests", type=int, default=5_000)
     ap.add_argument("--sim-requests", type=int, default=10_000)
     ap.add_argument("--steady-requests", type=int, default=50_000,
                     help="requests per point of the steady-state rows (batch 1 across loads; near the batched capacity)")
@@ -408,7 +439,8 @@ def main() -> None:
     out = {}
     started = now()
     with tempfile.TemporaryDirectory() as tmp:
-        for part, fn in (("sim", sim_part), ("aging", aging_part), ("speed", speed_part), ("real", real_part)):
+        for part, fn in (("sim", sim_part), ("aging", aging_part), ("sweep", sweep_part), ("speed", speed_part),
+                         ("real", real_part)):
             if getattr(args, part):
                 out[part] = fn(args, console, Path(tmp))
                 write_record(args.json, out, started)
