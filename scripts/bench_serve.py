@@ -337,11 +337,11 @@ def _range(values: list[float], fmt) -> str:
 
 
 def markdown(record: dict) -> str:
-    """docs/benchmarks.md's tables from a --json record: batch 1 across loads (steady state, every
-    seed), consolidation near the batched capacity, the aging weight's table and the speed."""
+    """docs/benchmarks.md's tables from a --json record: seed 0 across the loads; rtlm's share of the
+    oracle's gain at batch 1 per seed; consolidation near the batched capacity per seed; the aging
+    weight's table; the load sweep; the speed."""
     text = ""
     sim = record.get("sim", [])
-    steady = max((r["requests"] for r in sim), default=0)
     pols = [p for p in POLICIES if any(r["policy"] == p for r in sim)]
 
     def by(rows, *keys):
@@ -350,22 +350,45 @@ def markdown(record: dict) -> str:
             out.setdefault(tuple(r[k] for k in keys), []).append(r)
         return out
 
-    for batch_rows, title in (([r for r in sim if r["requests"] == steady and r["batch"] == 1], "batch 1"),
-                              ([r for r in sim if r["requests"] == steady and r["batch"] > 1], "consolidation")):
-        if not batch_rows:
-            continue
+    def slash(values, fmt) -> str:
+        return "-" if any(v is None for v in values) else " / ".join(fmt(v) for v in values)
+
+    if sim:
+        small, steady = min(r["requests"] for r in sim), max(r["requests"] for r in sim)
+        seeds = sorted({r["seed"] for r in sim})
         rows = []
-        for (mix, batch, load), g in by(batch_rows, "mix", "batch", "load").items():
-            mean = {p: [r["mean"] for r in g if r["policy"] == p] for p in pols}
-            rtlm = [r for r in g if r["policy"] == "rtlm"]
-            rows.append([mix, batch, f"{load:.2f}", *[_range(mean[p], lambda x: f"{x:.1f}") for p in pols],
-                         _range([r["vs_fcfs"] for r in rtlm], lambda x: f"{x:.3f}"),
-                         _range([r["gain_share"] for r in rtlm if r["gain_share"] is not None], lambda x: f"{x:.0%}")])
-        seeds = sorted({r["seed"] for r in batch_rows})
-        text += (f"\n{title}, {steady:,} requests a point, seeds {', '.join(map(str, seeds))} "
-                 f"(mean response time s, range over the seeds):\n\n")
-        text += markdown_table(["mix", "batch", "load", *pols, "rtlm / fcfs", "rtlm's share of the oracle's gain"], rows,
-                               right_from=1)
+        for (mix, batch, load), g in by([r for r in sim if r["requests"] == small and r["seed"] == seeds[0]],
+                                        "mix", "batch", "load").items():
+            mean = {r["policy"]: r for r in g}
+            rt = mean["rtlm"]
+            rows.append([mix, batch, f"{load:.2f}", *[f"{mean[p]['mean']:.2f}" for p in pols], _ratio(rt["vs_fcfs"]),
+                         _ratio(rt["vs_oracle"]), _share(rt["gain_share"])])
+        text += f"\nseed {seeds[0]}, {small:,} requests a point, mean response time s:\n\n"
+        text += markdown_table(["mix", "batch", "load", *pols, "rtlm / fcfs", "rtlm / oracle", "gain share"], rows)
+        rows = []
+        one = [r for r in sim if r["batch"] == 1]
+        for label, pol, n in (("{mix}", "rtlm", steady), ("({mix}, sjf-pred)", "sjf-pred", steady),
+                              ("({mix}, {n:,} requests)", "rtlm", small)):
+            for mix in dict.fromkeys(r["mix"] for r in one):
+                g = by([r for r in one if r["mix"] == mix and r["policy"] == pol and r["requests"] == n], "load")
+                rows.append([label.format(mix=mix, n=n), *[slash([r["gain_share"] for r in sorted(g[k], key=lambda r: r["seed"])],
+                                                                 lambda x: f"{x:.0%}") for k in sorted(g)]])
+        loads = sorted({r["load"] for r in one})
+        text += (f"\nthe policy's share of the oracle's gain at batch 1, seeds {' / '.join(map(str, seeds))}, "
+                 f"{steady:,} requests a point unless said:\n\n")
+        text += markdown_table(["mix", *[f"load {x:.2f}" for x in loads]], rows)
+        rows = []
+        for (mix, batch, load), g in by([r for r in sim if r["requests"] == steady and r["batch"] > 1],
+                                        "mix", "batch", "load").items():
+            at = {p: sorted([r for r in g if r["policy"] == p], key=lambda r: r["seed"]) for p in pols}
+            rows.append([mix, batch, f"{load:.2f}", slash([r["mean"] for r in at["fcfs"]], lambda x: f"{x:.1f}"),
+                         *[slash([r["vs_fcfs"] for r in at[p]], lambda x: f"{x:.3f}") for p in pols if p != "fcfs"],
+                         slash([r["gain_share"] for r in at["rtlm"]], lambda x: f"{x:.0%}")])
+        if rows:
+            text += (f"\nconsolidation near the batched capacity, {steady:,} requests a point, seeds "
+                     f"{' / '.join(map(str, seeds))}: fcfs's mean s, every other policy's relative to it:\n\n")
+            text += markdown_table(["mix", "batch", "load", "fcfs s", *[p for p in pols if p != "fcfs"],
+                                    "rtlm's gain share"], rows)
     if record.get("aging"):
         ag = record["aging"]
         seeds = sorted({r["seed"] for r in ag})
