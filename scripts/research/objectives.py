@@ -12,13 +12,16 @@ Found (reference profile, out-of-fold tau over 1,000 prompts): nothing beats the
 (0.417) beyond the folds' spread (0.36-0.51): 300 / 3,000 rounds 0.428 / 0.396, LambdaRank 0.420,
 XE-NDCG 0.418, a rank regressor 0.415, the prefill probe alone 0.427, a blend of ranks 0.429.
 
-Usage: .venv/bin/python scripts/research/objectives.py [--profile P]   (~1 minute once the prefill
-states are cached by a training run; SmolLM2 runs over every prompt otherwise)
+Usage: .venv/bin/python scripts/research/objectives.py [--profile P] [--json OUT]   (~1 minute once the
+prefill states are cached by a training run; SmolLM2 runs over every prompt otherwise; --json: every
+figure, per fold too, stamped with the command, times, machine and revision: docs/bench/objectives.json)
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -31,6 +34,9 @@ from rtlm_cli.predict.crossfit import fold_features
 from rtlm_cli.predict.model import LengthModel, _params
 from rtlm_cli.predict.data import load_training_data
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import now, write_record  # noqa: E402
+
 FAMILIES = ("text", "prompt", "prefill")
 
 
@@ -40,7 +46,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="reference")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--json", help="write every figure here (stamped with command, times, machine, revision)")
     args = ap.parse_args()
+    started = now()
     df, metas = load_training_data((args.profile,))
     cap = float(metas[0]["decoding"]["max_new_tokens"])
     model = metas[0]["model"]["model_id"]
@@ -76,6 +84,9 @@ def main() -> None:
     for k in names_of:
         t.add_row(k, f"{kendalltau(pred[k], y).statistic:.3f}", " ".join(f"{v:.3f}" for v in per_fold[k]))
     Console(width=150).print(t)
+    write_record(args.json, {"profile": args.profile, "folds": args.folds, "prompts": len(df),
+                             "rows": [{"model": k, "kendall_tau": float(kendalltau(pred[k], y).statistic),
+                                       "folds": per_fold[k]} for k in names_of]}, started)
 
 
 if __name__ == "__main__":
