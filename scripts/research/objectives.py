@@ -8,9 +8,7 @@ XE-NDCG on the 800 training prompts as one query, relevance = length // 16, the 
 level); a regressor on the length's rank; the prefill ridge probe alone; and a blend of the
 mixture's and the probe's ranks. Prints each one's Kendall tau-b per fold and over all prompts.
 
-Found (reference profile, out-of-fold tau over 1,000 prompts): nothing beats the shipped mixture
-(0.417) beyond the folds' spread (0.36-0.51): 300 / 3,000 rounds 0.428 / 0.396, LambdaRank 0.420,
-XE-NDCG 0.418, a rank regressor 0.415, the prefill probe alone 0.427, a blend of ranks 0.429.
+What it found is in docs/research.md ("Nor does the way the trees are fitted move it").
 
 Usage: .venv/bin/python scripts/research/objectives.py [--profile P] [--json OUT]   (~1 minute once the
 prefill states are cached by a training run; SmolLM2 runs over every prompt otherwise; --json: every

@@ -17,13 +17,8 @@ prompts held out once):
    or the final layer), a small torch model fitted per fold (early-stopped on a tenth of the
    training rows; ~15 minutes more), read out linearly with the last position's state.
 
-Found (reference profile, 1,000 prompts; docs/research.md has the table): the signal saturates at
-Kendall tau 0.42-0.45 whatever reads it. The last position's state ranks best from 60% of the depth
-on (0.39-0.42; 0.29 at 30-40%; averaged over the prompt 0.22-0.33); the kept layout's ridge probe
-0.425, kernel ridge the same, nearest neighbours 0.375, a learned attention pooling 0.399 / 0.355;
-32 decoded tokens first 0.449 with the layout (+0.02 for 32 steps: not worth a feature family); a
-sentence embedding adds nothing (0.428 with the layout); the learning curve is flat (0.40-0.42
-from 200 to 800 training prompts). This chose the `prefill` family's layout 2.
+What it found, and the layout of the `prefill` family it chose, is in docs/research.md ("What was
+tried to get there").
 
 Usage: .venv/bin/python scripts/research/probes.py [--profile P] [--decode 32] [--embed DIR] [--pool]
 Runs SmolLM2 over every prompt once (~4 minutes on two cores; --decode adds ~5).
