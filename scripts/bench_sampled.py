@@ -186,6 +186,9 @@ def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, consol
                 started = now()
                 meta = replay(cfg, console=None, dashboard=False, engine=engine)
                 s = meta["summary"]
+                if s["completed"] + s["failed"] < n:  # interrupted (a timeout, ^C): not a result, run it again
+                    raise SystemExit(f"real burst: draw {draw} {policy} ended after {s['completed'] + s['failed']} "
+                                     f"of {n} requests; not recorded (run again to resume)")
                 _, df = load_run(out)
                 ok = df[df["status"] == "finished"]
                 done.append({"draw": draw, "policy": policy, "params": params, "started": started, "ended": now(),
