@@ -50,7 +50,7 @@ from rtlm_cli.formats.run import load_run
 from rtlm_cli.formats.store import provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, gateway, now, stop  # noqa: E402
+from benchlib import ROOT, gateway, markdown_table, now, stop  # noqa: E402
 
 RTLM = [sys.executable, "-m", "rtlm_cli.cli"]
 BENCH = ("import argparse, sys\n"
@@ -191,6 +191,30 @@ def share_table(console, results: dict) -> dict:
     return summary
 
 
+def markdown(record: dict) -> str:
+    """docs/benchmarks.md's burst tables from a --json record: per max_num_seqs, each arm's mean per
+    draw and over draws, its pooled share of the oracle's gain and each gateway arm's paired difference
+    from rtlm direct."""
+    text = ""
+    for seqs, arms in record["bursts"].items():
+        draws = sorted(set.intersection(*(set(r["draw"] for r in rows) for rows in arms.values())))
+        if not set(ARMS) <= set(arms) or not draws:
+            continue
+        summary = share_table(Console(file=open(os.devnull, "w")), {seqs: arms})[seqs]
+        rows = []
+        for a in [*ARMS, *sorted(set(arms) - set(ARMS))]:
+            per = [next(r for r in arms[a] if r["draw"] == d)["mean_e2el_ms"] / 1000 for d in draws]
+            s = summary[a]
+            share = "—" if a == "fcfs" else "100%" if a == "oracle gateway" else (
+                f"{s['share']:.0%} ({', '.join(f'{x:.0%}' for x in s['share_per_draw'])})")
+            diff = s.get("minus_direct_s")
+            rows.append([a, ", ".join(f"{x:.2f}" for x in per), f"{s['mean_s']:.2f} ± {s['ci95_s']:.2f}", share,
+                         "—" if diff is None else f"{diff['mean']:+.2f} ± {diff['ci95']:.2f} s"])
+        text += markdown_table([f"max_num_seqs {seqs}", "mean e2e per draw, s", "mean ± 95% over draws",
+                                "share of the oracle's gain (per draw)", "minus rtlm direct, paired"], rows) + "\n"
+    return text
+
+
 def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
     """400 requests at 120% of capacity, one deadline: direct FCFS, gateway FCFS + shed, gateway rtlm + shed."""
     fcfs = [r for r in out["bursts"].get("8", {}).get("fcfs", [])]
@@ -238,8 +262,14 @@ def main() -> None:
     ap.add_argument("--overload-requests", type=int, default=400)
     ap.add_argument("--deadline-s", type=float, default=30.0)
     ap.add_argument("--work", default="/tmp/rtlm-gateway-gain")
-    ap.add_argument("--json", required=True)
+    ap.add_argument("--json", help="the record: read back (arms already there are skipped) and written as arms finish")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst tables from a --json record")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        return
+    if not args.json:
+        raise SystemExit("error: --json OUT is required (where the arms' results are kept)")
     console = Console(stderr=True, width=150)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

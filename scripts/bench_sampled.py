@@ -53,7 +53,7 @@ from benchlib import markdown_table, now, stamp  # noqa: E402
 
 TIMING = "vllm-cpu"
 LOADS = (0.9, 0.95)
-TAIL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+TAIL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 SPREAD_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 SIZE_WEIGHTS = (64.0, 512.0, 2048.0, 8192.0)  # the frontier's, on seed 0 (512: rtlm's default)
 SIZE_WEIGHT = 512.0
