@@ -43,22 +43,12 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import now, stamp  # noqa: E402
+from benchlib import interval95, now, stamp  # noqa: E402
 
 # (policy, dispatch): the engine's FCFS is the baseline; the gateway keeps rtlm's own queue in front
 # (its share of the oracle's gain is read against the direct oracle)
 BURST_RUNS = (("fcfs", "direct"), ("sjf-input", "direct"), ("rtlm", "direct"), ("oracle", "direct"),
               ("rtlm", "gateway"))
-
-
-def interval95(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval over the draws."""
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    return mean, stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
 
 
 def profiling(args, console, tmp: Path) -> dict:

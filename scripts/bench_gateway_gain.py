@@ -50,7 +50,7 @@ from rtlm_cli.formats.run import load_run
 from rtlm_cli.formats.store import provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, gateway, markdown_table, now, stop  # noqa: E402
+from benchlib import ROOT, gateway, interval95, markdown_table, now, stop  # noqa: E402
 
 RTLM = [sys.executable, "-m", "rtlm_cli.cli"]
 BENCH = ("import argparse, sys\n"
@@ -154,13 +154,6 @@ def arm(name: str, url: str, draw: Path, d: int, pred: Path, seqs: int, n: int, 
     return {"draw": d, "started": started, "ended": now(), **row}
 
 
-def half_width(xs: list[float]) -> float:
-    """Half the width of the 95% t interval of the mean of ``xs``."""
-    from scipy import stats
-
-    return stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
-
-
 def share_table(console, results: dict) -> dict:
     """Per max_num_seqs: each arm's mean with its 95% interval and its pooled share of the oracle's gain;
     each gateway arm's paired difference from rtlm direct."""
@@ -175,18 +168,18 @@ def share_table(console, results: dict) -> dict:
         summary[seqs] = {"draws": draws}
         console.print(f"[bold]max_num_seqs {seqs}[/bold], {len(draws)} draws (mean end-to-end, s):")
         for a in names:
-            m, h = statistics.fmean(mean[a]), half_width(mean[a])
+            m, h = interval95(mean[a])
             per = [(f - x) / (f - o) for f, x, o in zip(mean["fcfs"], mean[a], mean["oracle gateway"]) if f > o]
             share = (fcfs - m) / (fcfs - oracle) if fcfs > oracle else float("nan")
-            summary[seqs][a] = {"mean_s": m, "ci95_s": h, "share": share, "share_per_draw": per}
+            summary[seqs][a] = {"mean_s": m, "ci95_s": h, "per_draw_s": mean[a], "share": share, "share_per_draw": per}
             line = f"  {a:17s} {m:6.2f} ± {h:4.2f}"
             if a not in ("fcfs", "oracle gateway"):
                 line += (f"   share of the oracle's gain {share:.0%} (draws {min(per, default=float('nan')):.0%} to "
                          f"{max(per, default=float('nan')):.0%})")
             if "gateway" in a:
-                diff = [x - y for x, y in zip(mean[a], mean["rtlm direct"])]
-                summary[seqs][a]["minus_direct_s"] = {"mean": statistics.fmean(diff), "ci95": half_width(diff)}
-                line += f"   minus rtlm direct, paired: {statistics.fmean(diff):+.2f} ± {half_width(diff):.2f} s"
+                d, dh = interval95([x - y for x, y in zip(mean[a], mean["rtlm direct"])])
+                summary[seqs][a]["minus_direct_s"] = {"mean": d, "ci95": dh}
+                line += f"   minus rtlm direct, paired: {d:+.2f} ± {dh:.2f} s"
             console.print(line)
     return summary
 
@@ -196,19 +189,15 @@ def markdown(record: dict) -> str:
     draw and over draws, its pooled share of the oracle's gain and each gateway arm's paired difference
     from rtlm direct."""
     text = ""
-    for seqs, arms in record["bursts"].items():
-        draws = sorted(set.intersection(*(set(r["draw"] for r in rows) for rows in arms.values())))
-        if not set(ARMS) <= set(arms) or not draws:
-            continue
-        summary = share_table(Console(file=open(os.devnull, "w")), {seqs: arms})[seqs]
+    for seqs, summary in share_table(Console(quiet=True), record["bursts"]).items():
         rows = []
-        for a in [*ARMS, *sorted(set(arms) - set(ARMS))]:
-            per = [next(r for r in arms[a] if r["draw"] == d)["mean_e2el_ms"] / 1000 for d in draws]
-            s = summary[a]
+        for a, s in summary.items():
+            if a == "draws":
+                continue
             share = "—" if a == "fcfs" else "100%" if a == "oracle gateway" else (
                 f"{s['share']:.0%} ({', '.join(f'{x:.0%}' for x in s['share_per_draw'])})")
             diff = s.get("minus_direct_s")
-            rows.append([a, ", ".join(f"{x:.2f}" for x in per), f"{s['mean_s']:.2f} ± {s['ci95_s']:.2f}", share,
+            rows.append([a, ", ".join(f"{x:.2f}" for x in s["per_draw_s"]), f"{s['mean_s']:.2f} ± {s['ci95_s']:.2f}", share,
                          "—" if diff is None else f"{diff['mean']:+.2f} ± {diff['ci95']:.2f} s"])
         text += markdown_table([f"max_num_seqs {seqs}", "mean e2e per draw, s", "mean ± 95% over draws",
                                 "share of the oracle's gain (per draw)", "minus rtlm direct, paired"], rows) + "\n"

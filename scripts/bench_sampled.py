@@ -49,7 +49,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import markdown_table, now, stamp  # noqa: E402
+from benchlib import interval95, markdown_table, now, stamp  # noqa: E402
 
 TIMING = "vllm-cpu"
 LOADS = (0.9, 0.95)
@@ -208,11 +208,6 @@ def real_summary(rows: list[dict]) -> list[dict]:
     """Per policy, over the draws every baseline finished: its mean with a 95% interval over draws, its
     paired difference from FCFS (same draw, same server) with a 95% interval, and its pooled share of
     the mean oracle's and the oracle's gain (per-draw range of the former)."""
-    from scipy import stats
-
-    def ci(xs):
-        return stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
-
     by = {}
     for r in rows:
         by.setdefault(r["policy"], {})[r["draw"]] = r
@@ -225,10 +220,11 @@ def real_summary(rows: list[dict]) -> list[dict]:
             continue
         f, m, o = ([by[b][d]["mean"] for d in ds] for b in ("fcfs", "oracle-mean", "oracle"))
         x = [rs[d]["mean"] for d in ds]
-        fm, mm, om, xm = (statistics.fmean(v) for v in (f, m, o, x))
-        diff = [a - b for a, b in zip(x, f)]
-        out.append({"policy": policy, "draws": len(ds), "mean": xm, "mean_ci95": ci(x), "minus_fcfs": statistics.fmean(diff),
-                    "minus_fcfs_ci95": ci(diff), "vs_fcfs": xm / fm,
+        fm, mm, om = (statistics.fmean(v) for v in (f, m, o))
+        xm, xh = interval95(x)
+        dm, dh = interval95([a - b for a, b in zip(x, f)])
+        out.append({"policy": policy, "draws": len(ds), "mean": xm, "mean_ci95": xh, "minus_fcfs": dm,
+                    "minus_fcfs_ci95": dh, "vs_fcfs": xm / fm,
                     "share_of_mean_oracle": (fm - xm) / (fm - mm) if fm > mm else None,
                     "share_of_mean_oracle_per_draw": [(a - b) / (a - c) for a, b, c in zip(f, x, m) if a > c],
                     "share_of_oracle": (fm - xm) / (fm - om) if fm > om else None,

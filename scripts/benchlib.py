@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,16 @@ def write_record(path: str | None, out: dict, started: str) -> None:
         from rtlm_cli.formats.store import atomic_write_json
 
         atomic_write_json(Path(path), stamp(out, started))
+
+
+def interval95(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval over the draws (nan for one draw)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
 
 
 def markdown_table(header: list[str], rows: list[list], right_from: int = 1) -> str:

@@ -106,12 +106,13 @@ def test_the_gateway_keeps_the_servers_own_queue_empty(priority_server, run_cli,
     is polled (a short wait can fall between polls), so the direct run is judged by vLLM's cumulative
     queue-time histogram, which no poll can miss."""
 
-    def metrics() -> str:
-        return urllib.request.urlopen(priority_server.url + "/metrics", timeout=5).read().decode()
+    def samples(name: str) -> list[float]:
+        """The values of metric ``name`` (each label set's) on vLLM's /metrics now."""
+        text = urllib.request.urlopen(priority_server.url + "/metrics", timeout=5).read().decode()
+        return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
 
     def queue_time_sum() -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics().splitlines()
-                   if line.startswith("vllm:request_queue_time_seconds_sum{"))
+        return sum(samples("vllm:request_queue_time_seconds_sum"))
 
     def served(name: str, *extra) -> tuple[float, float, object]:
         """(peak of vllm:num_requests_waiting seen, seconds added to vLLM's queue-time sum, CLI result)"""
@@ -119,9 +120,7 @@ def test_the_gateway_keeps_the_servers_own_queue_empty(priority_server, run_cli,
 
         def poll():
             while not stop.is_set():
-                for line in metrics().splitlines():
-                    if line.startswith("vllm:num_requests_waiting{"):
-                        peak[0] = max(peak[0], float(line.rsplit(" ", 1)[1]))
+                peak[0] = max([peak[0], *samples("vllm:num_requests_waiting")])
                 stop.wait(0.05)
 
         before = queue_time_sum()
