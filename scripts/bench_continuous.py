@@ -415,7 +415,7 @@ def main() -> None:
     def checkpoint(part: str, data: dict) -> None:  # a long part's numbers so far survive an interruption
         out[part] = data
         if args.json:
-            Path(args.json).write_text(json.dumps(stamp(out, started), indent=1, default=str))
+            Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1, default=str))
 
     args.checkpoint = checkpoint
     with tempfile.TemporaryDirectory() as tmp:
@@ -423,7 +423,7 @@ def main() -> None:
             if getattr(args, part):
                 out[part] = fn(args, console) if part == "speed" else fn(args, console, Path(tmp))
                 if args.json:
-                    Path(args.json).write_text(json.dumps(stamp(out, started), indent=1, default=str))
+                    Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def main() -> None:
 
     def save():
         if args.json:
-            Path(args.json).write_text(json.dumps(stamp(out, started), indent=1, default=str))
+            Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1, default=str))
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.profiling:

@@ -338,7 +338,7 @@ def main() -> None:
     started = now()
 
     def save():
-        stamp(out, started)
+        stamp(out, started, args.json)
         if path:
             path.write_text(json.dumps(out, indent=1))
 

@@ -100,7 +100,7 @@ class Runs:
 
     def save(self) -> None:
         if self.path:
-            stamp(self.data, self.started)
+            stamp(self.data, self.started, self.path)
             Path(self.path).write_text(json.dumps(self.data, indent=1))
 
 

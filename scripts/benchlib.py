@@ -87,13 +87,14 @@ def gateway(url: str, *args, core: int | None = None, limit_s: float = 120):
     return proc, gurl
 
 
-def stamp(out: dict, started: str) -> dict:
+def stamp(out: dict, started: str, path: str | None = None) -> dict:
     """``out`` with this invocation's record under ``runs`` (one per invocation of a resumable script,
-    kept across invocations): its command line, start, end so far and revision."""
+    kept across invocations): its command line, start, end so far and revision (the record's own
+    file, ``path``, not counted as a change to the tree)."""
     from rtlm_cli.formats.store import provenance
 
     run = {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "started": started, "ended": now(),
-           "provenance": provenance()}
+           "provenance": provenance(Path(path) if path else None)}
     runs = out.setdefault("runs", [])
     if runs and runs[-1]["started"] == started:
         runs[-1] = run
@@ -108,7 +109,7 @@ def write_record(path: str | None, out: dict, started: str) -> None:
     if path:
         from rtlm_cli.formats.store import atomic_write_json
 
-        atomic_write_json(Path(path), stamp(out, started))
+        atomic_write_json(Path(path), stamp(out, started, path))
 
 
 def interval95(values: list[float]) -> tuple[float, float]:

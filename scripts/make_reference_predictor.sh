@@ -9,6 +9,8 @@
 #                 (200 prompts x 8 answers at temperature 0.7, cap 256), with the length distribution's
 #                 quantiles: what the tail and rtlm-dist policies read (one LightGBM thread: the models
 #                 bench_sampled.py measured)
+#   reference-sampled-512 (smollm2-sampled-512) the same on reference-sampled-512 (the same prompts and
+#                 seeds at cap 512)
 # Deterministic; a few seconds each on 2 cores. Usage: bash scripts/make_reference_predictor.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,8 @@ for pair in reference:smollm2-fast-256 reference-64:smollm2-fast-64; do
   .venv/bin/rtlm train-predictor "${pair%%:*}" --features text,prompt --seed 0 --no-ablation \
     --out "rtlm_cli/reference/predictors/${pair#*:}" --overwrite >/dev/null
 done
-.venv/bin/rtlm train-predictor reference-sampled --features text,prompt --seed 0 --no-ablation --threads 1 \
-  --out rtlm_cli/reference/predictors/smollm2-sampled-256 --overwrite >/dev/null
-echo "made rtlm_cli/reference/predictors/{smollm2-fast-256,smollm2-fast-64,smollm2-sampled-256}"
+for pair in reference-sampled:smollm2-sampled-256 reference-sampled-512:smollm2-sampled-512; do
+  .venv/bin/rtlm train-predictor "${pair%%:*}" --features text,prompt --seed 0 --no-ablation --threads 1 \
+    --out "rtlm_cli/reference/predictors/${pair#*:}" --overwrite >/dev/null
+done
+echo "made rtlm_cli/reference/predictors/{smollm2-fast-256,smollm2-fast-64,smollm2-sampled-256,smollm2-sampled-512}"

@@ -138,6 +138,16 @@ def test_the_sampled_world_in_the_simulator(sampled, run_cli, tmp_path):
     means = {row["policy"]: row["e2el_s"]["mean"] for row in json.loads(r.stdout)}
     assert means["oracle"] < means["oracle-mean"] < means["fcfs"]  # knowing the answer beats knowing its prompt
     assert means["tail"] < means["fcfs"] and means["rtlm-dist"] < means["fcfs"]
+    # each run's rows carry the predicted quantiles; the report scores them against the run's own answers
+    rows = pd.read_parquet(tmp_path / "runs" / "tail" / "requests.parquet")
+    cols = [f"q{round(lv * 100):02d}_tokens" for lv in LEVELS]
+    assert (np.diff(rows[cols].to_numpy(), axis=1) >= 0).all() and (rows[cols[-1]] <= 256).all()
+    r = run_cli("report", tmp_path / "runs", "--csv", tmp_path / "csv")
+    assert r.exit_code == 0 and "predicted length quantiles against the answers" in r.output, r.output
+    scored = pd.read_csv(tmp_path / "csv" / "run_distributions.csv").set_index("policy")
+    assert set(scored.index) == {"fcfs", "oracle", "oracle-mean", "tail", "rtlm-dist"} and (scored["n"] == 200).all()
+    by_hand = D.coverage(rows["output_tokens"], rows["q10_tokens"].to_numpy(), rows["q90_tokens"].to_numpy())
+    assert scored.loc["tail", "coverage_80"] == pytest.approx(by_hand) and 0.3 < by_hand <= 1.0
     # a real replay of a sampled profile, and a tail policy without quantiles: one line each
     r = run_cli("serve-local", "--profile", prof, "--model", "fake", "-n", "4", "--arrivals", "burst", "--out", tmp_path / "real")
     assert "replay it in the simulator (--simulate)" in one_line_error(r)

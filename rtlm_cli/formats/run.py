@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rtlm_cli.errors import RtlmError
+from rtlm_cli.formats.predictor import quantile_name
 from rtlm_cli.formats.store import (
     RecordShards,
     artifact_dir,
@@ -60,7 +61,20 @@ def record(r, *, start_s: float, first_token_s: float, last_token_s: float, fini
         "predicted_service_s": r.predicted_service_s,
         "deadline_s": r.deadline_s if r.deadline_s is not None else float("nan"),
         "prediction_cost_s": r.prediction_cost_s, "status": status, "ended": ended, "error": error,
+        **quantile_columns(r),
     }
+
+
+def quantile_columns(r) -> dict:
+    """A distribution predictor's quantiles of ``r``'s length (``q10_tokens``, ...; none without one)."""
+    levels, q = getattr(r, "quantile_levels", None) or (), getattr(r, "quantiles", None) or ()
+    return {f"{quantile_name(float(lv))}_tokens": float(x) for lv, x in zip(levels, q)}
+
+
+def quantile_levels(df) -> list[tuple[float, str]]:
+    """The (level, column) of a run's predicted quantiles, in level order (empty: no distribution predictor)."""
+    cols = [c for c in df.columns if len(c) == 10 and c[0] == "q" and c[1:3].isdigit() and c.endswith("_tokens")]
+    return sorted((int(c[1:3]) / 100, c) for c in cols)
 
 
 def not_run(r, status: str, error: str = "", worker: str = "", in_flight: int = 0) -> dict:

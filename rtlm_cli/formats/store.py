@@ -142,15 +142,18 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_revision() -> str | None:
-    """The git revision of the rtlm source tree, or None when rtlm runs from an installed copy."""
+def git_revision(ignore: Path | None = None) -> str | None:
+    """The git revision of the rtlm source tree, or None when rtlm runs from an installed copy;
+    ``+dirty`` when a tracked file differs from it, ``ignore`` (a file being written, such as a
+    benchmark's own record) aside."""
     here = Path(__file__).resolve().parent
+    exclude = [".", f":(exclude){Path(ignore).resolve()}"] if ignore is not None else []
     try:
         rev = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         )
         dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", *exclude],
             capture_output=True, text=True, timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -160,10 +163,10 @@ def git_revision() -> str | None:
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def provenance() -> dict:
+def provenance(ignore: Path | None = None) -> dict:
     return {
         "versions": package_versions(),
-        "git_revision": git_revision(),
+        "git_revision": git_revision(ignore),
         "host": {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count()},
     }
 

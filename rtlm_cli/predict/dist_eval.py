@@ -35,9 +35,11 @@ def ceiling(y, prompt_ids, levels) -> list[tuple]:
     return [("the prompt's other answers (ceiling)", distribution.leave_one_out(y, prompt_ids, levels))]
 
 
-def out_of_fold(oof, levels, cap) -> list[dict]:
-    """The same comparison over every prompt, out of fold: for each fold, the prompt-blind quantiles of
-    the other folds' answers, and conformal shifts from the other folds' out-of-fold residuals."""
+def forms(oof, levels, cap) -> list[tuple[str, np.ndarray]]:
+    """Each distribution's out-of-fold quantiles (an answer per row, a level per column): the quantile
+    model's own; for each fold, the prompt-blind quantiles of the other folds' answers and conformal
+    shifts from the other folds' out-of-fold residuals; and, with several answers per prompt, the
+    ceiling."""
     y, fold, point = oof["actual"].to_numpy(float), oof["fold"].to_numpy(), oof["predicted"].to_numpy(float)
     Q = oof[[quantile_name(lv) for lv in levels]].to_numpy(float)
     blind, conf = np.empty_like(Q), np.empty_like(Q)
@@ -45,7 +47,11 @@ def out_of_fold(oof, levels, cap) -> list[dict]:
         here, other = fold == f, fold != f
         blind[here] = distribution.prompt_blind(y[other], levels, int(here.sum()))
         conf[here] = distribution.conformal(point[other], y[other], point[here], levels, cap)
-    ids, ended = oof["prompt_id"].to_numpy(), oof["ended"].to_numpy(bool)
-    return [distribution.evaluate(name, y, q, levels, ids, ended)
-            for name, q in (("quantile model", Q), ("prompt-blind", blind), ("point model + conformal", conf),
-                            *ceiling(y, ids, levels))]
+    return [("quantile model", Q), ("prompt-blind", blind), ("point model + conformal", conf),
+            *ceiling(y, oof["prompt_id"].to_numpy(), levels)]
+
+
+def out_of_fold(oof, levels, cap) -> list[dict]:
+    """The held-out comparison over every prompt, out of fold (``forms``)."""
+    y, ids, ended = oof["actual"].to_numpy(float), oof["prompt_id"].to_numpy(), oof["ended"].to_numpy(bool)
+    return [distribution.evaluate(name, y, q, levels, ids, ended) for name, q in forms(oof, levels, cap)]

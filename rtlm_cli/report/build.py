@@ -15,7 +15,7 @@ import numpy as np
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.predictor import IMPORTANCE_FILE, read_distribution, read_evaluation
 from rtlm_cli.formats.profile import cap, load_profile, read_profile_meta
-from rtlm_cli.formats.run import load_run, summarize, with_latencies
+from rtlm_cli.formats.run import load_run, quantile_levels, summarize, with_latencies
 from rtlm_cli.formats.store import read_meta
 from rtlm_cli.paths import source_path
 from rtlm_cli.prompts.uncertainty import FAMILY_SCORE_NAMES
@@ -178,6 +178,29 @@ def distribution_rows(predictors) -> list[dict]:
             for r in rows]
 
 
+def run_distribution_rows(runs) -> list[dict]:
+    """Runs made with a distribution predictor (``q10_tokens``, ... in their rows): how its predicted
+    quantiles held on the answers the run produced (its finished requests), as ``distribution_rows``."""
+    from rtlm_cli.predict.distribution import evaluate, flat
+
+    rows = []
+    for path, meta, df in runs:
+        cols = quantile_levels(df)
+        done = df[df["status"] == "finished"]
+        if not cols or len(done) < 2:
+            continue
+        levels, names = [lv for lv, _ in cols], [c for _, c in cols]
+        y, limit = done["output_tokens"].to_numpy(float), run_cap(meta)
+        if "ended" in done and done["ended"].notna().all():
+            ended = done["ended"].to_numpy(bool)
+        else:  # a simulated answer's end is not recorded: it ended if it stopped short of the cap
+            ended = y < limit if limit else np.ones(len(y), bool)
+        r = evaluate(path.name, y, done[names].to_numpy(float),
+                     levels, done["prompt_id"].to_numpy(), ended)
+        rows.append({"run": path.name, "policy": meta.get("policy"), **flat(r)})
+    return rows
+
+
 def build(paths: list[str], baseline: str = "fcfs") -> tuple[Artifacts, dict]:
     """Everything a report shows, the headline comparison first (the order of the JSON too)."""
     found = collect(paths)
@@ -194,6 +217,7 @@ def build(paths: list[str], baseline: str = "fcfs") -> tuple[Artifacts, dict]:
         "profile_quartiles": {p.name: uncertainty_quartiles(df) for p, _, df in found.profiles},
         "predictors": predictor_rows(found.predictors),
         "predictor_distributions": distribution_rows(found.predictors),
+        "run_distributions": run_distribution_rows(found.runs),
         "importance": {p.name: _importance(p) for p, _ in found.predictors},
     }
     return found, data

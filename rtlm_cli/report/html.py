@@ -82,6 +82,9 @@ def render(data: dict, figures: list[Path], title: str = "rtlm report") -> str:
     if data["runs"]:
         parts += ["<h2>Runs in detail</h2>", table(data["runs"], RUN_COLUMNS),
                   "<h3>Response time by predicted length (each run's quartiles)</h3>", table(data["run_buckets"])]
+        if data.get("run_distributions"):
+            parts += ["<h3>Predicted length distributions against the answers each run produced</h3>",
+                      table(data["run_distributions"])]
     if data["profiles"]:
         parts += ["<h2>Profiles</h2>", table(data["profiles"])]
         for name, rows in data["profile_quartiles"].items():

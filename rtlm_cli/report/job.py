@@ -11,7 +11,7 @@ from rtlm_cli.formats.store import atomic_write_bytes
 from rtlm_cli.report import figures, html
 from rtlm_cli.report.build import build
 
-CSV_TABLES = ("headline", "runs", "run_buckets", "profiles", "predictors", "predictor_distributions")
+CSV_TABLES = ("headline", "runs", "run_buckets", "run_distributions", "profiles", "predictors", "predictor_distributions")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ on a sampled profile with the mixture method) and scores, on every answer out of
   - a parametric fit from the same mixture: P(capped) as a point mass at the cap, and a log-normal
     around the predicted length of an answer that ends, its sigma the spread of the log residuals of
     the *other* folds' ended answers (one sigma for all prompts);
-  - the prompt-blind distribution (the other folds' answers' quantiles) and the prompt-only ceiling
-    (each answer's prompt's other answers).
+  - beside them the evaluation's own baselines (predict/dist_eval.py: `forms`): the prompt-blind
+    distribution (the other folds' answers' quantiles), the point model with conformal intervals and
+    the prompt-only ceiling (each answer's prompt's other answers).
 Pinball loss, 50%/80% interval coverage and calibration per level (predict/distribution.py).
 
 Usage: .venv/bin/python scripts/research/distribution_fit.py [PREDICTOR] [--json OUT]
@@ -27,8 +28,9 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchlib import now, stamp  # noqa: E402
 
-from rtlm_cli.formats.predictor import quantile_name, read_predictor_meta  # noqa: E402
+from rtlm_cli.formats.predictor import read_predictor_meta  # noqa: E402
 from rtlm_cli.paths import predictor_path  # noqa: E402
+from rtlm_cli.predict import dist_eval  # noqa: E402
 from rtlm_cli.predict import distribution as D  # noqa: E402
 
 
@@ -57,22 +59,17 @@ def main() -> None:
     if not levels or meta["method"] != "mixture":
         raise SystemExit("error: needs a mixture predictor with quantiles (rtlm train-predictor SAMPLED_PROFILE)")
     oof = pd.read_parquet(predictor_path(args.predictor) / "crossfit.parquet")
-    y, fold, ids, ended = (oof[c].to_numpy() for c in ("actual", "fold", "prompt_id", "ended"))
-    y = y.astype(float)
-    blind = np.empty((len(y), len(levels)))
-    for f in np.unique(fold):
-        blind[fold == f] = D.prompt_blind(y[fold != f], levels, int((fold == f).sum()))
-    forms = {"quantile models (LightGBM)": oof[[quantile_name(lv) for lv in levels]].to_numpy(float),
-             "parametric: P(capped) + log-normal": parametric(oof, levels, cap),
-             "prompt-blind": blind, "the prompt's other answers (ceiling)": D.leave_one_out(y, ids, levels)}
+    y, ids, ended = oof["actual"].to_numpy(float), oof["prompt_id"].to_numpy(), oof["ended"].to_numpy(bool)
+    baselines = dist_eval.forms(oof, levels, cap)
+    forms = [baselines[0], ("parametric: P(capped) + log-normal", parametric(oof, levels, cap)), *baselines[1:]]
     rows = [D.flat(D.evaluate(name, y, Q, levels, ids, ended)) | {"calibration": D.calibration(y, Q, levels)}
-            for name, Q in forms.items()]
+            for name, Q in forms]
     for r in rows:
-        print(f"{r['model']:40s} pinball {r['pinball']:6.2f}  50%: {r['coverage_50']:.0%}  80%: {r['coverage_80']:.0%}  "
+        print(f"{r['model']:36s} pinball {r['pinball']:6.2f}  50%: {r['coverage_50']:.0%}  80%: {r['coverage_80']:.0%}  "
               f"calibration {[round(c['observed'], 2) for c in r['calibration']]}")
     if args.json:
         out = {"predictor": args.predictor, "levels": levels, "answers": int(len(y)), "rows": rows}
-        Path(args.json).write_text(json.dumps(stamp(out, started), indent=1))
+        Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,12 @@ means (on the prompts it was not trained on: `--trained-on`); the share of sampl
 With ``--caps 256,512,...`` (a pilot profile made at a larger cap) the same split is computed with
 every answer cut at each smaller cap (an answer's first c tokens are what a cap of c would have
 produced from the same seed), with the share of answers that reach it: how the cap hides the tail.
+With ``--against PROFILE`` (a sampled profile of the same prompts and seeds at a smaller cap), the
+share of this profile's answers, cut at that cap, that are the other profile's answer token for
+token in length: whether a recorded seed reproduces an answer across runs, servers and batches.
 
-Usage: .venv/bin/python scripts/research/length_variance.py PROFILE [--predictor reference] [--caps C,...] [--json OUT]
+Usage: .venv/bin/python scripts/research/length_variance.py PROFILE [--predictor reference] [--caps C,...]
+       [--against PROFILE] [--json OUT]
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ def main() -> None:
     ap.add_argument("--trained-on", default="reference",
                     help="the profile the predictor was trained on: its figures are taken on the other prompts only")
     ap.add_argument("--caps", default="", help="comma-separated caps below the profile's own, for a pilot")
+    ap.add_argument("--against", help="a sampled profile of the same prompts and seeds at a smaller cap")
     ap.add_argument("--key", default="", help="store the result under this key of the --json file (default: the top level)")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -89,6 +94,14 @@ def main() -> None:
                                   "mean_tokens": float(cut.mean()), "tokens": anova(cut)["ceiling_r2"],
                                   "log_tokens": anova(np.log(cut))["ceiling_r2"],
                                   "within_share": 1 - anova(cut)["ceiling_r2"]})
+    if args.against:
+        other_meta, other = load_nonempty(args.against, samples_ok=True)
+        c, key = cap(other_meta), ["sample_id", "sample_seed"]
+        both = df[[*key, "output_tokens"]].merge(other[[*key, "output_tokens"]], on=key, suffixes=("", "_other"))
+        gap = np.minimum(both["output_tokens"], c) - both["output_tokens_other"]
+        out["against"] = {"profile": args.against, "cap": c, "answers_matched": int(len(both)),
+                          "answers_other": int(len(other)), "reproduced_share": float((gap == 0).mean()),
+                          "mean_abs_gap_tokens": float(gap.abs().mean())}
     if args.predictor != "none":
         from rtlm_cli.predict.model import Predictor
 
