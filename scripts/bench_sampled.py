@@ -277,6 +277,43 @@ def summary_table(rows: list[dict], n: int) -> Table:
     return t
 
 
+SIM_LABELS = {"sjf-pred": "sjf-pred", "rtlm": "`rtlm` (today's)", "rtlm-dist": "`rtlm-dist`", "tail": "**`tail`**",
+              "oracle-mean": "mean oracle", "oracle": "oracle"}
+
+
+def sim_markdown(record: dict) -> str:
+    """docs/research.md's simulator tables from a --json record: per load and policy, the mean response
+    against FCFS (mean over the seeds), the shares of the mean oracle's and the oracle's gains and p99
+    against FCFS (each as the range over the seeds); then mean / p99 across the size weight."""
+    def span(vals, pct):
+        lo, hi = min(vals), max(vals)
+        return f"{lo * 100:.0f}-{hi:.0%}" if pct else f"{lo:.2f}-{hi:.2f}"
+
+    rows = []
+    for load in LOADS:
+        for policy, label in SIM_LABELS.items():
+            rs = [r for r in record.get("rows", []) if r["load"] == load and r["policy"] == policy]
+            if not rs:
+                continue
+            vs = f"{statistics.fmean(r['vs_fcfs'] for r in rs):.3f}"
+            mean_oracle = "100%" if policy == "oracle-mean" else span([r["share_of_mean_oracle"] for r in rs], True)
+            oracle = "100%" if policy == "oracle" else span([r["share_of_oracle"] for r in rs], True)
+            if policy == "tail":
+                vs, mean_oracle = f"**{vs}**", f"**{mean_oracle}**"
+            rows.append([f"{load:.2f}", label, vs, mean_oracle, oracle, span([r["p99_vs_fcfs"] for r in rs], False)])
+    text = markdown_table(["load", "policy", "mean response vs FCFS", "of the mean oracle's gain", "of the oracle's gain",
+                           "p99 vs FCFS"], rows, right_from=2) if rows else ""
+    front = record.get("frontier", [])
+    if front:
+        weights = sorted({r["size_weight"] for r in front})
+        cells = [[f"{load:.2f}", f"`{policy}`", *(f"{r['mean']:.2f} / {r['p99']:.1f}" for w in weights for r in front
+                                                 if r["load"] == load and r["policy"] == policy and r["size_weight"] == w)]
+                 for load in LOADS for policy in REORDERING]
+        text += "\n" + markdown_table(["load", "policy", *(f"w = {w:,.0f}" if i == 0 else f"{w:,.0f}"
+                                                           for i, w in enumerate(weights))], cells, right_from=2)
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--predictor", help="a quantile predictor trained on --profile (out of fold); required but with --markdown")
@@ -290,10 +327,15 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--json")
-    ap.add_argument("--markdown", metavar="RECORD", help="only print the real bursts' table (docs/research.md) from a --json record")
+    ap.add_argument("--markdown", metavar="RECORD",
+                    help="only print docs/research.md's tables from a --json record (the simulator's, the real bursts')")
     args = ap.parse_args()
     if args.markdown:
-        print(markdown_table(REAL_COLUMNS, [real_cells(r) for r in real_summary(json.loads(Path(args.markdown).read_text())["real"])]))
+        record = json.loads(Path(args.markdown).read_text())
+        parts = [sim_markdown(record)]
+        if record.get("real"):
+            parts.append(markdown_table(REAL_COLUMNS, [real_cells(r) for r in real_summary(record["real"])]))
+        print("\n".join(p for p in parts if p), end="")
         return
     console = Console()
     if not args.predictor:
