@@ -32,6 +32,10 @@ sent by `vllm bench serve` with the seed (the same prompts at the same arrival t
 gateway rtlm, gateway oracle. No target: reported with intervals over the seeds, paired by seed.
 The capacity must be today's (bursts recorded on another day are refused: this VM's speed varies).
 
+On each fresh server a few short requests warm it up, then its arms run in an order shuffled by the
+draw (or seed), recorded as each arm's `position` (--fixed-order: the order above, as records made
+before 2026-12-07 ran, FCFS first on a cold server).
+
 Resumable: every arm's numbers are saved to --json as they come, and arms already there are skipped.
 Usage: .venv/bin/python scripts/bench_gateway_gain.py --draws 5 --seqs 8,16 --overload --json docs/bench/gateway-gain.json
        .venv/bin/python scripts/bench_gateway_gain.py --seqs 8 --poisson 0.9,0.95 --json /tmp/poisson.json
@@ -57,7 +61,7 @@ from rtlm_cli.formats.run import load_run
 from rtlm_cli.formats.store import provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, gateway, interval95, markdown_table, now, stop  # noqa: E402
+from benchlib import ROOT, arm_order, gateway, interval95, markdown_table, now, stop, warm_up  # noqa: E402
 
 RTLM = [sys.executable, "-m", "rtlm_cli.cli"]
 BENCH = ("import argparse, sys\n"
@@ -256,7 +260,8 @@ def poisson(args, out: dict, pred: Path, draws: list[Path], work: Path, save) ->
                 continue
             prompts = held_out_prompts(draws, args.poisson_requests, 100 + seed, work / f"poisson-s{seed}.jsonl")
             with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
-                for name in todo:
+                warm_up(server.url)
+                for position, name in enumerate(arm_order(todo, seed, args.fixed_order)):
                     started, path = now(), work / f"poisson-{load:g}-s{seed}-{name.replace(' ', '-')}"
                     policy = name.split()[-1]
                     if name == "direct fcfs":
@@ -272,7 +277,7 @@ def poisson(args, out: dict, pred: Path, draws: list[Path], work: Path, save) ->
                         finally:
                             stop(g)
                         row.update(records(path))
-                    arms[name] = {"started": started, "ended": now(), **row}
+                    arms[name] = {"started": started, "ended": now(), "position": position, **row}
                     Console(stderr=True).print(f"poisson {load:g} seed {seed} {name}: mean e2e "
                                                f"{row['mean_e2el_ms'] / 1000:.2f} s, {row['completed']} completed")
                     save()
@@ -312,10 +317,11 @@ def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -
     extra = ("--goodput", f"e2el:{deadline_ms:.0f}", "--header", f"x-rtlm-deadline-ms={deadline_ms:.0f}")
     res = out.setdefault("overload", {"capacity_rps": rate / 1.2, "rate_rps": rate, "deadline_s": args.deadline_s,
                                       "requests": args.overload_requests})
+    arms = {"direct fcfs": None, "gateway fcfs + shed": "fcfs", "gateway rtlm + shed": "rtlm"}
     with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
-        for name, policy in (("direct fcfs", None), ("gateway fcfs + shed", "fcfs"), ("gateway rtlm + shed", "rtlm")):
-            if name in res:
-                continue
+        warm_up(server.url)
+        for position, name in enumerate(arm_order([a for a in arms if a not in res], 7, args.fixed_order)):
+            policy = arms[name]
             started, path = now(), work / f"overload-{name.replace(' ', '-').replace('+', 'and')}"
             if policy is None:
                 row = figures(bench(server.url, prompts, args.overload_requests, path.with_suffix(".json"), f"{rate:.4f}", extra))
@@ -327,7 +333,7 @@ def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -
                 finally:
                     stop(g)
                 row.update(records(path))
-            res[name] = {"started": started, "ended": now(), **row}
+            res[name] = {"started": started, "ended": now(), "position": position, **row}
             Console(stderr=True).print(f"overload {name}: goodput {row['request_goodput']:.3f} req/s, "
                                        f"{row['completed']} completed")
             save()
@@ -347,6 +353,8 @@ def main() -> None:
     ap.add_argument("--overload", action="store_true")
     ap.add_argument("--overload-requests", type=int, default=400)
     ap.add_argument("--deadline-s", type=float, default=30.0)
+    ap.add_argument("--fixed-order", action="store_true",
+                    help="run a server's arms in the order listed (records before 2026-12-07 did) instead of shuffled")
     ap.add_argument("--work", default="/tmp/rtlm-gateway-gain")
     ap.add_argument("--json", help="the record: read back (arms already there are skipped) and written as arms finish")
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst tables from a --json record")
@@ -378,9 +386,11 @@ def main() -> None:
             if not todo:
                 continue
             with VLLMServer("smollm2", VLLMSettings(max_num_seqs=seqs)) as server:
-                for a in todo:
+                warm_up(server.url)
+                for position, a in enumerate(arm_order(todo, 1000 * seqs + d, args.fixed_order)):
                     t0 = time.perf_counter()
-                    arms.setdefault(a, []).append(arm(a, server.url, draw, d, pred, seqs, args.requests, work))
+                    arms.setdefault(a, []).append({**arm(a, server.url, draw, d, pred, seqs, args.requests, work),
+                                                   "position": position})
                     console.print(f"max_num_seqs {seqs} draw {d} {a}: mean {arms[a][-1]['mean_e2el_ms'] / 1000:.2f} s "
                                   f"({time.perf_counter() - t0:.0f} s)")
                     save()

@@ -19,7 +19,9 @@ mean oracle's gain, with p99 no worse than today's rtlm at the same mean.
 --real: bursts of 32 from the evaluation half on vLLM-CPU (rtlm starts it: max_num_seqs 16, a fresh
 server per draw; run alone on the cores), each request sent its recorded answer's temperature, top-p
 and seed, `--dispatch direct`, the same policies and weights, --draws draws; beside each run, the share
-of answers whose length the seed reproduced (vLLM batches them with others: numerics may drift).
+of answers whose length the seed reproduced (vLLM batches them with others: numerics may drift). Each
+server is warmed up first and runs its policies in an order shuffled by the draw (--fixed-order: the
+listed order, FCFS first, as the records before 2026-12-07 ran).
 
 Usage: .venv/bin/python scripts/bench_sampled.py --predictor DIR [--requests 50000] [--real] [--json OUT]
 (DIR: `rtlm train-predictor reference-sampled --out DIR`.) Resumable: with --json, finished runs are
@@ -49,7 +51,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import interval95, markdown_table, now, stamp  # noqa: E402
+from benchlib import arm_order, interval95, markdown_table, now, stamp, warm_up  # noqa: E402
 
 TIMING = "vllm-cpu"
 LOADS = (0.9, 0.95)
@@ -164,8 +166,9 @@ def frontier(runs: Runs, prof: Path, chosen: dict, seeds) -> list[dict]:
 REAL_POLICIES = ("fcfs", "sjf-pred", "rtlm", "rtlm-dist", "tail", "oracle-mean", "oracle")
 
 
-def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, console) -> list[dict]:
-    """Bursts of ``n`` on vLLM-CPU, every request seeded as its recorded answer; saved run by run."""
+def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, console, fixed_order: bool = False) -> list[dict]:
+    """Bursts of ``n`` on vLLM-CPU, every request seeded as its recorded answer; saved run by run. A fresh
+    server per draw, warmed up, its policies in an order shuffled by the draw (``position``)."""
     done = runs.data.setdefault("real", [])
     for draw in range(draws):
         todo = [p for p in REAL_POLICIES if not any(r["draw"] == draw and r["policy"] == p for r in done)]
@@ -177,7 +180,8 @@ def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, consol
 
         # a fresh server for each draw (bench_engines.py: long-lived vLLM servers were ended here)
         with open_engine(engine_config(cfg0, console), "smollm2", console=console) as engine:
-            for policy in todo:
+            warm_up(engine.server["urls"][0])
+            for position, policy in enumerate(arm_order(todo, draw, fixed_order)):
                 params = {**chosen.get(policy, {}), "size_weight": SIZE_WEIGHT} if policy in REORDERING else {}
                 out = runs.tmp / f"real-{draw}-{policy}"
                 cfg = ReplayConfig.of(str(out), profile=str(prof), timing=TIMING, predictor=runs.predictor, policy=policy,
@@ -191,7 +195,7 @@ def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, consol
                                      f"of {n} requests; not recorded (run again to resume)")
                 _, df = load_run(out)
                 ok = df[df["status"] == "finished"]
-                done.append({"draw": draw, "policy": policy, "params": params, "started": started, "ended": now(),
+                done.append({"draw": draw, "policy": policy, "position": position, "params": params, "started": started, "ended": now(),
                              "revision": meta.get("git_revision"), "completed": s["completed"], "failed": s["failed"],
                              "mean": s["e2el_s"]["mean"], "p50": s["e2el_s"]["p50"], "p99": s["e2el_s"]["p99"],
                              "ttft_mean": s["ttft_s"]["mean"],
@@ -325,6 +329,8 @@ def main() -> None:
     ap.add_argument("--skip-sim", action="store_true", help="only the real bursts (the weights read back from --json)")
     ap.add_argument("--real", action="store_true", help="also real bursts on vLLM-CPU (about 90 s each)")
     ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--fixed-order", action="store_true",
+                    help="real bursts: a server's policies in the listed order (records before 2026-12-07), not shuffled")
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--json")
     ap.add_argument("--markdown", metavar="RECORD",
@@ -362,7 +368,7 @@ def main() -> None:
         if args.real:
             if "chosen" not in runs.data:
                 raise SystemExit("error: --real needs the tuned weights: run the simulated part first (same --json)")
-            real = real_bursts(runs, prof["eval"], runs.data["chosen"], args.draws, args.burst, console)
+            real = real_bursts(runs, prof["eval"], runs.data["chosen"], args.draws, args.burst, console, args.fixed_order)
             console.print(real_table(real))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

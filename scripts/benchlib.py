@@ -3,7 +3,9 @@ stopped with their whole group; the tests' fake OpenAI server in a process of it
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -85,6 +87,25 @@ def gateway(url: str, *args, core: int | None = None, limit_s: float = 120):
     proc = start([sys.executable, "-m", "rtlm_cli.cli", "gateway", "--url", url, "--port", port, *args], gurl, core,
                  limit_s)
     return proc, gurl
+
+
+def warm_up(url: str, model: str = "smollm2", n: int = 4, tokens: int = 32) -> None:
+    """A few short greedy requests to a fresh server before any timed arm: its first requests pay
+    one-time costs that would otherwise fall on whichever arm runs first."""
+    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": tokens, "temperature": 0}).encode()
+    for _ in range(n):
+        req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as resp:
+            resp.read()
+
+
+def arm_order(arms, seed: int, fixed: bool = False) -> list:
+    """``arms`` in an order shuffled by ``seed`` (``fixed``: as given), so that no arm always runs first (or
+    last) on a server: an order effect then shows as spread, not as a bias."""
+    order = list(arms)
+    if not fixed:
+        random.Random(seed).shuffle(order)
+    return order
 
 
 def stamp(out: dict, started: str, path: str | None = None) -> dict:
