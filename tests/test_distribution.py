@@ -175,3 +175,23 @@ def test_a_served_replay_of_a_sampled_profile_sends_each_answers_seed(sampled, r
         assert all(b["temperature"] == 1.0 and b["top_p"] == 1.0 for b in sent)
     finally:
         server.close()
+
+
+def test_the_gateways_oracles_know_a_sampled_answer_by_its_prompt_and_seed(sampled):
+    from rtlm_cli.formats.profile import load_profile
+    from rtlm_cli.formats.timing import load_timing_table
+    from rtlm_cli.gateway.admit import Admission, true_lengths
+    from rtlm_cli.serve.costmodel import CostModel
+
+    _, df = load_profile(sampled / "prof", samples_ok=True)
+    admit = Admission(None, CostModel.from_table(load_timing_table("vllm-cpu"), "vllm-cpu"), true_lengths(sampled / "prof"))
+    row = df.iloc[5]
+    others = df[(df["prompt"] == row["prompt"]) & (df["sample_seed"] != row["sample_seed"])]["output_tokens"]
+    r = admit(0, 0.0, row["prompt"], {"max_tokens": 256, "seed": int(row["sample_seed"])}, {})
+    assert r.true_tokens == row["output_tokens"] and len(others) == 3
+    assert r.mean_tokens == pytest.approx(others.mean())  # what oracle-mean knows: the prompt's other answers
+    assert make_policy("oracle-mean").size(r) == pytest.approx(others.mean())
+    # capped by the request's own max_tokens; another seed, or none, is not known
+    assert admit(1, 0.0, row["prompt"], {"max_tokens": 2, "seed": int(row["sample_seed"])}, {}).true_tokens == min(2, row["output_tokens"])
+    assert admit(2, 0.0, row["prompt"], {"max_tokens": 256, "seed": 123456789}, {}).true_tokens is None
+    assert admit(3, 0.0, row["prompt"], {"max_tokens": 256}, {}).true_tokens is None

@@ -33,14 +33,23 @@ def load_predictor(path: str | None):
     return predictor
 
 
-def true_lengths(profile: str | None) -> dict[str, int] | None:
-    """True answer lengths by prompt text, from a profile (the oracle's knowledge in benchmarks)."""
+def true_lengths(profile: str | None) -> dict | None:
+    """True answer lengths from a profile (the oracle's knowledge in benchmarks): by prompt text; for a
+    sampled profile by (prompt text, seed), each with the mean length of its prompt's *other* answers
+    (what ``oracle-mean`` knows), so a request sent with an answer's recorded seed (which vLLM
+    reproduces) is known, and any other is not."""
     if not profile:
         return None
-    from rtlm_cli.formats.profile import load_nonempty
+    from rtlm_cli.formats.profile import load_nonempty, samples
 
-    _, df = load_nonempty(profile)
-    return dict(zip(df["prompt"], df["output_tokens"].astype(int)))
+    meta, df = load_nonempty(profile, samples_ok=True)
+    tokens = df["output_tokens"].astype(int)
+    if samples(meta) > 1:
+        by_prompt = tokens.groupby(df["prompt"])
+        others = (by_prompt.transform("sum") - tokens) / (by_prompt.transform("count") - 1).clip(lower=1)
+        return {(p, int(seed)): (int(t), float(m))
+                for p, seed, t, m in zip(df["prompt"], df["sample_seed"], tokens, others)}
+    return dict(zip(df["prompt"], tokens))
 
 
 class BadRequest(ValueError):
@@ -105,7 +114,7 @@ class Admission:
     def __init__(self, predictor, cost: CostModel, truth: dict[str, int] | None = None):
         """``predictor``: a loaded ``Predictor`` or None (requests carry no prediction: FCFS and
         sjf-input need none); ``cost``: the fastest backend's table, pricing predicted service;
-        ``truth``: true answer lengths by prompt text (``--profile``, for the oracle)."""
+        ``truth``: true answer lengths by prompt text, or by (text, seed) (``--profile``, for the oracle)."""
         self.predictor, self.cost, self.truth = predictor, cost, truth or {}
 
     def __call__(self, rid: int, now: float, text: str, body: dict, headers) -> Request:
@@ -132,14 +141,17 @@ class Admission:
         cost_s = time.perf_counter() - t0
         prompt_tokens = prompt_tokens if prompt_tokens is not None else round(TOKENS_PER_WORD * len(text.split()))
         predicted, p90 = min(predicted, cap), min(p90, cap)
-        true = self.truth.get(text)
+        seed = body.get("seed")
+        true = self.truth.get(text, self.truth.get((text, seed)) if isinstance(seed, int) else None)
+        true, mean = true if isinstance(true, tuple) else (true, None)  # a sampled profile's: (length, others' mean)
         true = None if true is None else min(true, cap)
         return Request(true_tokens=true, true_service_s=None if true is None else self.cost.service_s(prompt_tokens, true),
                        rid=rid, arrival_s=now, prompt_id=f"r{rid}", prompt=text, prompt_tokens=prompt_tokens,
                        predicted_tokens=predicted, p90_tokens=p90, capped_prob=capped, ended_tokens=ended,
                        uncertainty=unc, predicted_service_s=self.cost.service_s(prompt_tokens, predicted),
                        deadline_s=deadline_s, prediction_cost_s=cost_s, priority_class=priority_class,
-                       quantiles=quantiles, quantile_levels=levels, cap_tokens=float(cap))
+                       quantiles=quantiles, quantile_levels=levels, cap_tokens=float(cap),
+                       mean_tokens=None if mean is None else min(mean, cap))
 
 
 def _int(value, what: str, minimum: int | None = None) -> int:
