@@ -35,7 +35,6 @@ families.) --json FILE writes every number.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -60,7 +59,7 @@ from rtlm_cli.serve.sim.continuous import serve_directly
 from rtlm_cli.serve.sim.server import ServerLimits, StepCost, capacity_rps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import now, stamp  # noqa: E402
+from benchlib import now, write_record  # noqa: E402
 
 TIMING = "vllm-cpu"
 WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
@@ -415,7 +414,7 @@ def main() -> None:
     def checkpoint(part: str, data: dict) -> None:  # a long part's numbers so far survive an interruption
         out[part] = data
         if args.json:
-            Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1, default=str))
+            write_record(args.json, out, started)
 
     args.checkpoint = checkpoint
     with tempfile.TemporaryDirectory() as tmp:
@@ -423,7 +422,7 @@ def main() -> None:
             if getattr(args, part):
                 out[part] = fn(args, console) if part == "speed" else fn(args, console, Path(tmp))
                 if args.json:
-                    Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1, default=str))
+                    write_record(args.json, out, started)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import interval95, now, stamp  # noqa: E402
+from benchlib import interval95, now, write_record  # noqa: E402
 
 # (policy, dispatch): the engine's FCFS is the baseline; the gateway keeps rtlm's own queue in front
 # (its share of the oracle's gain is read against the direct oracle)
@@ -190,7 +190,7 @@ def main() -> None:
 
     def save():
         if args.json:
-            Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1, default=str))
+            write_record(args.json, out, started)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.profiling:

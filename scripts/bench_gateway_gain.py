@@ -58,10 +58,9 @@ from rich.console import Console
 from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings, model_source, vllm_python
 from rtlm_cli.formats.profile import load_profile
 from rtlm_cli.formats.run import load_run
-from rtlm_cli.formats.store import provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, arm_order, gateway, interval95, markdown_table, now, stop, warm_up  # noqa: E402
+from benchlib import ROOT, arm_order, gateway, interval95, markdown_table, now, stop, warm_up, write_record  # noqa: E402
 
 RTLM = [sys.executable, "-m", "rtlm_cli.cli"]
 BENCH = ("import argparse, sys\n"
@@ -374,9 +373,10 @@ def main() -> None:
     out["setup"] = {"profile": PROFILE, "max_tokens": CAP, "requests": args.requests, "draws": args.draws,
                     "predictor": "fast families (text, prompt), trained on the reference profile without any draw's prompts"}
 
+    started = now()
+
     def save():
-        out["provenance"] = provenance()
-        path.write_text(json.dumps(out, indent=1, default=str))
+        write_record(args.json, out, started)
 
     pred, draws = setup(work, args.draws, args.requests)
     for seqs in args.seqs:

@@ -51,7 +51,7 @@ from rtlm_cli.serve.job import replay
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
-from benchlib import free_port, now, stamp  # noqa: E402
+from benchlib import free_port, now, stamp, write_record  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 
 PROFILE, PREDICTOR, TIMING, K, CAP = "reference-64", "reference-64", "vllm-cpu", 8, 64
@@ -338,9 +338,10 @@ def main() -> None:
     started = now()
 
     def save():
-        stamp(out, started, args.json)
         if path:
-            path.write_text(json.dumps(out, indent=1))
+            write_record(args.json, out, started)
+        else:
+            stamp(out, started)
 
     if args.tune_gather:
         arms = {"rtlm fcfs": ARMS["rtlm fcfs"], **{f"rtlm, gather {w:g} ms": ("rtlm", "rtlm", w) for w in args.tune_gather}}

@@ -51,7 +51,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import arm_order, interval95, markdown_table, now, stamp, warm_up  # noqa: E402
+from benchlib import arm_order, interval95, markdown_table, now, warm_up, write_record  # noqa: E402
 
 TIMING = "vllm-cpu"
 LOADS = (0.9, 0.95)
@@ -102,8 +102,7 @@ class Runs:
 
     def save(self) -> None:
         if self.path:
-            stamp(self.data, self.started, self.path)
-            Path(self.path).write_text(json.dumps(self.data, indent=1))
+            write_record(self.path, self.data, self.started)
 
 
 def share(run: dict, fcfs: dict, ref: dict) -> float | None:

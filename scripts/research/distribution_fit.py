@@ -17,7 +17,6 @@ Usage: .venv/bin/python scripts/research/distribution_fit.py [PREDICTOR] [--json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pandas as pd
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import now, stamp  # noqa: E402
+from benchlib import now, write_record  # noqa: E402
 
 from rtlm_cli.formats.predictor import read_predictor_meta  # noqa: E402
 from rtlm_cli.paths import predictor_path  # noqa: E402
@@ -69,7 +68,7 @@ def main() -> None:
               f"calibration {[round(c['observed'], 2) for c in r['calibration']]}")
     if args.json:
         out = {"predictor": args.predictor, "levels": levels, "answers": int(len(y)), "rows": rows}
-        Path(args.json).write_text(json.dumps(stamp(out, started, args.json), indent=1))
+        write_record(args.json, out, started)
 
 
 if __name__ == "__main__":

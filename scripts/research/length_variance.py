@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import now, stamp  # noqa: E402
+from benchlib import now, write_record  # noqa: E402
 
 from rtlm_cli.formats.profile import cap, load_nonempty, samples  # noqa: E402
 
@@ -121,7 +121,7 @@ def main() -> None:
             record[args.key] = out
         else:
             record.update(out)
-        path.write_text(json.dumps(stamp(record, started), indent=1))
+        write_record(args.json, record, started)
 
 
 if __name__ == "__main__":
