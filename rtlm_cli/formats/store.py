@@ -145,21 +145,24 @@ def package_versions() -> dict[str, str | None]:
 def git_revision(ignore: Path | None = None) -> str | None:
     """The git revision of the rtlm source tree, or None when rtlm runs from an installed copy;
     ``+dirty`` when a tracked file differs from it, ``ignore`` (a file being written, such as a
-    benchmark's own record) aside."""
+    benchmark's own record, when it lies in the tree) aside."""
     here = Path(__file__).resolve().parent
-    exclude = [".", f":(exclude){Path(ignore).resolve()}"] if ignore is not None else []
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=5)
+
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", *exclude],
-            capture_output=True, text=True, timeout=5,
-        )
+        rev, top = git("rev-parse", "HEAD"), git("rev-parse", "--show-toplevel")
+        if rev.returncode != 0 or top.returncode != 0:
+            return None
+        spec = []
+        if ignore is not None and Path(ignore).resolve().is_relative_to(Path(top.stdout.strip()).resolve()):
+            spec = ["--", ":(top)", f":(top,exclude){Path(ignore).resolve().relative_to(Path(top.stdout.strip()).resolve())}"]
+        dirty = git("status", "--porcelain", "--untracked-files=no", *spec)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if rev.returncode != 0:
-        return None
+    if dirty.returncode != 0:
+        return rev.stdout.strip() + "+unknown"
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
