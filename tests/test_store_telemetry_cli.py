@@ -78,3 +78,29 @@ def test_artifact_dir_replaces_only_once_the_new_one_is_written(tmp_path):
     with artifact_dir(out) as tmp:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["art"] and [p.name for p in out.iterdir()] == ["new.txt"]
+
+
+def test_a_revision_is_dirty_when_a_tracked_file_changed_but_the_record_being_written(tmp_path):
+    import subprocess
+
+    from rtlm_cli.formats.store import git_revision
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "record.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    sub = tmp_path / "bench"  # asked from a subdirectory, as rtlm asks from its package's
+    clean = git_revision(where=sub)
+    assert clean and "+" not in clean
+    (sub / "record.json").write_text('{"rows": 1}\n')
+    assert git_revision(where=sub) == clean + "+dirty"
+    assert git_revision(sub / "record.json", where=sub) == clean  # the record itself does not count
+    assert git_revision(tmp_path / "elsewhere.json", where=sub) == clean + "+dirty"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    (sub / "record.json").write_text("{}\n")
+    assert git_revision(sub / "record.json", where=sub) == clean + "+dirty"  # a change elsewhere in the tree does

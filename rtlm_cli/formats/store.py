@@ -142,11 +142,11 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_revision(ignore: Path | None = None) -> str | None:
-    """The git revision of the rtlm source tree, or None when rtlm runs from an installed copy;
-    ``+dirty`` when a tracked file differs from it, ``ignore`` (a file being written, such as a
-    benchmark's own record, when it lies in the tree) aside."""
-    here = Path(__file__).resolve().parent
+def git_revision(ignore: Path | None = None, where: Path | None = None) -> str | None:
+    """The git revision of the rtlm source tree (or of the tree ``where`` lies in), or None when rtlm
+    runs from an installed copy; ``+dirty`` when a tracked file differs from it, ``ignore`` (a file
+    being written, such as a benchmark's own record, when it lies in the tree) aside."""
+    here = Path(where) if where is not None else Path(__file__).resolve().parent
 
     def git(*args):
         return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=5)
