@@ -236,6 +236,20 @@ def held_out_prompts(draws: list[Path], n: int, seed: int, path: Path) -> Path:
     return path
 
 
+def rate_arm(url: str, policy: str | None, prompts: Path, n: int, path: Path, rate: float, pred: Path, seed: int = 0,
+             bench_extra: tuple = (), gateway_extra: tuple = ()) -> dict:
+    """`vllm bench serve` at ``rate`` (max_num_seqs 8): straight to vLLM (``policy`` None) or through
+    `rtlm gateway --inflight 8 --policy POLICY`, its figures beside rtlm's records of the same run."""
+    if policy is None:
+        return figures(bench(url, prompts, n, path.with_suffix(".json"), f"{rate:.4f}", bench_extra, seed))
+    g, gurl = gateway(url, "--inflight", 8, "--policy", policy, "--predictor", pred, "--out", path, *gateway_extra)
+    try:
+        row = figures(bench(gurl, prompts, n, path.with_suffix(".json"), f"{rate:.4f}", bench_extra, seed))
+    finally:
+        stop(g)
+    return {**row, **records(path)}
+
+
 def poisson(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
     """Poisson arrivals at each load of --poisson (a share of the burst-measured capacity at max_num_seqs 8),
     --poisson-requests held-out prompts per seed; three arms on one fresh server per (load, seed), every one
@@ -262,20 +276,9 @@ def poisson(args, out: dict, pred: Path, draws: list[Path], work: Path, save) ->
                 warm_up(server.url)
                 for position, name in enumerate(arm_order(todo, seed, args.fixed_order)):
                     started, path = now(), work / f"poisson-{load:g}-s{seed}-{name.replace(' ', '-')}"
-                    policy = name.split()[-1]
-                    if name == "direct fcfs":
-                        row = figures(bench(server.url, prompts, args.poisson_requests, path.with_suffix(".json"),
-                                            f"{rate:.4f}", seed=seed))
-                    else:
-                        extra = ("--profile", oracle) if policy == "oracle" else ()
-                        g, gurl = gateway(server.url, "--inflight", 8, "--policy", policy, "--predictor", pred,
-                                          "--out", path, *extra)
-                        try:
-                            row = figures(bench(gurl, prompts, args.poisson_requests, path.with_suffix(".json"),
-                                                f"{rate:.4f}", seed=seed))
-                        finally:
-                            stop(g)
-                        row.update(records(path))
+                    policy = None if name == "direct fcfs" else name.split()[-1]
+                    row = rate_arm(server.url, policy, prompts, args.poisson_requests, path, rate, pred, seed=seed,
+                                   gateway_extra=("--profile", oracle) if policy == "oracle" else ())
                     arms[name] = {"started": started, "ended": now(), "position": position, **row}
                     Console(stderr=True).print(f"poisson {load:g} seed {seed} {name}: mean e2e "
                                                f"{row['mean_e2el_ms'] / 1000:.2f} s, {row['completed']} completed")
@@ -322,16 +325,8 @@ def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -
         for position, name in enumerate(arm_order([a for a in arms if a not in res], 7, args.fixed_order)):
             policy = arms[name]
             started, path = now(), work / f"overload-{name.replace(' ', '-').replace('+', 'and')}"
-            if policy is None:
-                row = figures(bench(server.url, prompts, args.overload_requests, path.with_suffix(".json"), f"{rate:.4f}", extra))
-            else:
-                g, gurl = gateway(server.url, "--inflight", 8, "--policy", policy, "--predictor", pred, "--shed",
-                                  "--out", path)
-                try:
-                    row = figures(bench(gurl, prompts, args.overload_requests, path.with_suffix(".json"), f"{rate:.4f}", extra))
-                finally:
-                    stop(g)
-                row.update(records(path))
+            row = rate_arm(server.url, policy, prompts, args.overload_requests, path, rate, pred, bench_extra=extra,
+                           gateway_extra=("--shed",))
             res[name] = {"started": started, "ended": now(), "position": position, **row}
             Console(stderr=True).print(f"overload {name}: goodput {row['request_goodput']:.3f} req/s, "
                                        f"{row['completed']} completed")
