@@ -155,9 +155,9 @@ def git_revision(ignore: Path | None = None, where: Path | None = None) -> str |
         rev, top = git("rev-parse", "HEAD"), git("rev-parse", "--show-toplevel")
         if rev.returncode != 0 or top.returncode != 0:
             return None
-        spec = []
-        if ignore is not None and Path(ignore).resolve().is_relative_to(Path(top.stdout.strip()).resolve()):
-            spec = ["--", ":(top)", f":(top,exclude){Path(ignore).resolve().relative_to(Path(top.stdout.strip()).resolve())}"]
+        root, spec = Path(top.stdout.strip()).resolve(), []
+        if ignore is not None and Path(ignore).resolve().is_relative_to(root):
+            spec = ["--", ":(top)", f":(top,exclude){Path(ignore).resolve().relative_to(root)}"]
         dirty = git("status", "--porcelain", "--untracked-files=no", *spec)
     except (OSError, subprocess.TimeoutExpired):
         return None
