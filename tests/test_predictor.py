@@ -212,3 +212,25 @@ def test_eval_on_a_second_profile(run_cli, tmp_path, fake_profile, prompt_file):
     assert r.exit_code == 0, r.output
     ext = [row for row in json.loads(r.stdout)["evaluation"] if row["kind"] == "external"]
     assert len(ext) == 1 and ext[0]["n"] == 6
+
+
+def test_the_prefill_probe_never_fits_a_row_on_its_twins():
+    """A sampled profile repeats each prompt's hidden state S times: the probe's out-of-fold predictions
+    must come from folds that hold a prompt's rows together, or a row is predicted from its twins."""
+    from scipy.stats import pearsonr
+
+    from rtlm_cli.predict.features import _folds, fit_probe
+
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.standard_normal((60, 120)), 4, axis=0)  # 60 prompts x 4 answers: twins share X
+    y = np.repeat(rng.standard_normal(60), 4) + 0.1 * rng.standard_normal(240)  # a per-prompt value X does not explain
+    groups = np.repeat([f"p{i}" for i in range(60)], 4)
+    leaky = fit_probe(X, y, lambdas=(1e-3,))[2]
+    held = fit_probe(X, y, lambdas=(1e-3,), groups=groups)[2]
+    assert pearsonr(leaky, y)[0] > 0.9  # row folds: each row fitted on its twins' targets
+    assert abs(pearsonr(held, y)[0]) < 0.3  # prompt folds: nothing to learn, nothing learnt
+    folds = _folds(240, 5, groups=groups)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(240))
+    assert all(len({groups[i] for i in f} & {groups[i] for i in g}) == 0 for f in folds for g in folds if f is not g)
+    # distinct groups: the same folds as rows
+    assert [sorted(f) for f in _folds(50, 5)] == [f.tolist() for f in _folds(50, 5, groups=[f"g{i}" for i in range(50)])]

@@ -114,18 +114,28 @@ def _ridge(X, y, lam: float):
     return np.linalg.solve(X.T @ X + lam * np.eye(d), X.T @ y)
 
 
-def _folds(n: int, k: int, seed: int = 0):
+def _folds(n: int, k: int, seed: int = 0, groups=None):
+    """``k`` folds of ``n`` rows; with ``groups`` (a label per row: a sampled profile's prompt) every row
+    of a group in one fold. Distinct groups give the row folds exactly."""
     rng = np.random.default_rng(seed)  # the cross-fitting split's own generator
-    return np.array_split(rng.permutation(n), k)
+    if groups is None:
+        return np.array_split(rng.permutation(n), k)
+    _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=int)
+    rank[np.argsort(first)] = np.arange(len(first))  # groups numbered in order of first appearance
+    g = rank[inverse]
+    return [np.flatnonzero(np.isin(g, part)) for part in np.array_split(rng.permutation(len(first)), k)]
 
 
-def fit_probe(X, y, lambdas=(10.0, 100.0, 1e3, 1e4, 1e5), k: int = 5) -> tuple[np.ndarray, float, np.ndarray]:
+def fit_probe(X, y, lambdas=(10.0, 100.0, 1e3, 1e4, 1e5), k: int = 5, groups=None) -> tuple[np.ndarray, float, np.ndarray]:
     """A ridge probe of ``y`` on standardized ``X``: (weights, intercept, out-of-fold predictions).
 
     The penalty is chosen by k-fold error; out-of-fold predictions stand in for the probe on the
-    training rows, so the booster downstream never sees a probe that has seen its own target.
+    training rows, so the booster downstream never sees a probe that has seen its own target. With
+    ``groups`` (a sampled profile's prompts: several rows share one prompt's hidden state) the folds
+    keep a group together, or a row's prediction would be fitted on its twins' targets.
     """
-    folds = _folds(len(y), k)
+    folds = _folds(len(y), k, groups=groups)
     best, best_err, oof_best = None, np.inf, None
     for lam in lambdas:
         oof = np.zeros(len(y))
@@ -152,7 +162,7 @@ def prefill_family(texts: list[str], ctx: FeatureContext, fit: bool = False) -> 
         _, _, vt = np.linalg.svd(Z, full_matrices=False)
         probes, oof = {}, []
         for name, y in ctx.fit_targets.items():
-            w, b, o = fit_probe(Z, np.asarray(y, dtype=np.float64))
+            w, b, o = fit_probe(Z, np.asarray(y, dtype=np.float64), groups=list(texts))
             probes[name] = {"weights": w.tolist(), "intercept": b}
             oof.append(o)
         ctx.prefill_state = {"layout": PREFILL_LAYOUT, "mean": mean.tolist(), "scale": scale.tolist(),
