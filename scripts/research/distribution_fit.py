@@ -12,6 +12,7 @@ on a sampled profile with the mixture method) and scores, on every answer out of
 Pinball loss, 50%/80% interval coverage and calibration per level (predict/distribution.py).
 
 Usage: .venv/bin/python scripts/research/distribution_fit.py [PREDICTOR] [--json OUT]
+       .venv/bin/python scripts/research/distribution_fit.py --markdown PREDICTOR[,PREDICTOR...]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import now, write_record  # noqa: E402
+from benchlib import markdown_table, now, write_record  # noqa: E402
 
 from rtlm_cli.formats.predictor import read_predictor_meta  # noqa: E402
 from rtlm_cli.paths import predictor_path  # noqa: E402
@@ -47,11 +48,55 @@ def parametric(oof: pd.DataFrame, levels, cap: float) -> np.ndarray:
     return Q
 
 
+LABELS = {"quantile model": "quantile models", "prompt-blind": "prompt-blind (the other folds' answers' quantiles)",
+          "point model + conformal": "point model + conformal intervals (the other folds' log residuals)",
+          "the prompt's other answers (ceiling)": "ceiling: each answer's prompt's other answers"}
+
+
+def markdown(predictors: list[str]) -> str:
+    """docs/research.md's table of distribution predictors, out of fold over every answer (each
+    predictor's own ``distribution.json``): pinball loss (and against the prompt-blind distribution),
+    interval coverage overall, of ended and capped answers and within the fifths of the predicted
+    median, Kendall tau of the predicted median and mean against the prompts' mean lengths."""
+    from rtlm_cli.formats.predictor import read_distribution
+
+    rows = []
+    for name in predictors:
+        evaluated = read_distribution(predictor_path(name))
+        if not evaluated:
+            raise SystemExit(f"error: {name} has no distribution.json (train it on a sampled profile)")
+        oof = [D.flat(r) for r in evaluated["out_of_fold"]]
+        blind = next(r["pinball"] for r in oof if r["model"] == "prompt-blind")
+        cap = int(read_predictor_meta(name)["cap"])
+        for r in oof:
+            def pct(v):
+                return "-" if v is None or v != v else f"{v:.0%}"
+
+            def tau(v):  # the prompt-blind distribution is one for all prompts: it ranks nothing
+                return "-" if v is None or v != v or r["model"] == "prompt-blind" else f"{v:.2f}"
+
+            lo, hi = r["coverage_80_fifths_min"], r["coverage_80_fifths_max"]
+            rows.append([f"`{name}` (cap {cap}, {r['n']:,} answers)", LABELS.get(r["model"], r["model"]),
+                         f"{r['pinball']:.2f}", "-" if r["model"] == "prompt-blind" else f"{r['pinball'] / blind - 1:+.1%}",
+                         pct(r["coverage_50"]), pct(r["coverage_80"]),
+                         f"{pct(r['coverage_80_ended'])} / {pct(r['coverage_80_capped'])}",
+                         "-" if lo is None else f"{lo * 100:.0f}-{hi:.0%}", tau(r["kendall_tau_median_vs_prompt_mean"]),
+                         tau(r["kendall_tau_mean_vs_prompt_mean"])])
+    return markdown_table(["predictor", "distribution", "pinball loss (tokens)", "vs prompt-blind", "50% interval covers",
+                           "80% interval covers", "80%: ended / capped answers", "80% within fifths of the predicted median",
+                           "tau, predicted median vs prompt mean", "tau, predicted mean vs prompt mean"], rows, right_from=2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("predictor", nargs="?", default="reference-sampled")
     ap.add_argument("--json")
+    ap.add_argument("--markdown", metavar="PREDICTORS",
+                    help="only print docs/research.md's table of these distribution predictors (comma-separated), out of fold")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown([p for p in args.markdown.split(",") if p]), end="")
+        return
     started = now()
     meta = read_predictor_meta(args.predictor)
     levels, cap = [float(lv) for lv in meta["quantiles"]], float(meta["cap"])
