@@ -234,3 +234,26 @@ def test_the_prefill_probe_never_fits_a_row_on_its_twins():
     assert all(len({groups[i] for i in f} & {groups[i] for i in g}) == 0 for f in folds for g in folds if f is not g)
     # distinct groups: the same folds as rows
     assert [sorted(f) for f in _folds(50, 5)] == [f.tolist() for f in _folds(50, 5, groups=[f"g{i}" for i in range(50)])]
+
+
+def test_the_prefill_cache_runs_each_prompt_once_however_often_it_repeats(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from rtlm_cli.predict.features import FeatureContext, _prefill_signals
+
+    monkeypatch.setenv("RTLM_HOME", str(tmp_path))
+    seen = []
+
+    def probe(texts):  # a stand-in for the model's prefill pass: one row per text
+        seen.extend(texts)
+        n = len(texts)
+        return np.arange(n, dtype=float), np.zeros(n), np.zeros(n), np.tile([len(t) for t in texts], (4, 1)).T.astype(np.float32)
+
+    ctx = FeatureContext(model="smollm2")
+    ctx._engine = SimpleNamespace(prefill_probe=probe, info=SimpleNamespace(model_hash="0" * 64, dtype="float32"))
+    texts = ["a prompt", "another prompt", "a prompt", "a prompt", "another prompt"]  # a sampled profile's rows
+    _, _, _, hidden = _prefill_signals(texts, ctx)
+    assert seen == ["a prompt", "another prompt"]  # each prompt's forward pass once
+    assert hidden.shape == (5, 4) and (hidden[:, 0] == [len(t) for t in texts]).all()  # every row gets its prompt's
+    _prefill_signals(texts + ["a third"], ctx)
+    assert seen[2:] == ["a third"]  # cached prompts are not run again

@@ -94,7 +94,8 @@ def _prefill_signals(texts: list[str], ctx: FeatureContext):
     path = rtlm_home() / "prefill" / name
     cache = pd.read_parquet(path).set_index("prompt_id") if path.is_file() else None
     ids = [prompt_id(t) for t in texts]
-    missing = [i for i, pid in enumerate(ids) if cache is None or pid not in cache.index]
+    first = {pid: i for i, pid in reversed(list(enumerate(ids)))}  # a prompt's first row: a sampled profile repeats it
+    missing = [i for pid, i in sorted(first.items(), key=lambda kv: kv[1]) if cache is None or pid not in cache.index]
     if missing:
         e, t1, end, hid = engine.prefill_probe([texts[i] for i in missing])
         new = pd.DataFrame({"prompt_id": [ids[i] for i in missing], "entropy": e, "top1": t1, "end": end,
