@@ -16,7 +16,9 @@ TABLES = [  # script, its --markdown argument (a record in docs/bench/, or shipp
     ("bench_gateway_gain.py", "docs/bench/gateway-gain.json", "benchmarks.md"),
     ("bench_gateway_gain.py", "docs/bench/gateway-inflight.json", "benchmarks.md"),
     ("bench_sampled.py", "docs/bench/sampled-scheduling.json", "research.md"),
+    ("bench_sampled.py", "docs/bench/sampled-scheduling-512.json", "research.md"),
     ("research/distribution_fit.py", "reference-sampled", "research.md"),
+    ("research/distribution_fit.py", "reference-sampled-512", "research.md"),
 ]
 
 
