@@ -19,6 +19,7 @@ TABLES = [  # script, its --markdown argument (a record in docs/bench/, or shipp
     ("bench_sampled.py", "docs/bench/sampled-scheduling-512.json", "research.md"),
     ("research/distribution_fit.py", "reference-sampled", "research.md"),
     ("research/distribution_fit.py", "reference-sampled-512", "research.md"),
+    ("research/distribution_fit.py", "docs/bench/distribution-prefill-512", "research.md"),
 ]
 
 
