@@ -80,6 +80,11 @@ def write_profile(meta: dict, df, timing: Path, out: Path) -> Path:
     return out
 
 
+def drawn_prompts(draws: list[Path]) -> set[str]:
+    """Every prompt of the draws (none of which the predictor was trained on)."""
+    return set().union(*(set(load_profile(p)[1]["prompt"]) for p in draws))
+
+
 def setup(work: Path, draws: int, n: int) -> tuple[Path, list[Path]]:
     """One profile per draw (its prompts, their true lengths) and the predictor trained on the
     reference profile's other prompts (none of any draw's)."""
@@ -97,8 +102,7 @@ def setup(work: Path, draws: int, n: int) -> tuple[Path, list[Path]]:
         out.append(path)
     pred = work / "predictor"
     if not (pred / "meta.json").exists():
-        drawn = set().union(*(set(load_profile(p)[1]["prompt"]) for p in out))
-        train = write_profile(meta, df[~df["prompt"].isin(drawn)], timing, work / "train-profile")
+        train = write_profile(meta, df[~df["prompt"].isin(drawn_prompts(out))], timing, work / "train-profile")
         subprocess.run([*RTLM, "train-predictor", str(train), "--features", "text,prompt", "--no-ablation",
                         "--cross-fit", "0", "--out", str(pred), "--overwrite"], check=True, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
@@ -201,14 +205,13 @@ def markdown(record: dict) -> str:
     gateway arm's paired difference from rtlm direct."""
     text = ""
     for seqs, summary in share_table(Console(quiet=True), record["bursts"]).items():
-        rows = []
+        rows, fcfs = [], summary["fcfs"]["per_draw_s"]
         for a, s in summary.items():
             if a == "draws":
                 continue
             share = "—" if a == "fcfs" else "100%" if a == "oracle gateway" else (
                 f"{s['share']:.0%} ({', '.join(f'{x:.0%}' for x in s['share_per_draw'])})")
             diff = s.get("minus_direct_s")
-            fcfs = summary["fcfs"]["per_draw_s"]
             gain, gain_h = interval95([x - f for x, f in zip(s["per_draw_s"], fcfs)])
             rows.append([a, ", ".join(f"{x:.2f}" for x in s["per_draw_s"]), f"{s['mean_s']:.2f} ± {s['ci95_s']:.2f}",
                          "—" if a == "fcfs" else f"{gain:+.2f} ± {gain_h:.2f} s ({gain / statistics.fmean(fcfs):+.1%})",
@@ -234,7 +237,7 @@ def capacity(out: dict, why: str) -> float:
 
 def held_out_prompts(draws: list[Path], n: int, seed: int, path: Path) -> Path:
     """``n`` of the draws' prompts (none trained on), drawn with replacement by ``seed``, as a prompt file."""
-    held_out = sorted(set().union(*(set(load_profile(p)[1]["prompt"]) for p in draws)))
+    held_out = sorted(drawn_prompts(draws))
     rows = pd.Series(held_out).sample(n, replace=True, random_state=seed)
     path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in rows))
     return path
@@ -263,8 +266,7 @@ def poisson(args, out: dict, pred: Path, draws: list[Path], work: Path, save) ->
     oracle = work / "poisson-oracle-profile"
     if not (oracle / "meta.json").exists():
         meta, df = load_profile(PROFILE)
-        held = set().union(*(set(load_profile(p)[1]["prompt"]) for p in draws))
-        write_profile(meta, df[df["prompt"].isin(held)], draws[0] / "timing.parquet", oracle)
+        write_profile(meta, df[df["prompt"].isin(drawn_prompts(draws))], draws[0] / "timing.parquet", oracle)
     res = out.setdefault("poisson", {})
     for load in args.poisson:
         rate = load * rate_1

@@ -94,8 +94,10 @@ def _prefill_signals(texts: list[str], ctx: FeatureContext):
     path = rtlm_home() / "prefill" / name
     cache = pd.read_parquet(path).set_index("prompt_id") if path.is_file() else None
     ids = [prompt_id(t) for t in texts]
-    first = {pid: i for i, pid in reversed(list(enumerate(ids)))}  # a prompt's first row: a sampled profile repeats it
-    missing = [i for pid, i in sorted(first.items(), key=lambda kv: kv[1]) if cache is None or pid not in cache.index]
+    first: dict[str, int] = {}  # each prompt's first row (a sampled profile repeats it), in order
+    for i, pid in enumerate(ids):
+        first.setdefault(pid, i)
+    missing = [i for pid, i in first.items() if cache is None or pid not in cache.index]
     if missing:
         e, t1, end, hid = engine.prefill_probe([texts[i] for i in missing])
         new = pd.DataFrame({"prompt_id": [ids[i] for i in missing], "entropy": e, "top1": t1, "end": end,
@@ -121,11 +123,10 @@ def _folds(n: int, k: int, seed: int = 0, groups=None):
     rng = np.random.default_rng(seed)  # the cross-fitting split's own generator
     if groups is None:
         return np.array_split(rng.permutation(n), k)
-    _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=int)
-    rank[np.argsort(first)] = np.arange(len(first))  # groups numbered in order of first appearance
-    g = rank[inverse]
-    return [np.flatnonzero(np.isin(g, part)) for part in np.array_split(rng.permutation(len(first)), k)]
+    import pandas as pd
+
+    g, names = pd.factorize(np.asarray(groups))  # groups numbered in order of first appearance
+    return [np.flatnonzero(np.isin(g, part)) for part in np.array_split(rng.permutation(len(names)), k)]
 
 
 def fit_probe(X, y, lambdas=(10.0, 100.0, 1e3, 1e4, 1e5), k: int = 5, groups=None) -> tuple[np.ndarray, float, np.ndarray]:

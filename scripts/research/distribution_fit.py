@@ -59,6 +59,7 @@ def markdown(predictors: list[str]) -> str:
     interval coverage overall, of ended and capped answers and within the fifths of the predicted
     median, Kendall tau of the predicted median and mean against the prompts' mean lengths."""
     from rtlm_cli.formats.predictor import read_distribution
+    from rtlm_cli.render import _fmt
 
     rows = []
     for name in predictors:
@@ -69,19 +70,14 @@ def markdown(predictors: list[str]) -> str:
         blind = next(r["pinball"] for r in oof if r["model"] == "prompt-blind")
         cap = int(read_predictor_meta(name)["cap"])
         for r in oof:
-            def pct(v):
-                return "-" if v is None or v != v else f"{v:.0%}"
-
-            def tau(v):  # the prompt-blind distribution is one for all prompts: it ranks nothing
-                return "-" if v is None or v != v or r["model"] == "prompt-blind" else f"{v:.2f}"
-
+            blind_row = r["model"] == "prompt-blind"  # one distribution for all prompts: it ranks nothing
             lo, hi = r["coverage_80_fifths_min"], r["coverage_80_fifths_max"]
             rows.append([f"`{name}` (cap {cap}, {r['n']:,} answers)", LABELS.get(r["model"], r["model"]),
                          f"{r['pinball']:.2f}", "-" if r["model"] == "prompt-blind" else f"{r['pinball'] / blind - 1:+.1%}",
-                         pct(r["coverage_50"]), pct(r["coverage_80"]),
-                         f"{pct(r['coverage_80_ended'])} / {pct(r['coverage_80_capped'])}",
-                         "-" if lo is None else f"{lo * 100:.0f}-{hi:.0%}", tau(r["kendall_tau_median_vs_prompt_mean"]),
-                         tau(r["kendall_tau_mean_vs_prompt_mean"])])
+                         _fmt(r["coverage_50"], ".0%"), _fmt(r["coverage_80"], ".0%"),
+                         f"{_fmt(r['coverage_80_ended'], '.0%')} / {_fmt(r['coverage_80_capped'], '.0%')}",
+                         "-" if lo is None else f"{lo * 100:.0f}-{hi:.0%}", "-" if blind_row else _fmt(r["kendall_tau_median_vs_prompt_mean"], ".2f"),
+                         "-" if blind_row else _fmt(r["kendall_tau_mean_vs_prompt_mean"], ".2f")])
     return markdown_table(["predictor", "distribution", "pinball loss (tokens)", "vs prompt-blind", "50% interval covers",
                            "80% interval covers", "80%: ended / capped answers", "80% within fifths of the predicted median",
                            "tau, predicted median vs prompt mean", "tau, predicted mean vs prompt mean"], rows, right_from=2)
