@@ -22,23 +22,31 @@ beside it). The oracle arm's records say how many realised lengths equalled the 
 is a bound only if they do). Targets: the gateway's share >= direct's on the same draws, and >= 60%
 at max_num_seqs 8.
 
---overload: one Poisson run (--overload-requests, of the draws' prompts) at 120% of the burst-measured capacity (max_num_seqs 8), every
-request with the same deadline (x-rtlm-deadline-ms, also --goodput e2el:D): direct FCFS, gateway
+--overload: per seed of --overload-seeds (default 7) one Poisson run of --overload-requests held-out
+prompts at 120% of today's capacity (max_num_seqs 8), every request with the same deadline
+(x-rtlm-deadline-ms, also --goodput e2el:D), three arms on one fresh server: direct FCFS, gateway
 FCFS + --shed and gateway rtlm + --shed. Targets: goodput >= 1.3x direct's, rtlm + shed >= FCFS + shed.
 
 --poisson 0.9,0.95: Poisson arrivals at those shares of the same capacity, --poisson-requests held-out
 prompts per seed (--poisson-seeds, default 0,1,2), three arms on one fresh server per load and seed, all
 sent by `vllm bench serve` with the seed (the same prompts at the same arrival times): direct FCFS,
 gateway rtlm, gateway oracle. No target: reported with intervals over the seeds, paired by seed.
-The capacity must be today's (bursts recorded on another day are refused: this VM's speed varies).
+
+Capacity is today's (this VM's speed changes by day): requests/s of the FCFS bursts at max_num_seqs 8
+run today, or, when the record's bursts are from another day, FCFS bursts of the draws run first on a
+fresh server (kept under "capacity" by day). Each (load, seed) block records its day, capacity and
+rate; a block left incomplete on another day runs again whole (its arms are paired on one server).
+Overload runs before Poisson.
 
 On each fresh server a few short requests warm it up, then its arms run in an order shuffled by the
 draw (or seed), recorded as each arm's `position` (--fixed-order: the order above, as records made
 before 2026-12-07 ran, FCFS first on a cold server).
 
 Resumable: every arm's numbers are saved to --json as they come, and arms already there are skipped.
-Usage: .venv/bin/python scripts/bench_gateway_gain.py --draws 5 --seqs 8,16 --overload --json docs/bench/gateway-gain.json
-       .venv/bin/python scripts/bench_gateway_gain.py --seqs 8 --poisson 0.9,0.95 --json /tmp/poisson.json
+Usage: .venv/bin/python scripts/bench_gateway_gain.py --draws 5 --seqs 8,16 --json docs/bench/gateway-gain.json
+       .venv/bin/python scripts/bench_gateway_gain.py --seqs 8 --overload --poisson 0.9,0.95 --json /tmp/paced.json
+       .venv/bin/python scripts/bench_gateway_gain.py --seqs '' --poisson 0.9,0.95 --json /tmp/paced.json  (another day:
+           no bursts; today's capacity measured first)
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ BENCH = ("import argparse, sys\n"
          "p = argparse.ArgumentParser(prog='vllm bench serve'); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
 ARMS = ("fcfs", "rtlm gateway", "oracle gateway", "rtlm direct")
 POISSON_ARMS = ("direct fcfs", "gateway rtlm", "gateway oracle")
+OVERLOAD_ARMS = ("direct fcfs", "gateway fcfs + shed", "gateway rtlm + shed")
 PROFILE, CAP = "reference", 256  # 1,000 ShareGPT prompts, SmolLM2's greedy answers capped at 256 tokens
 
 
@@ -222,17 +231,54 @@ def markdown(record: dict) -> str:
     return text
 
 
-def capacity(out: dict, why: str) -> float:
-    """Requests per second vLLM completes at max_num_seqs 8, read off the FCFS bursts. This VM's speed
-    changes from day to day: bursts recorded on another day than today are refused."""
-    fcfs = [r for r in out["bursts"].get("8", {}).get("fcfs", [])]
+def capacity(out: dict, draws: list[Path], work: Path, save) -> float:
+    """Requests per second vLLM completes at max_num_seqs 8 *today*, the mean over the draws' FCFS bursts:
+    today's burst arms, or else FCFS bursts of the draws run now on one fresh server (kept under
+    ``capacity`` by day). This VM's speed changes from day to day, so a load is a share of its own day's
+    capacity."""
+    day = now()[:10]
+    fcfs = [r for r in out["bursts"].get("8", {}).get("fcfs", []) if r["started"][:10] == day]
     if not fcfs:
-        raise SystemExit(f"{why} needs the max_num_seqs 8 bursts first (capacity is read off them)")
-    days = sorted({r["started"][:10] for r in fcfs})
-    if days != [now()[:10]]:
-        raise SystemExit(f"{why}: the capacity would come from bursts of {', '.join(days)}, not today; this machine's "
-                         "speed changes by day: start a new --json record (its bursts at max_num_seqs 8 run first)")
+        fcfs = out.setdefault("capacity", {}).setdefault(day, [])
+        if len(fcfs) < len(draws):
+            with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
+                warm_up(server.url)
+                for d in range(len(fcfs), len(draws)):
+                    started = now()
+                    row = figures(bench(server.url, draws[d] / "prompts.jsonl", len(load_profile(draws[d])[1]),
+                                        work / f"capacity-{day}-d{d}.json"))
+                    fcfs.append({"draw": d, "started": started, "ended": now(), **row})
+                    Console(stderr=True).print(f"capacity, draw {d}: {row['completed'] / row['duration']:.3f} req/s")
+                    save()
     return statistics.fmean(r["completed"] / r["duration"] for r in fcfs)
+
+
+def paced_block(block: dict, arms: dict, load: float, prompts: Path, n: int, seed: int, tag: str, ctx: dict,
+                bench_extra: tuple = (), gateway_extra: dict | None = None) -> None:
+    """One fresh max_num_seqs 8 server; ``arms`` (name -> policy; None: straight to vLLM) each sent by
+    `vllm bench serve` with ``seed`` (the same prompts at the same arrival times) at ``load`` x today's
+    capacity, in an order shuffled by the seed; each arm saved as it ends. A block left incomplete on
+    another day starts again: its rate was that day's capacity, and its arms must be paired on one server."""
+    day = now()[:10]
+    if block and block.get("day") != day and not set(arms) <= set(block.get("arms", {})):
+        Console(stderr=True).print(f"{tag}: begun on {block.get('day')} and left incomplete; running it again today")
+        block.clear()
+    if set(arms) <= set(block.get("arms", {})):
+        return
+    if not block:
+        rate_1 = capacity(ctx["out"], ctx["draws"], ctx["work"], ctx["save"])
+        block.update(day=day, capacity_rps=rate_1, rate_rps=load * rate_1, arms={})
+    done = block["arms"]
+    with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
+        warm_up(server.url)
+        for position, name in enumerate(arm_order([a for a in arms if a not in done], seed, ctx["fixed_order"])):
+            started, path = now(), ctx["work"] / f"{tag}-{name.replace(' ', '-').replace('+', 'and')}"
+            row = rate_arm(server.url, arms[name], prompts, n, path, block["rate_rps"], ctx["pred"], seed=seed,
+                           bench_extra=bench_extra, gateway_extra=(gateway_extra or {}).get(arms[name], ()))
+            done[name] = {"started": started, "ended": now(), "position": position, **row}
+            Console(stderr=True).print(f"{tag} {name}: mean e2e {row['mean_e2el_ms'] / 1000:.2f} s, goodput "
+                                       f"{row['request_goodput'] or 0:.3f} req/s, {row['completed']} completed")
+            ctx["save"]()
 
 
 def held_out_prompts(draws: list[Path], n: int, seed: int, path: Path) -> Path:
@@ -257,38 +303,25 @@ def rate_arm(url: str, policy: str | None, prompts: Path, n: int, path: Path, ra
     return {**row, **records(path)}
 
 
-def poisson(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
-    """Poisson arrivals at each load of --poisson (a share of the burst-measured capacity at max_num_seqs 8),
-    --poisson-requests held-out prompts per seed; three arms on one fresh server per (load, seed), every one
-    sent by `vllm bench serve` with that seed (so the same prompts at the same arrival times): direct FCFS,
-    the gateway with rtlm, the gateway with the oracle (true lengths from the draws' profiles)."""
-    rate_1 = capacity(out, "--poisson")
-    oracle = work / "poisson-oracle-profile"
+def poisson(args, ctx: dict) -> None:
+    """Poisson arrivals at each load of --poisson (a share of today's capacity at max_num_seqs 8),
+    --poisson-requests held-out prompts per seed; per (load, seed) one block of three arms on a fresh
+    server (`paced_block`): direct FCFS, the gateway with rtlm, the gateway with the oracle (true lengths
+    from the draws' profiles)."""
+    oracle = ctx["work"] / "poisson-oracle-profile"
     if not (oracle / "meta.json").exists():
         meta, df = load_profile(PROFILE)
-        write_profile(meta, df[df["prompt"].isin(drawn_prompts(draws))], draws[0] / "timing.parquet", oracle)
-    res = out.setdefault("poisson", {})
+        write_profile(meta, df[df["prompt"].isin(drawn_prompts(ctx["draws"]))], ctx["draws"][0] / "timing.parquet",
+                      oracle)
+    res = ctx["out"].setdefault("poisson", {})
     for load in args.poisson:
-        rate = load * rate_1
-        at = res.setdefault(f"{load:g}", {"capacity_rps": rate_1, "rate_rps": rate, "requests": args.poisson_requests,
-                                           "seeds": {}})
+        at = res.setdefault(f"{load:g}", {"requests": args.poisson_requests, "seeds": {}})
         for seed in args.poisson_seeds:
-            arms = at["seeds"].setdefault(str(seed), {})
-            todo = [a for a in POISSON_ARMS if a not in arms]
-            if not todo:
-                continue
-            prompts = held_out_prompts(draws, args.poisson_requests, 100 + seed, work / f"poisson-s{seed}.jsonl")
-            with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
-                warm_up(server.url)
-                for position, name in enumerate(arm_order(todo, seed, args.fixed_order)):
-                    started, path = now(), work / f"poisson-{load:g}-s{seed}-{name.replace(' ', '-')}"
-                    policy = None if name == "direct fcfs" else name.split()[-1]
-                    row = rate_arm(server.url, policy, prompts, args.poisson_requests, path, rate, pred, seed=seed,
-                                   gateway_extra=("--profile", oracle) if policy == "oracle" else ())
-                    arms[name] = {"started": started, "ended": now(), "position": position, **row}
-                    Console(stderr=True).print(f"poisson {load:g} seed {seed} {name}: mean e2e "
-                                               f"{row['mean_e2el_ms'] / 1000:.2f} s, {row['completed']} completed")
-                    save()
+            prompts = held_out_prompts(ctx["draws"], args.poisson_requests, 100 + seed,
+                                       ctx["work"] / f"poisson-s{seed}.jsonl")
+            paced_block(at["seeds"].setdefault(str(seed), {}), dict(zip(POISSON_ARMS, (None, "rtlm", "oracle"))), load,
+                        prompts, args.poisson_requests, seed, f"poisson-{load:g}-s{seed}", ctx,
+                        gateway_extra={"oracle": ("--profile", oracle)})
 
 
 def poisson_markdown(record: dict) -> str:
@@ -296,54 +329,81 @@ def poisson_markdown(record: dict) -> str:
     95% interval) and its paired difference from direct FCFS; p99; how far rtlm's records agree."""
     rows = []
     for load, at in record.get("poisson", {}).items():
-        seeds = [s for s, arms in sorted(at["seeds"].items()) if set(POISSON_ARMS) <= set(arms)]
-        if not seeds:
+        blocks = [b for _, b in sorted(at["seeds"].items()) if set(POISSON_ARMS) <= set(b.get("arms", {}))]
+        if not blocks:
             continue
-        mean = {a: [at["seeds"][s][a]["mean_e2el_ms"] / 1000 for s in seeds] for a in POISSON_ARMS}
+        mean = {a: [b["arms"][a]["mean_e2el_ms"] / 1000 for b in blocks] for a in POISSON_ARMS}
+        rates = ", ".join(f"{b['rate_rps']:.3f}" for b in blocks)
         for a in POISSON_ARMS:
             m, h = interval95(mean[a])
             d, dh = interval95([x - y for x, y in zip(mean[a], mean["direct fcfs"])])
-            p99 = statistics.fmean(at["seeds"][s][a]["p99_e2el_ms"] / 1000 for s in seeds)
-            agree = [at["seeds"][s][a]["mean_e2el_ms"] / at["seeds"][s][a]["rtlm_mean_e2el_ms"] - 1 for s in seeds
-                     if at["seeds"][s][a].get("rtlm_mean_e2el_ms")]
-            rows.append([f"{float(load):.2f} ({at['rate_rps']:.3f} req/s)", a, len(seeds),
+            p99 = statistics.fmean(b["arms"][a]["p99_e2el_ms"] / 1000 for b in blocks)
+            agree = [b["arms"][a]["mean_e2el_ms"] / b["arms"][a]["rtlm_mean_e2el_ms"] - 1 for b in blocks
+                     if b["arms"][a].get("rtlm_mean_e2el_ms")]
+            rows.append([f"{float(load):.2f} ({rates} req/s)", a, len(blocks),
                          ", ".join(f"{x:.2f}" for x in mean[a]), f"{m:.2f} ± {h:.2f}",
                          "—" if a == "direct fcfs" else f"{d:+.2f} ± {dh:.2f}", f"{p99:.1f}",
                          f"{min(agree):+.2%} to {max(agree):+.2%}" if agree else "—"])
     if not rows:
         return ""
-    return markdown_table(["load", "arm", "seeds", "mean e2e per seed, s", "mean ± 95%, s", "minus direct FCFS, paired, s",
-                           "p99 e2e, s (mean over seeds)", "`vllm bench serve` vs rtlm's records, mean e2e"], rows,
-                          right_from=2)
+    return markdown_table(["load (rate per seed)", "arm", "seeds", "mean e2e per seed, s", "mean ± 95%, s",
+                           "minus direct FCFS, paired, s", "p99 e2e, s (mean over seeds)",
+                           "`vllm bench serve` vs rtlm's records, mean e2e"], rows, right_from=2)
 
 
-def overload(args, out: dict, pred: Path, draws: list[Path], work: Path, save) -> None:
-    """400 requests at 120% of capacity, one deadline: direct FCFS, gateway FCFS + shed, gateway rtlm + shed."""
-    rate = 1.2 * capacity(out, "--overload")
-    prompts = held_out_prompts(draws, args.overload_requests, 7, work / "overload.jsonl")
+def overload(args, ctx: dict) -> None:
+    """--overload-requests at 120% of today's capacity, one deadline for every request: direct FCFS,
+    gateway FCFS + shed, gateway rtlm + shed, one block per seed of --overload-seeds."""
     deadline_ms = args.deadline_s * 1000
     extra = ("--goodput", f"e2el:{deadline_ms:.0f}", "--header", f"x-rtlm-deadline-ms={deadline_ms:.0f}")
-    res = out.setdefault("overload", {"capacity_rps": rate / 1.2, "rate_rps": rate, "deadline_s": args.deadline_s,
-                                      "requests": args.overload_requests})
-    arms = {"direct fcfs": None, "gateway fcfs + shed": "fcfs", "gateway rtlm + shed": "rtlm"}
-    with VLLMServer("smollm2", VLLMSettings(max_num_seqs=8)) as server:
-        warm_up(server.url)
-        for position, name in enumerate(arm_order([a for a in arms if a not in res], 7, args.fixed_order)):
-            policy = arms[name]
-            started, path = now(), work / f"overload-{name.replace(' ', '-').replace('+', 'and')}"
-            row = rate_arm(server.url, policy, prompts, args.overload_requests, path, rate, pred, bench_extra=extra,
-                           gateway_extra=("--shed",))
-            res[name] = {"started": started, "ended": now(), "position": position, **row}
-            Console(stderr=True).print(f"overload {name}: goodput {row['request_goodput']:.3f} req/s, "
-                                       f"{row['completed']} completed")
-            save()
+    res = ctx["out"].setdefault("overload", {"load": 1.2, "deadline_s": args.deadline_s,
+                                              "requests": args.overload_requests, "seeds": {}})
+    if (res["deadline_s"], res["requests"]) != (args.deadline_s, args.overload_requests):
+        raise SystemExit(f"--overload: the record's runs have a {res['deadline_s']:g} s deadline and {res['requests']} "
+                         "requests: pass the same --deadline-s and --overload-requests, or start a new --json record")
+    for seed in args.overload_seeds:
+        prompts = held_out_prompts(ctx["draws"], args.overload_requests, seed, ctx["work"] / f"overload-s{seed}.jsonl")
+        paced_block(res["seeds"].setdefault(str(seed), {}), dict(zip(OVERLOAD_ARMS, (None, "fcfs", "rtlm"))), 1.2,
+                    prompts, args.overload_requests, seed, f"overload-s{seed}", ctx, bench_extra=extra,
+                    gateway_extra={"fcfs": ("--shed",), "rtlm": ("--shed",)})
+
+
+def overload_markdown(record: dict) -> str:
+    """docs/benchmarks.md's overload table: per seed, each arm's completions, sheds, goodput (and its
+    ratio to direct FCFS's), mean end-to-end by `vllm bench serve` and by rtlm's records; the mean
+    over seeds of the goodput ratios."""
+    res = record.get("overload", {})
+    if res and "seeds" not in res:  # records before 2026-12-07: one run (prompts drawn with seed 7), arms at the top
+        res = {**res, "seeds": {"7": {"day": res["direct fcfs"]["started"][:10], "rate_rps": res["rate_rps"],
+                                      "arms": {a: res[a] for a in OVERLOAD_ARMS if a in res}}}}
+    seeds = {s: b for s, b in sorted(res.get("seeds", {}).items()) if set(OVERLOAD_ARMS) <= set(b.get("arms", {}))}
+    if not seeds:
+        return ""
+    rows = []
+    for s, b in seeds.items():
+        direct = b["arms"]["direct fcfs"]["request_goodput"]
+        for a in OVERLOAD_ARMS:
+            r = b["arms"][a]
+            rows.append([f"{s} ({b['day']}, {b['rate_rps']:.3f} req/s)", a, r["completed"], r.get("rtlm_shed", 0),
+                         f"{r['request_goodput']:.3f}", f"{r['request_goodput'] / direct:.2f}",
+                         f"{r['mean_e2el_ms'] / 1000:.2f} / " + (f"{r['rtlm_mean_e2el_ms'] / 1000:.2f}"
+                                                                 if r.get("rtlm_mean_e2el_ms") else "—")])
+    if len(seeds) > 1:
+        for a in OVERLOAD_ARMS[1:]:
+            m, h = interval95([b["arms"][a]["request_goodput"] / b["arms"]["direct fcfs"]["request_goodput"]
+                               for b in seeds.values()])
+            rows.append(["over seeds", a, "", "", "", f"{m:.2f} ± {h:.2f}", ""])
+    return markdown_table([f"seed (day, rate) — {res['requests']} requests, {res['deadline_s']:g} s deadline", "arm",
+                           "completed", "shed", "goodput, req/s (`vllm bench serve`)", "x direct FCFS",
+                           "mean e2e, s (bench / rtlm's records)"], rows, right_from=2)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--requests", type=int, default=32)
-    ap.add_argument("--seqs", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16])
+    ap.add_argument("--seqs", type=lambda s: [int(x) for x in s.split(",") if x], default=[8, 16],
+                    help="the bursts, at these max_num_seqs ('': none)")
     ap.add_argument("--gateway-extra", type=lambda s: [int(x) for x in s.split(",")], default=[],
                     help="also gateway arms with --inflight S + each of these (e.g. 1,2)")
     ap.add_argument("--poisson", type=lambda s: [float(x) for x in s.split(",")], default=[],
@@ -352,16 +412,18 @@ def main() -> None:
     ap.add_argument("--poisson-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--overload", action="store_true")
     ap.add_argument("--overload-requests", type=int, default=400)
-    ap.add_argument("--deadline-s", type=float, default=30.0)
+    ap.add_argument("--overload-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[7])
+    ap.add_argument("--deadline-s", type=float, default=45.0,
+                    help="--overload: every request's deadline, s (45: as in the first overload run, 2026-12-05)")
     ap.add_argument("--fixed-order", action="store_true",
                     help="run a server's arms in the order listed (records before 2026-12-07 did) instead of shuffled")
     ap.add_argument("--work", default="/tmp/rtlm-gateway-gain")
     ap.add_argument("--json", help="the record: read back (arms already there are skipped) and written as arms finish")
-    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst tables from a --json record")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst, Poisson and overload tables from a --json record")
     args = ap.parse_args()
     if args.markdown:
         record = json.loads(Path(args.markdown).read_text())
-        print(markdown(record) + poisson_markdown(record), end="")
+        print(markdown(record) + poisson_markdown(record) + overload_markdown(record), end="")
         return
     if not args.json:
         raise SystemExit("error: --json OUT is required (where the arms' results are kept)")
@@ -397,10 +459,11 @@ def main() -> None:
                     save()
     out["summary"] = share_table(console, out["bursts"])
     save()
-    if args.poisson:
-        poisson(args, out, pred, draws, work, save)
+    ctx = {"out": out, "pred": pred, "draws": draws, "work": work, "save": save, "fixed_order": args.fixed_order}
     if args.overload:
-        overload(args, out, pred, draws, work, save)
+        overload(args, ctx)
+    if args.poisson:
+        poisson(args, ctx)
     save()
 
 
