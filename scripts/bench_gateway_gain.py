@@ -169,7 +169,8 @@ def arm(name: str, url: str, draw: Path, d: int, pred: Path, seqs: int, n: int, 
         policy, plus = words[0], words[2:]
         extra = ("--profile", draw) if policy == "oracle" else ()
         inflight = seqs + (int(plus[0]) if plus else 0)  # "rtlm gateway +1": --inflight S + 1
-        g, gurl = gateway(url, "--inflight", inflight, "--policy", policy, "--predictor", pred, "--out", out, *extra)
+        g, gurl = gateway(url, "--inflight", inflight, "--policy", policy, "--predictor", pred, "--out", out, "--overwrite",
+                          *extra)  # an arm cut short earlier left its run behind
         try:
             row = figures(bench(gurl, draw / "prompts.jsonl", n, out.with_suffix(".json")))
         finally:
@@ -295,7 +296,8 @@ def rate_arm(url: str, policy: str | None, prompts: Path, n: int, path: Path, ra
     `rtlm gateway --inflight 8 --policy POLICY`, its figures beside rtlm's records of the same run."""
     if policy is None:
         return figures(bench(url, prompts, n, path.with_suffix(".json"), f"{rate:.4f}", bench_extra, seed))
-    g, gurl = gateway(url, "--inflight", 8, "--policy", policy, "--predictor", pred, "--out", path, *gateway_extra)
+    g, gurl = gateway(url, "--inflight", 8, "--policy", policy, "--predictor", pred, "--out", path, "--overwrite",
+                      *gateway_extra)  # an arm cut short earlier left its run behind
     try:
         row = figures(bench(gurl, prompts, n, path.with_suffix(".json"), f"{rate:.4f}", bench_extra, seed))
     finally:
