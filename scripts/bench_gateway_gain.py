@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -169,8 +170,8 @@ def arm(name: str, url: str, draw: Path, d: int, pred: Path, seqs: int, n: int, 
         policy, plus = words[0], words[2:]
         extra = ("--profile", draw) if policy == "oracle" else ()
         inflight = seqs + (int(plus[0]) if plus else 0)  # "rtlm gateway +1": --inflight S + 1
-        g, gurl = gateway(url, "--inflight", inflight, "--policy", policy, "--predictor", pred, "--out", out, "--overwrite",
-                          *extra)  # an arm cut short earlier left its run behind
+        shutil.rmtree(out, ignore_errors=True)  # an arm cut short earlier left its run behind (scratch)
+        g, gurl = gateway(url, "--inflight", inflight, "--policy", policy, "--predictor", pred, "--out", out, *extra)
         try:
             row = figures(bench(gurl, draw / "prompts.jsonl", n, out.with_suffix(".json")))
         finally:
@@ -296,8 +297,8 @@ def rate_arm(url: str, policy: str | None, prompts: Path, n: int, path: Path, ra
     `rtlm gateway --inflight 8 --policy POLICY`, its figures beside rtlm's records of the same run."""
     if policy is None:
         return figures(bench(url, prompts, n, path.with_suffix(".json"), f"{rate:.4f}", bench_extra, seed))
-    g, gurl = gateway(url, "--inflight", 8, "--policy", policy, "--predictor", pred, "--out", path, "--overwrite",
-                      *gateway_extra)  # an arm cut short earlier left its run behind
+    shutil.rmtree(path, ignore_errors=True)  # an arm cut short earlier left its run behind (scratch)
+    g, gurl = gateway(url, "--inflight", 8, "--policy", policy, "--predictor", pred, "--out", path, *gateway_extra)
     try:
         row = figures(bench(gurl, prompts, n, path.with_suffix(".json"), f"{rate:.4f}", bench_extra, seed))
     finally:
