@@ -59,7 +59,7 @@ from rtlm_cli.serve.sim.continuous import serve_directly
 from rtlm_cli.serve.sim.server import ServerLimits, StepCost, capacity_rps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import now, write_record  # noqa: E402
+from benchlib import markdown_table, now, write_record  # noqa: E402
 
 TIMING = "vllm-cpu"
 WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
@@ -379,6 +379,125 @@ def simulate_realised(df, cost: CostModel) -> dict:
             "ttft": statistics.fmean(r["first_token_s"] - arrival[r["rid"]] for r in recs)}
 
 
+def _per_seed(rows: list[dict], key: str, fmt: str) -> str:
+    """One figure per seed, "a / b / c" in seed order ("-" where it is None)."""
+    return " / ".join("-" if r[key] is None else format(r[key], fmt) for r in sorted(rows, key=lambda r: r["seed"]))
+
+
+def _grouped(rows: list[dict], *keys: str) -> dict:
+    """``rows`` grouped by the values of ``keys``, in the order they first appear."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table of a load or deadline (right-aligned), a name (left), then figures (right)."""
+    lines = markdown_table(header, rows, right_from=0).split("\n")
+    lines[1] = "| ---: | --- |" + " ---: |" * (len(header) - 2)
+    return "\n".join(lines)
+
+
+def _targets_markdown(targets: dict) -> str:
+    rows = []
+    for (load, policy), rs in _grouped(targets["rows"], "load", "policy").items():
+        share = "-" if policy in ("fcfs", "oracle") else " / ".join(
+            "-" if r["gain_share"] is None else f"{r['gain_share']:.0%}" for r in sorted(rs, key=lambda r: r["seed"]))
+        rows.append([f"{load:.2f}", policy, _per_seed(rs, "vs_fcfs", ".3f"), _per_seed(rs, "oracle_vs_fcfs", ".3f"),
+                     f"**{share}**" if policy.startswith("rtlm") else share, _per_seed(rs, "p99_vs_fcfs", ".2f"),
+                     _per_seed(rs, "goodput_vs_fcfs", ".2f")])
+    seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in targets["rows"]}))
+    return _table(["load", "policy", f"mean vs FCFS (seeds {seeds})", "oracle vs FCFS", "share of the oracle's gain",
+                   "p99 vs FCFS", "goodput vs FCFS"], rows)
+
+
+def _accuracy_markdown(acc: dict) -> str:
+    err = lambda sim, real: f"{sim / real - 1:+.1%}"
+    text = ""
+    if acc.get("concurrency"):
+        rows = [[r["c"], f"{r['real_step'] * 1e3:.1f} / {r['sim_step'] * 1e3:.1f}", err(r["sim_step"], r["real_step"]),
+                 f"{r['real_itl'] * 1e3:.1f} / {r['sim_itl'] * 1e3:.1f}", err(r["sim_itl"], r["real_itl"]),
+                 f"{r['real_ttft'] * 1e3:.0f} / {r['sim_ttft'] * 1e3:.0f}", err(r["sim_ttft"], r["real_ttft"])]
+                for r in acc["concurrency"]]
+        text += markdown_table(["running", "decode step: real / simulated ms", "",
+                                "mean inter-token time a request sees: real / simulated ms", "",
+                                "TTFT: real / simulated ms", ""], rows, right_from=0) + "\n"
+    if acc.get("runs"):
+        rows = []
+        for r in acc["runs"]:
+            real, ttft = r["real_mean"], r["real_ttft"]
+            if len(real) == 1:
+                rows.append([r["name"], f"{real[0]:.2f}", f"{r['sim_mean']:.2f}", err(r["sim_mean"], real[0]),
+                             f"{ttft[0]:.2f}", f"{r['sim_ttft']:.2f}", err(r["sim_ttft"], ttft[0])])
+                continue
+            inside = min(real) <= r["sim_mean"] <= max(real)
+            rows.append([f"{r['name']} ({len(real)} real runs, same workload)", " / ".join(f"{x:.2f}" for x in real),
+                         f"{r['sim_mean']:.2f}", f"{'inside' if inside else 'outside'} their spread "
+                         f"({err(r['sim_mean'], statistics.fmean(real))} of their mean)", " / ".join(f"{x:.2f}" for x in ttft),
+                         f"{r['sim_ttft']:.2f}", err(r["sim_ttft"], statistics.fmean(ttft))])
+        text += markdown_table(["workload", "real mean response s", "simulated", "error", "real mean TTFT s", "simulated",
+                                "error"], rows) + "\n"
+    return text
+
+
+def _gateway_markdown(gw: dict) -> str:
+    text = ""
+    if gw.get("rows"):
+        rows = []
+        for (load, run), rs in _grouped(gw["rows"], "load", "run").items():
+            policy = run.split()[0]
+            share = "-" if policy in ("fcfs", "oracle") else " / ".join(
+                "-" if r["gain_share"] is None else f"{r['gain_share']:.0%}" for r in sorted(rs, key=lambda r: r["seed"]))
+            rows.append([f"{load:.2f}", run, _per_seed(rs, "vs_fcfs", ".3f"), _per_seed(rs, "oracle_vs_fcfs", ".3f"),
+                         share, _per_seed(rs, "p99_vs_fcfs", ".2f")])
+        seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in gw["rows"]}))
+        text += _table(["load", "run", f"mean vs FCFS direct (seeds {seeds})", "its oracle vs FCFS direct",
+                       "share of that oracle's gain", "p99 vs FCFS direct"], rows) + "\n"
+    if gw.get("slo"):
+        rows = [[f"arrival + {slo:g} s", run, _per_seed(rs, "goodput_vs_fcfs", ".2f"), _per_seed(rs, "miss", ".1%"),
+                 _per_seed(rs, "fcfs_miss", ".1%"), _per_seed(rs, "shed", "d")]
+                for (slo, run), rs in _grouped(gw["slo"], "slo_s", "run").items()]
+        seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in gw["slo"]}))
+        text += _table(["deadline", "run (load 0.95)", f"goodput vs FCFS direct (seeds {seeds})", "deadline misses",
+                       "FCFS's misses", "shed"], rows) + "\n"
+    full, fast = gw.get("heterogeneous"), gw.get("heterogeneous_fast")
+    if full and fast:  # the full predictor's run beside the fast one's
+        fast_of = _grouped(fast, "load", "policy", "placement")
+        rows = []
+        for (load, policy, placement), rs in _grouped(full, "load", "policy", "placement").items():
+            fs = fast_of[(load, policy, placement)]
+            same = "(no predictor)" if policy == "fcfs" else _per_seed(fs, "vs_fcfs", ".3f")
+            rows.append([f"{load:g}", f"{policy}, {placement}", _per_seed(rs, "vs_fcfs", ".3f"),
+                         f"**{same}**" if (policy, placement) == ("rtlm", "first-free + offload") else same,
+                         _per_seed(fs, "p99", ".1f"), _per_seed(fs, "on_slow", ".1%")])
+        seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in full}))
+        text += _table(["load", "order, placement", f"mean vs FCFS first-free, full predictor (seeds {seeds})",
+                       "same, fast predictor", "p99 s (fast)", "share served by the CPU (fast)"], rows) + "\n"
+    elif full:  # one predictor's run (e.g. on fresh seeds)
+        rows = []
+        for (load, policy, placement), rs in _grouped(full, "load", "policy", "placement").items():
+            mean = _per_seed(rs, "vs_fcfs", ".3f")
+            rows.append([f"{load:g}", f"{policy}, {placement}",
+                         f"**{mean}**" if (policy, placement) == ("rtlm", "first-free + offload") else mean,
+                         _per_seed(rs, "p99", ".1f"), _per_seed(rs, "fcfs_p99", ".1f"), _per_seed(rs, "on_slow", ".1%")])
+        seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in full}))
+        text += _table(["load", "order, placement", f"mean vs FCFS first-free (seeds {seeds})", "p99 s",
+                       "FCFS first-free's p99 s", "share served by the CPU"], rows) + "\n"
+    return text
+
+
+def markdown(record: dict) -> str:
+    """docs/benchmarks.md's tables from a --json record: the steady-state targets, the simulator
+    against real vLLM-CPU, the gateway in front of the simulated engine (K, deadlines, two backends)."""
+    text = _targets_markdown(record["targets"]) + "\n" if "targets" in record else ""
+    if "accuracy" in record:
+        text += _accuracy_markdown(record["accuracy"])
+    if "gateway" in record:
+        text += _gateway_markdown(record["gateway"])
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--speed", action="store_true")
@@ -404,7 +523,13 @@ def main() -> None:
     ap.add_argument("--accuracy-parts", default="concurrency,runs,small-kv",
                     help="which parts of --accuracy to run (comma-separated)")
     ap.add_argument("--json")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's tables from a --json record")
     args = ap.parse_args()
+    if args.markdown:
+        import json
+
+        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        return
     if (args.targets or args.accuracy or args.gateway) and not (args.full or args.fast):
         ap.error("--targets, --accuracy and --gateway need --full and/or --fast predictors")
     console = Console(stderr=True, width=160)

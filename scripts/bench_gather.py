@@ -85,6 +85,22 @@ async def send_all(url: str, prompts: list[str], at_once: bool) -> None:
                 await one(p)
 
 
+def markdown(record: dict) -> str:
+    """docs/benchmarks.md's gathering table from a --json record."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchlib import markdown_table
+
+    k, rows = record["k"], []
+    for r in record["rows"]:
+        kept = r["first_k_kept"]
+        rows.append([f"{r['gather_ms']:g}", f"{r['first_k_kept_mean']:g} / {k} "
+                     + ("in every burst" if set(kept) == {k} else f"({', '.join(map(str, kept))})"),
+                     f"{r['burst_spread_ms_median']:.1f} ms", f"{r['lone_wait_ms_median']:.2f} ms"])
+    return markdown_table(["`--gather-ms`", f"of the first {k} sends, among the policy's first {k} of the whole burst",
+                           "burst's spread at the gateway (median)", "a lone request's wait in rtlm's queue (median)"],
+                          rows, right_from=0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bursts", type=int, default=5)
@@ -92,7 +108,11 @@ def main() -> None:
     ap.add_argument("--lone", type=int, default=30, help="requests sent one at a time (low load)")
     ap.add_argument("--windows", type=lambda v: [float(x) for x in v.split(",")], default=list(WINDOWS))
     ap.add_argument("--json")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's table from a --json record")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        return
     from rtlm_cli.predict.model import Predictor
 
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

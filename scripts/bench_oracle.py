@@ -37,7 +37,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import now  # noqa: E402
+from benchlib import interval95, markdown_table, now  # noqa: E402
 
 ORDERS = ("fcfs", "oracle-service", "oracle-length", "oracle")
 TIMING = "vllm-cpu"
@@ -95,6 +95,34 @@ def real_rows(args, tmp: Path, console, done: dict, save) -> dict:
     return done
 
 
+def markdown(record: dict) -> str:
+    """docs/benchmarks.md's table from a --json record: each order's mean response time (± 95% over
+    draws) per setting, and the paired differences of oracle-service and oracle-length from oracle."""
+    per = {}  # setting -> order -> per-draw means
+    names = {"burst reference-64": "sim, burst, reference-64", "burst reference": "sim, burst, reference",
+             "poisson 0.9 reference": "sim, Poisson 0.9, reference"}
+    for key, label in names.items():
+        if key in record.get("sim", {}):
+            per[label] = {o: record["sim"][key][o]["per_draw"] for o in ORDERS}
+    draws = record.get("real", {}).get("draws", {})
+    full = [d for d, r in sorted(draws.items(), key=lambda x: int(x[0])) if all(o in r for o in ORDERS)]
+    if full:
+        per["**real**, burst, reference-64"] = {o: [draws[d][o]["mean_s"] for d in full] for o in ORDERS}
+    rows = []
+    for label, means in per.items():
+        row = [f"{label} ({len(means['fcfs'])})"]
+        for o in ORDERS:
+            m, h = interval95(means[o])
+            row.append(f"**{m:.2f} ± {h:.2f}**" if o == "oracle" else f"{m:.2f} ± {h:.2f}")
+        for o in ("oracle-service", "oracle-length"):
+            digits = 3 if label.startswith("sim") and o == "oracle-service" else 2  # the simulator's small gap
+            d, h = interval95([x - y for x, y in zip(means[o], means["oracle"])])
+            row.append(f"{d:+.{digits}f} ± {h:.{digits}f}")
+        rows.append(row)
+    return markdown_table(["setting", *ORDERS[:-1], "**oracle**", "oracle-service − oracle, paired",
+                           "oracle-length − oracle, paired"], rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sim", action="store_true")
@@ -102,8 +130,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--sim-draws", type=int, default=30)
     ap.add_argument("--real-draws", type=int, default=10)
-    ap.add_argument("--json", required=True)
+    ap.add_argument("--json", help="the record (required to run; read back, so real draws already there are kept)")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's table from a --json record")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        return
+    if not args.json:
+        raise SystemExit("error: --json OUT is required (where the results are kept)")
     console = Console(stderr=True, width=150)
     path = Path(args.json)
     out = json.loads(path.read_text()) if path.is_file() else {}

@@ -51,7 +51,7 @@ from rtlm_cli.serve.job import replay
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
-from benchlib import free_port, now, stamp, write_record  # noqa: E402
+from benchlib import free_port, markdown_table, now, stamp, write_record  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 
 PROFILE, PREDICTOR, TIMING, K, CAP = "reference-64", "reference-64", "vllm-cpu", 8, 64
@@ -311,6 +311,34 @@ def vllm_smoke(args, out: dict, save) -> None:
             s.stop()
 
 
+def markdown(record: dict) -> str:
+    """docs/benchmarks.md's burst tables from a --json record: per section (reference-64, reference), each
+    arm's mean over bursts through Ray (sd), its paired difference from rtlm's queue with FCFS tokens
+    (mean ± sd over bursts) and the simulator's mean for the same draws."""
+    text = ""
+    for section in ("bursts", "bursts-256"):
+        summary, setup = record.get(f"{section}_summary"), record.get(f"{section}_setup", {})
+        if not summary:
+            continue
+        label = {"ray power-of-two": "Ray's power-of-two (FIFO; the ingress predicts, the router ignores it)",
+                 "rtlm fcfs": "rtlm's queue, FCFS tokens (least-loaded: the pooling alone)",
+                 "rtlm": f"**rtlm's queue, rtlm's order** (predictor {setup.get('predictor', '?')})",
+                 "oracle": "rtlm's queue, the oracle's order (true lengths from the profile)"}
+        rows, n = [], 0
+        for arm, s in summary.items():
+            if "real_mean_s" not in s:
+                continue
+            diff = s.get("vs_rtlm_fcfs_s")
+            n = diff["n"] if diff else n
+            cell = "—" if not diff else f"{diff['mean']:+.2f} ± {diff['sd']:.2f} s"
+            rows.append([label.get(arm, arm), f"{s['real_mean_s']:.2f} s ({s['real_sd_s']:.2f})",
+                         f"**{cell}**" if arm == "rtlm" else cell, f"{s['sim_mean_s']:.2f} s"])
+        text += markdown_table([f"{setup.get('profile', '?')} (cap {setup.get('cap', '?')}), {n} bursts: arm",
+                                "Ray, mean (sd over bursts)", "Ray, paired vs rtlm FCFS (mean ± sd over bursts)",
+                                "simulator, mean"], rows, right_from=4) + "\n"
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bursts", action="store_true")
@@ -327,7 +355,11 @@ def main() -> None:
                     help="prompts, true lengths and predictor: reference-64 (cap 64) or reference (cap 256; sections "
                          "get the suffix -256)")
     ap.add_argument("--json")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst tables from a --json record")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        return
     global PROFILE, PREDICTOR, CAP
     PROFILE = PREDICTOR = args.profile
     CAP = PROFILES[args.profile]

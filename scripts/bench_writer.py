@@ -9,6 +9,13 @@ Target: no more than 2% slower.
 
     .venv/bin/python scripts/bench_writer.py --json docs/bench/writer.json
 
+--growing 10000,100000,1000000: a long-lived service's run instead (no server): a writer holding N
+requests' rows, the time one flush takes when it recomputes meta.json's summary over all of them, how
+often the writer then recomputes it (at most 2% of its time, past 10,000 rows) and the memory the
+rows take in the writer (tracemalloc).
+
+    .venv/bin/python scripts/bench_writer.py --growing 10000,100000,1000000 --json /tmp/growing.json
+
 Run it alone on the cores (it times things).
 """
 
@@ -27,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchlib import fake_server, stop  # noqa: E402
+from benchlib import fake_server, markdown_table, now, stop, write_record  # noqa: E402
 
 from rtlm_cli.formats.store import provenance  # noqa: E402
 from rtlm_cli.serve.config import ReplayConfig  # noqa: E402
@@ -67,12 +74,82 @@ def one(url: str, out: Path, flush_s: float, n: int) -> tuple[float, float, int]
     return meta["wall_s"], sum(FLUSHES), len(FLUSHES)
 
 
+def markdown(record: dict) -> str:
+    """docs/benchmarks.md's table from a --json record: each writer's wall times and their median."""
+    label = {"every 2 s": "flushed every 2 s", "at the end": "at the end"}
+    rows = [[label.get(name, name), ", ".join(f"{w:.2f}" for w in walls), f"{statistics.median(walls):.2f}"]
+            for name, walls in record["wall_s"].items()]
+    return markdown_table(["writer", f"wall s, {len(next(iter(record['wall_s'].values())))} runs", "median"], rows,
+                          right_from=2)
+
+
+def growing(sizes: list[int]) -> list[dict]:
+    """Per size N: one flush's time with the summary recomputed over N rows, the interval the writer
+    keeps between recomputations at that cost, and the rows' memory in the writer (beside what the same
+    rows take as lists of Python objects, as the writer kept them before 2026-12-07)."""
+    import math
+    import tracemalloc
+
+    from rtlm_cli.formats import run as runfmt
+
+    column = {"rid": lambda i: f"req-{i:08d}", "status": lambda i: "finished", "arrival_s": lambda i: i * 0.1,
+              "start_s": lambda i: i * 0.1 + 0.01, "first_token_s": lambda i: i * 0.1 + 0.2,
+              "last_token_s": lambda i: i * 0.1 + 5.0, "finish_s": lambda i: i * 0.1 + 5.0,
+              "deadline_s": lambda i: math.nan, "output_tokens": lambda i: 100 + i % 150, "batch_size": lambda i: 0,
+              "in_flight": lambda i: 8, "prediction_cost_s": lambda i: 0.0005 + i * 1e-9}
+
+    def held(fill) -> int:
+        tracemalloc.start()
+        kept = fill()
+        size, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del kept
+        return size
+
+    out = []
+    for n in sizes:
+        writer = runfmt.RunWriter(Path(tempfile.mkdtemp(prefix="rtlm-growing-")) / "run", {"mode": "real"}, flush_s=1e9)
+
+        def fill():  # as the flushes would have left them
+            for c, values in writer.summary_rows.items():
+                values.extend(column[c](i) if isinstance(values, list) else float(column[c](i)) for i in range(n))
+            return writer.summary_rows
+
+        now_bytes = held(fill)
+        before_bytes = held(lambda: {c: [f(i) for i in range(n)] for c, f in column.items()})
+        times = []
+        for _ in range(3):
+            writer.summarized_at = -math.inf  # force the recomputation
+            t0 = time.perf_counter()
+            writer.flush()
+            times.append(time.perf_counter() - t0)
+        cost = min(times)
+        every = max(2.0, cost / runfmt.SUMMARY_COST_SHARE) if n >= runfmt.SUMMARY_EVERY_FLUSH else 2.0
+        out.append({"rows": n, "flush_s_with_summary": cost, "share_at_2s_flushes_unthrottled": cost / 2.0,
+                    "recomputed_every_s": every, "bytes_per_row": now_bytes / n,
+                    "bytes_per_row_as_lists": before_bytes / n})
+        print(f"{n:>9,} rows: a flush with the summary {cost * 1000:.1f} ms ({cost / 2.0:.1%} of a 2 s interval if "
+              f"done at every flush); recomputed every {every:.1f} s; the rows in the writer {now_bytes / n:.0f} B "
+              f"each ({before_bytes / n:.0f} as lists of objects)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json")
+    ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's table from a --json record")
+    ap.add_argument("--growing", type=lambda v: [int(x) for x in v.split(",")],
+                    help="a growing run of these sizes instead (no server): the summary's cost and the rows' memory")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        return
+    if args.growing:
+        started = now()
+        write_record(args.json, {"growing": growing(args.growing)}, started)
+        return
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     server, url = fake_server(core=1, ms_per_token=1, max_running=64)
     os.sched_setaffinity(0, {0})

@@ -213,6 +213,16 @@ def test_metrics_parse_with_prometheus_clients_own_parser(start):
     assert finished[0].value == 1.0
 
 
+def test_a_gateway_never_replaces_an_existing_run_and_says_what_to_do(run_cli, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "meta.json").write_text("{}")
+    r = run_cli("gateway", "--url", "http://127.0.0.1:9", "--out", tmp_path / "run")
+    text = " ".join(r.output.split())
+    assert r.exit_code != 0 and "already exists" in text and "move that run away" in text
+    assert "--overwrite" not in text and "Traceback" not in text  # the gateway has no --overwrite
+    assert (tmp_path / "run" / "meta.json").read_text() == "{}"
+
+
 def test_a_non_loopback_bind_needs_a_key_and_a_key_is_checked(start, run_cli):
     r = run_cli("gateway", "--url", "http://127.0.0.1:9", "--host", "0.0.0.0")
     assert r.exit_code == 2 and "--api-key" in r.output and "Traceback" not in r.output

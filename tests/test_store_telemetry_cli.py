@@ -104,3 +104,48 @@ def test_a_revision_is_dirty_when_a_tracked_file_changed_but_the_record_being_wr
     (tmp_path / "code.py").write_text("x = 2\n")
     (sub / "record.json").write_text("{}\n")
     assert git_revision(sub / "record.json", where=sub) == clean + "+dirty"  # a change elsewhere in the tree does
+
+
+def test_a_growing_runs_summary_costs_at_most_a_small_share_of_its_writer(tmp_path, monkeypatch):
+    """A long-lived service's run: past SUMMARY_EVERY_FLUSH rows, meta.json's summary is recomputed only
+    once the time since the last one is 1/SUMMARY_COST_SHARE times what that one cost (every row is still
+    written at each flush); a run that ends gets the whole summary."""
+    from types import SimpleNamespace
+
+    from rtlm_cli.formats import run as runfmt
+
+    clock, perf, calls = [0.0], [0.0], []
+    real = runfmt.summarize
+
+    def summarize(df, goodput=None):  # costs 0.1 s on the fake clock: the next one waits 0.1 / 0.02 = 5 s
+        calls.append(len(df))
+        perf[0] += 0.1
+        return real(df, goodput)
+
+    monkeypatch.setattr(runfmt, "time", SimpleNamespace(monotonic=lambda: clock[0], perf_counter=lambda: perf[0]))
+    monkeypatch.setattr(runfmt, "summarize", summarize)
+    monkeypatch.setattr(runfmt, "SUMMARY_EVERY_FLUSH", 5)
+    writer = runfmt.RunWriter(tmp_path / "run", {"mode": "real"}, flush_s=1.0)
+
+    def row(i):  # a finished request; one without a first token (None) among them
+        return {"rid": f"r{i}", "status": "finished", "arrival_s": float(i), "start_s": float(i),
+                "first_token_s": None if i == 2 else i + 0.1, "last_token_s": i + 1.0, "finish_s": i + 1.0,
+                "deadline_s": math.nan, "output_tokens": 10, "batch_size": 1, "in_flight": 1, "prediction_cost_s": 0.0}
+
+    def meta():
+        return json.loads((tmp_path / "run" / "meta.json").read_text())
+
+    for i in range(12):
+        clock[0] = float(i)
+        writer.add(row(i))  # one flush a row (flush_s 1.0, a second apart)
+        parts = runfmt.load_run(tmp_path / "run")[1]
+        assert len(parts) == i + 1  # every row written at once
+        summary = meta()["summary"]
+        # rows 1-4: under the threshold, every flush; then at t = 3 + 5 = 8 (9 rows), not between
+        expected = i + 1 if i < 4 else 4 if i < 8 else 9
+        assert summary["requests"] == expected, (i, summary["requests"])
+    assert calls == [1, 2, 3, 4, 9]
+    done = writer.close()
+    assert done["complete"] and done["summary"]["requests"] == 12 and done["summary"]["completed"] == 12
+    meta_, df = runfmt.load_run(tmp_path / "run")
+    assert meta_["complete"] and len(df) == 12 and math.isnan(df.set_index("rid").loc["r2", "first_token_s"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -177,9 +178,16 @@ def load_run(path: str | Path):
     return upgrade(meta, read_records(path / PARTS_DIR, key="rid"))
 
 
-# what a growing run's summary is computed from (kept in memory; the parts are never read back)
+# what a growing run's summary is computed from (kept in memory, the figures as 8-byte floats: ~100
+# bytes a request; the parts are never read back)
 SUMMARY_COLUMNS = ("rid", "status", "arrival_s", "start_s", "first_token_s", "last_token_s", "finish_s",
                    "deadline_s", "output_tokens", "batch_size", "in_flight", "prediction_cost_s")
+# A growing run's summary is recomputed over every row at each flush while the run holds fewer than
+# SUMMARY_EVERY_FLUSH rows; past that (a service's day of traffic), only once the time since the last
+# one is SUMMARY_COST_SHARE's inverse times what that one cost, so that recomputing takes at most that
+# share of the writer's thread. meta.json's summary then lags (its "requests" says over how many).
+SUMMARY_EVERY_FLUSH = 10_000
+SUMMARY_COST_SHARE = 0.02
 
 
 class RunWriter:
@@ -200,7 +208,10 @@ class RunWriter:
         replacing = self.final.exists() and any(self.final.iterdir())
         self.out = self.final.with_name(self.final.name + ".partial") if replacing else self.final
         self.pending: list[dict] = []
-        self.summary_rows: dict[str, list] = {c: [] for c in SUMMARY_COLUMNS}  # every row flushed, as columns
+        # every row flushed, as columns: the two texts as lists, the figures as arrays of doubles
+        self.summary_rows: dict[str, list | array] = {c: [] if c in ("rid", "status") else array("d")
+                                                      for c in SUMMARY_COLUMNS}
+        self.summary, self.summarized_at, self.summary_cost_s = None, -math.inf, 0.0
         self.flushed_at = -math.inf  # the first row is written at once; nothing before it (a run that
         if live:                     # fails before any request ends leaves no directory behind)
             # what a killed earlier run left where this one grows
@@ -223,11 +234,20 @@ class RunWriter:
             self.shards.append(rows)
             self.shards.flush()
             for c, values in self.summary_rows.items():
-                values.extend(r.get(c, math.nan) for r in rows)
-        self.flushed_at = time.monotonic()
-        df = pd.DataFrame(self.summary_rows).drop_duplicates(subset="rid", keep="first")  # as read_records reads parts
+                if isinstance(values, list):
+                    values.extend(r.get(c) for r in rows)
+                else:
+                    values.extend(math.nan if r.get(c) is None else float(r[c]) for r in rows)
+        self.flushed_at = now = time.monotonic()
+        if (complete or len(self.summary_rows["rid"]) < SUMMARY_EVERY_FLUSH
+                or now - self.summarized_at >= self.summary_cost_s / SUMMARY_COST_SHARE):
+            t0 = time.perf_counter()
+            df = pd.DataFrame({c: v if isinstance(v, list) else np.array(v) for c, v in self.summary_rows.items()})
+            df = df.drop_duplicates(subset="rid", keep="first")  # as read_records reads parts
+            self.summary = summarize(df, self.meta.get("goodput_slo")) if not df.empty else None
+            self.summarized_at, self.summary_cost_s = now, time.perf_counter() - t0
         meta = {"kind": f"rtlm.{KIND}", "schema_version": SCHEMA_VERSION, **self.meta, "complete": complete,
-                "summary": summarize(df, self.meta.get("goodput_slo")) if not df.empty else None}
+                "summary": self.summary}
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "meta.json", meta)
         return meta

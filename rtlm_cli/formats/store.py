@@ -56,10 +56,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def check_output(out: Path, overwrite: bool, option: str = "--out") -> None:
-    """Refuse an existing, non-empty output unless ``overwrite`` (it is replaced only once the new one is written)."""
+def check_output(out: Path, overwrite: bool, option: str = "--out", remedy: str = "pass --overwrite") -> None:
+    """Refuse an existing, non-empty output unless ``overwrite`` (it is replaced only once the new one is
+    written); the error says to choose another ``option`` or ``remedy``."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise RtlmError(f"output {out} already exists: choose another {option} or pass --overwrite")
+        raise RtlmError(f"output {out} already exists: choose another {option} or {remedy}")
 
 
 @contextlib.contextmanager

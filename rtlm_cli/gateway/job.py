@@ -31,7 +31,8 @@ def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=No
     """Serve until stopped; the run's final meta (or {} without ``--out``)."""
     cfg.validate()
     if cfg.out:
-        check_output(Path(cfg.out), overwrite=False)
+        # a service never replaces a run (a day of traffic): no --overwrite here
+        check_output(Path(cfg.out), overwrite=False, remedy="move that run away first")
     predictor = load_predictor(cfg.predictor)
     tables, truth = _tables(cfg, engine_cfg.client.urls), true_lengths(cfg.profile)
     with open_engine(engine_cfg, model, console=console) as engine:
