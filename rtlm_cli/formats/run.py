@@ -178,8 +178,8 @@ def load_run(path: str | Path):
     return upgrade(meta, read_records(path / PARTS_DIR, key="rid"))
 
 
-# what a growing run's summary is computed from (kept in memory, the figures as 8-byte floats: ~100
-# bytes a request; the parts are never read back)
+# what a growing run's summary is computed from (kept in memory, the figures as 8-byte floats: ~160
+# bytes a request, most of it the request id; the parts are never read back)
 SUMMARY_COLUMNS = ("rid", "status", "arrival_s", "start_s", "first_token_s", "last_token_s", "finish_s",
                    "deadline_s", "output_tokens", "batch_size", "in_flight", "prediction_cost_s")
 # A growing run's summary is recomputed over every row at each flush while the run holds fewer than
