@@ -146,7 +146,7 @@ def test_real_direct_dispatch(servers, policy):
 
 def test_real_gateway(servers):
     """The gateway over two fake servers of different speeds, two slots each: which request went to
-    which server, in the order sent (requests sent together, within 5 ms, by id)."""
+    which server, in the order sent (requests sent together, within 50 ms, by id)."""
     fast, slow = servers(ms_per_token=30), servers(ms_per_token=60)
     reqs = burst(14)
     backends = [Backend(0, "b0", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.03, "decode_step_s": 0.03}]), inflight=2),
@@ -163,7 +163,8 @@ def test_real_gateway(servers):
     names = {fast.url: "b0", slow.url: "b1"}
     groups: list[tuple[float, list[int]]] = []
     for t, rid in sorted((r["start_s"], r["rid"]) for r in recs):
-        if groups and t - groups[-1][0] < 0.005:
+        if groups and t - groups[-1][0] < 0.05:  # sent together; distinct sends here are >= 90 ms apart, and
+            # a loaded 2-core CI machine has spread one send of 4 over more than 5 ms
             groups[-1][1].append(rid)
         else:
             groups.append((t, [rid]))

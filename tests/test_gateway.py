@@ -207,11 +207,12 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
                     true_tokens=tokens_for(p, 64)[0]) for i, p in enumerate(prompts)]
 
     def order(recs, names):
-        """(request, backend) in the order sent; requests sent together (within 5 ms: one fill of
-        free slots, as the real gateway's sends are microseconds apart) by id."""
+        """(request, backend) in the order sent; requests sent together (within 15 ms: one fill of
+        free slots, whose sends are a millisecond apart, but more than 5 ms on a loaded 2-core CI
+        machine; distinct fills are 90 ms apart here, at least 20 ms as asserted below) by id."""
         groups: list[tuple[float, list[int]]] = []
         for t, rid in sorted((r["start_s"], r["rid"]) for r in recs):
-            if groups and t - groups[-1][0] < 0.005:
+            if groups and t - groups[-1][0] < 0.015:
                 groups[-1][1].append(rid)
             else:
                 groups.append((t, [rid]))
