@@ -402,8 +402,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _targets_markdown(targets: dict) -> str:
     rows = []
     for (load, policy), rs in _grouped(targets["rows"], "load", "policy").items():
-        share = "-" if policy in ("fcfs", "oracle") else " / ".join(
-            "-" if r["gain_share"] is None else f"{r['gain_share']:.0%}" for r in sorted(rs, key=lambda r: r["seed"]))
+        share = "-" if policy in ("fcfs", "oracle") else _per_seed(rs, "gain_share", ".0%")
         rows.append([f"{load:.2f}", policy, _per_seed(rs, "vs_fcfs", ".3f"), _per_seed(rs, "oracle_vs_fcfs", ".3f"),
                      f"**{share}**" if policy.startswith("rtlm") else share, _per_seed(rs, "p99_vs_fcfs", ".2f"),
                      _per_seed(rs, "goodput_vs_fcfs", ".2f")])
@@ -447,8 +446,7 @@ def _gateway_markdown(gw: dict) -> str:
         rows = []
         for (load, run), rs in _grouped(gw["rows"], "load", "run").items():
             policy = run.split()[0]
-            share = "-" if policy in ("fcfs", "oracle") else " / ".join(
-                "-" if r["gain_share"] is None else f"{r['gain_share']:.0%}" for r in sorted(rs, key=lambda r: r["seed"]))
+            share = "-" if policy in ("fcfs", "oracle") else _per_seed(rs, "gain_share", ".0%")
             rows.append([f"{load:.2f}", run, _per_seed(rs, "vs_fcfs", ".3f"), _per_seed(rs, "oracle_vs_fcfs", ".3f"),
                          share, _per_seed(rs, "p99_vs_fcfs", ".2f")])
         seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in gw["rows"]}))
