@@ -18,8 +18,8 @@ Parts (each can be skipped; time-measuring parts run alone on the cores):
               a run with a small KV cache (preemption counts).
   --gateway   rtlm's own queue in front of the simulated engine (`--dispatch gateway`), steady state:
               gateway against direct at 90% and 95% of capacity, K = 8, 16, 18 in flight (0.5x, 1x,
-              1.1x max_num_seqs); with deadlines (--slo, loose to tight) and shedding, goodput against
-              FCFS's; two heterogeneous backends (the vllm-cpu table and the shipped H200 table) at
+              1.1x max_num_seqs); with deadlines (--slo, loose to tight, at --slo-loads) and shedding,
+              goodput against FCFS's (--slo-runs: which runs); two heterogeneous backends (the vllm-cpu table and the shipped H200 table) at
               --het-loads of their combined capacity: offloading against none and against
               round-robin placement, rtlm's order and FCFS's; the real bursts of bench_engines.py,
               simulated (direct against gateway).
@@ -28,8 +28,10 @@ Parts (each can be skipped; time-measuring parts run alone on the cores):
 
 Usage: .venv/bin/python scripts/bench_continuous.py --speed --targets --full FULL --fast FAST
        .venv/bin/python scripts/bench_continuous.py --accuracy --fast FAST
+       .venv/bin/python scripts/bench_continuous.py --gateway --gateway-parts slo --slo-loads 0.95,1.2 \
+           --slo-runs 'rtlm gateway + shed' --requests 10000 --fast reference   (shedding alone, quick)
 (FULL: `rtlm train-predictor reference --features text,prompt,prefill --out FULL`; FAST: the default
-families.) --json FILE writes every number.
+families, or `reference`, the shipped predictor.) --json FILE writes every number.
 """
 
 from __future__ import annotations
@@ -314,24 +316,31 @@ def gateway_main(args, console, tmp: Path, pred: str) -> list:
     return rows
 
 
+SLO_RUNS = {"rtlm gateway + shed": {"dispatch": "gateway", "shed": True}, "rtlm gateway": {"dispatch": "gateway"},
+            "rtlm direct": {}}
+
+
 def gateway_slo(args, console, tmp: Path, pred: str) -> list:
-    """Deadlines: a fixed SLO on response time (several, from loose to tight), shedding at the gateway."""
+    """Deadlines: a fixed SLO on response time (several, from loose to tight), shedding at the gateway,
+    at each load of --slo-loads."""
     slo_rows = []
-    for slo in args.slo:
-        for seed in (0, 1, 2):
-            f = sim(tmp / "s", "fcfs", 0.95, seed, args.requests, None, args.goodput, slo_override=slo)
-            for name, extra in (("rtlm gateway + shed", {"dispatch": "gateway", "shed": True}),
-                                ("rtlm gateway", {"dispatch": "gateway"}), ("rtlm direct", {})):
-                s = sim(tmp / "s", "rtlm", 0.95, seed, args.requests, pred, args.goodput, slo_override=slo, **extra)
-                slo_rows.append({"slo_s": slo, "seed": seed, "run": name,
-                                 "goodput_vs_fcfs": s["goodput_rps"] / f["goodput_rps"],
-                                 "miss": s["deadline_miss_rate"], "fcfs_miss": f["deadline_miss_rate"], "shed": s["shed"]})
-    t = Table(title="deadlines at arrival + SLO, load 0.95: goodput (requests/s within deadline) against FCFS direct")
-    for c in ("slo s", "seed", "run", "goodput vs fcfs", "miss rate", "fcfs miss rate", "shed"):
+    for load in args.slo_loads:
+        for slo in args.slo:
+            for seed in (0, 1, 2):
+                f = sim(tmp / "s", "fcfs", load, seed, args.requests, None, args.goodput, slo_override=slo)
+                for name, extra in SLO_RUNS.items():
+                    if name not in args.slo_runs:
+                        continue
+                    s = sim(tmp / "s", "rtlm", load, seed, args.requests, pred, args.goodput, slo_override=slo, **extra)
+                    slo_rows.append({"load": load, "slo_s": slo, "seed": seed, "run": name,
+                                     "goodput_vs_fcfs": s["goodput_rps"] / f["goodput_rps"],
+                                     "miss": s["deadline_miss_rate"], "fcfs_miss": f["deadline_miss_rate"], "shed": s["shed"]})
+    t = Table(title="deadlines at arrival + SLO: goodput (requests/s within deadline) against FCFS direct")
+    for c in ("load", "slo s", "seed", "run", "goodput vs fcfs", "miss rate", "fcfs miss rate", "shed"):
         t.add_column(c, justify="right")
     for r in slo_rows:
-        t.add_row(f"{r['slo_s']:g}", str(r["seed"]), r["run"], f"{r['goodput_vs_fcfs']:.2f}", f"{r['miss']:.1%}",
-                  f"{r['fcfs_miss']:.1%}", str(r["shed"]))
+        t.add_row(f"{r['load']:g}", f"{r['slo_s']:g}", str(r["seed"]), r["run"], f"{r['goodput_vs_fcfs']:.2f}",
+                  f"{r['miss']:.1%}", f"{r['fcfs_miss']:.1%}", str(r["shed"]))
     console.print(t)
     return slo_rows
 
@@ -453,12 +462,16 @@ def _gateway_markdown(gw: dict) -> str:
         text += _table(["load", "run", f"mean vs FCFS direct (seeds {seeds})", "its oracle vs FCFS direct",
                        "share of that oracle's gain", "p99 vs FCFS direct"], rows) + "\n"
     if gw.get("slo"):
-        rows = [[f"arrival + {slo:g} s", run, _per_seed(rs, "goodput_vs_fcfs", ".2f"), _per_seed(rs, "miss", ".1%"),
+        slo = [{"load": 0.95, **r} for r in gw["slo"]]  # records before --slo-loads ran at 0.95 alone
+        loads = sorted({r["load"] for r in slo})
+        rows = [[f"arrival + {s:g} s" if len(loads) == 1 else f"{load:g}, arrival + {s:g} s", run,
+                 _per_seed(rs, "goodput_vs_fcfs", ".2f"), _per_seed(rs, "miss", ".1%"),
                  _per_seed(rs, "fcfs_miss", ".1%"), _per_seed(rs, "shed", "d")]
-                for (slo, run), rs in _grouped(gw["slo"], "slo_s", "run").items()]
-        seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in gw["slo"]}))
-        text += _table(["deadline", "run (load 0.95)", f"goodput vs FCFS direct (seeds {seeds})", "deadline misses",
-                       "FCFS's misses", "shed"], rows) + "\n"
+                for (load, s, run), rs in _grouped(slo, "load", "slo_s", "run").items()]
+        seeds = " / ".join(str(s) for s in sorted({r["seed"] for r in slo}))
+        text += _table(["deadline" if len(loads) == 1 else "load, deadline",
+                        f"run (load {loads[0]:g})" if len(loads) == 1 else "run",
+                        f"goodput vs FCFS direct (seeds {seeds})", "deadline misses", "FCFS's misses", "shed"], rows) + "\n"
     full, fast = gw.get("heterogeneous"), gw.get("heterogeneous_fast")
     if full and fast:  # the full predictor's run beside the fast one's
         fast_of = _grouped(fast, "load", "policy", "placement")
@@ -504,6 +517,10 @@ def main() -> None:
     ap.add_argument("--gateway", action="store_true")
     ap.add_argument("--slo", type=lambda v: [float(x) for x in v.split(",")], default=[60.0, 30.0, 20.0],
                     help="--gateway's deadlines: seconds after arrival (comma-separated)")
+    ap.add_argument("--slo-loads", type=lambda v: [float(x) for x in v.split(",")], default=[0.95],
+                    help="the loads of the deadlines part (a share of the engine's capacity)")
+    ap.add_argument("--slo-runs", type=lambda v: v.split(","), default=list(SLO_RUNS),
+                    help=f"the deadlines part's runs, beside FCFS direct (comma-separated; default: {', '.join(SLO_RUNS)})")
     ap.add_argument("--gateway-parts", default="main,slo,het,bursts",
                     help="which parts of --gateway to run (comma-separated)")
     ap.add_argument("--het-loads", type=lambda v: [float(x) for x in v.split(",")], default=[0.7, 0.8, 0.9],

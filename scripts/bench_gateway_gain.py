@@ -343,9 +343,10 @@ def poisson_markdown(record: dict) -> str:
             p99 = statistics.fmean(b["arms"][a]["p99_e2el_ms"] / 1000 for b in blocks)
             agree = [b["arms"][a]["mean_e2el_ms"] / b["arms"][a]["rtlm_mean_e2el_ms"] - 1 for b in blocks
                      if b["arms"][a].get("rtlm_mean_e2el_ms")]
+            one = len(blocks) == 1  # no interval from one seed
             rows.append([f"{float(load):.2f} ({rates} req/s)", a, len(blocks),
-                         ", ".join(f"{x:.2f}" for x in mean[a]), f"{m:.2f} ± {h:.2f}",
-                         "—" if a == "direct fcfs" else f"{d:+.2f} ± {dh:.2f}", f"{p99:.1f}",
+                         ", ".join(f"{x:.2f}" for x in mean[a]), f"{m:.2f}" if one else f"{m:.2f} ± {h:.2f}",
+                         "—" if a == "direct fcfs" else f"{d:+.2f}" if one else f"{d:+.2f} ± {dh:.2f}", f"{p99:.1f}",
                          f"{min(agree):+.2%} to {max(agree):+.2%}" if agree else "—"])
     if not rows:
         return ""

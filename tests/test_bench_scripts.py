@@ -103,3 +103,4 @@ def test_the_overload_and_poisson_tables_read_the_blocks(gain):
     assert "| over seeds | gateway rtlm + shed |  |  |  | 1.55 ± " in text
     poisson = mod.poisson_markdown(record)
     assert poisson.count("| 0.90 (0.600 req/s) |") == 3 and "+0.10% to +0.10%" in poisson  # the incomplete seed left out
+    assert "nan" not in poisson and "| 1 | 20.00 | 20.00 | +0.00 |" in poisson  # one seed: no interval printed

@@ -170,6 +170,61 @@ def test_shedding_records_requests_that_can_no_longer_meet_their_deadline():
     assert all("deadline could no longer be met" in r["error"] for r in recs if r["status"] == "shed")
 
 
+def by_batch(step_1: float, step_8: float) -> list[dict]:
+    """Prefill 0.01 s; a decode step ``step_1`` s alone and ``step_8`` s at a batch of 8 (linear between)."""
+    return [{"batch": b, "context": c, "prefill_s": 0.01, "decode_step_s": s} for b, s in ((1, step_1), (8, step_8))
+            for c in (16, 4096)]
+
+
+def test_shedding_prices_a_request_at_the_concurrency_it_joins():
+    """101 tokens: 1.01 s alone, 2.21 s beside 4 others (a step of 0.022 s at 5): a 1.5 s deadline is
+    met only on an empty backend."""
+    backend = Backend(0, "b", CostModel(by_batch(0.01, 0.031)), inflight=8)
+    core = DecisionCore(make_policy("fcfs"), [backend], shed=True)
+    core.add_request(req(0, 0.0, 101, deadline=1.5), 0.0)
+    assert [r.rid for r in core.schedule(backend, 0.0)] == [0] and not core.take_shed()  # alone: in time
+    for rid in (1, 2, 3):
+        core.add_request(req(rid, 0.0, 10), 0.0)  # no deadline: never shed
+    core.add_request(req(4, 0.0, 101, deadline=1.5), 0.0)
+    assert [r.rid for r in core.schedule(backend, 0.0)] == [1, 2, 3]
+    assert [r.rid for r in core.take_shed()] == [4]  # it would run with 4 others: 2.21 s
+    assert core.pace(backend) == 1.0  # nothing has finished
+
+
+def test_shedding_reads_the_backends_pace_off_its_finished_requests():
+    """A backend that runs its table's requests at twice their price: after PACE_MIN of them, a request
+    that its table alone would serve in time is shed; the pace follows the backend back to its table."""
+    from rtlm_cli.serve.decide.core import PACE_MIN, PACE_WINDOW
+
+    backend = Backend(0, "b", CostModel(flat(0.01)), inflight=1)
+    core = DecisionCore(make_policy("fcfs"), [backend], shed=True)
+    now, rid = 0.0, 0
+
+    def serve(took: float) -> None:  # one request of 50 tokens (priced 0.5 s), taking ``took`` of it
+        nonlocal now, rid
+        core.add_request(req(rid, now, 50), now)
+        (r,) = core.schedule(backend, now)
+        now += 0.5 * took
+        core.update(backend, now, [r], [50])
+        rid += 1
+
+    for _ in range(PACE_MIN - 1):
+        serve(2.0)
+    assert core.pace(backend) == 1.0  # too few to read a pace off
+    serve(2.0)
+    assert core.pace(backend) == pytest.approx(2.0)
+    core.add_request(req(rid, now, 50, deadline=now + 0.8), now)  # 0.5 s by the table, 1.0 s at this pace
+    assert core.schedule(backend, now) == [] and [r.rid for r in core.take_shed()] == [rid]
+    rid += 1
+    for _ in range(PACE_WINDOW):
+        serve(1.0)
+    assert core.pace(backend) == pytest.approx(1.0)  # the window holds only the latest
+    core.add_request(req(rid, now, 50, deadline=now + 0.8), now)
+    assert [r.rid for r in core.schedule(backend, now)] == [rid] and not core.take_shed()
+    core.update(backend, now, [req(rid, now, 50)], [None])  # failed: no pace read, nothing left behind
+    assert not core._sent
+
+
 def test_gateway_simulation_through_the_cli(run_cli, tmp_path):
     r = run_cli("serve-local", "--simulate", "--batching", "continuous", "--dispatch", "gateway", "--inflight", 4,
                 "--profile", "reference", "--backend", "cpu=vllm-cpu", "--backend", "gpu=h200", "--offload",

@@ -207,7 +207,8 @@ def test_metrics_parse_with_prometheus_clients_own_parser(start):
     assert post(g.url + "/v1/completions", {"prompt": "hello", "max_tokens": 5})[0] == 200
     families = {f.name: f for f in text_string_to_metric_families(urllib.request.urlopen(g.url + "/metrics").read().decode())}
     assert {"rtlm:num_requests_waiting", "rtlm:num_requests_in_flight", "rtlm:requests",
-            "rtlm:e2e_request_latency_seconds", "rtlm:prediction_time_seconds"} <= set(families)
+            "rtlm:e2e_request_latency_seconds", "rtlm:prediction_time_seconds", "rtlm:backend_pace"} <= set(families)
+    assert [s.value for s in families["rtlm:backend_pace"].samples] == [1.0]  # no --shed: priced as the table says
     finished = [s for s in families["rtlm:requests"].samples if s.labels.get("outcome") == "finished"
                 and s.name.endswith("_total")]
     assert finished[0].value == 1.0

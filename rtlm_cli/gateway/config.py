@@ -29,7 +29,7 @@ class ServiceConfig:
     api_key: str | None = field(default=None, metadata={"help": "Key clients must send (Authorization: Bearer KEY), checked in constant time."})
     no_auth: bool = field(default=False, metadata={"help": "Listen beyond loopback without a key (an explicit choice)."})
     backend_api_key: str | None = field(default=None, metadata={"help": "Key rtlm sends to the backends (the client's Authorization is never forwarded)."})
-    shed: bool = field(default=False, metadata={"help": "Answer 429 to a request whose deadline (x-rtlm-deadline-ms) can no longer be met, instead of serving it late."})
+    shed: bool = field(default=False, metadata={"help": "Answer 429 to a request whose deadline (x-rtlm-deadline-ms) can no longer be met, instead of serving it late: priced by the backend's timing table at the number it would run beside, times how much slower than that table its latest requests ran."})
     retry_failed: bool = field(default=False, metadata={"help": "Send a request whose backend failed before any token reached the client once more, to a live backend."})
     drain_timeout_s: float = field(default=30.0, metadata={"help": "On SIGTERM/Ctrl-C: stop accepting, let what is in flight finish for this long, cancel the rest."})
     flush_s: float = field(default=5.0, metadata={"help": "Records are flushed to the run directory this often (a crash loses at most this much)."})

@@ -28,6 +28,9 @@ class ServiceMetrics:
         self.speed = Gauge("rtlm:backend_generation_tokens_per_second",
                            f"Tokens of the answers a backend ended in the last {SPEED_WINDOW_S:g} s, per second.",
                            ["backend"], registry=r)
+        self.pace = Gauge("rtlm:backend_pace", "How long a backend's latest finished requests took against what its "
+                          "timing table priced them at (kept with --shed; 1 until 8 finished): above 1, slower.",
+                          ["backend"], registry=r)
         self.ends: dict[str, deque[tuple[float, int]]] = {b: deque() for b in backends}
         self.tokens = Counter("rtlm:generation_tokens", "Tokens generated, per backend.", ["backend"], registry=r)
         self.predicted_tokens = Counter("rtlm:predicted_tokens", "Tokens predicted for the requests that finished.",
@@ -48,6 +51,7 @@ class ServiceMetrics:
             self.in_flight.labels(b)
             self.live.labels(b).set(1)
             self.tokens.labels(b)
+            self.pace.labels(b).set(1)
 
     def count(self, outcome: str) -> None:
         self.outcomes.labels(outcome).inc()
@@ -81,8 +85,11 @@ class ServiceMetrics:
             out[name] = sum(t for _, t in ends) / min(SPEED_WINDOW_S, max(now, 1e-9))
         return out
 
-    def observe_state(self, now: float, waiting: int, backends: dict[str, tuple[int, bool]]) -> None:
+    def observe_state(self, now: float, waiting: int, backends: dict[str, tuple[int, bool]],
+                      paces: dict[str, float] | None = None) -> None:
         self.waiting.set(waiting)
+        for name, pace in (paces or {}).items():
+            self.pace.labels(name).set(pace)
         speeds = self.speeds(now)
         for name, (outstanding, down) in backends.items():
             self.in_flight.labels(name).set(outstanding)

@@ -87,7 +87,9 @@ class GatewayService:
                                  status=200 if live else 503)
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        self.metrics.observe_state(self.now(), len(self.gateway.core.queue), self.backend_states())
+        core = self.gateway.core
+        self.metrics.observe_state(self.now(), len(core.queue), self.backend_states(),
+                                   {self.urls[b.bid]: core.pace(b) for b in core.backends})
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": self.metrics.content_type})
 
     def backend_states(self) -> dict[str, tuple[int, bool]]:

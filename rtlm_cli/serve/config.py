@@ -66,7 +66,7 @@ class BackendConfig:
 @dataclass(frozen=True)
 class GatewayConfig:
     inflight: int | None = field(default=None, metadata={"help": "--dispatch gateway: K, the requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
-    shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late."})
+    shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late; priced at the concurrency it would join and the backend's realised pace."})
     gather_ms: float | None = field(default=None, metadata={"help": f"--dispatch gateway: a request reaching an idle gateway is held this long so that what arrives with it (a burst) is ordered together, as rtlm gateway does (0: none; default {GATHER_MS:g})."})
 
     @property

@@ -18,13 +18,18 @@ through ``queue`` (a ``QueueView``), never the core's own fields.
 - Strategic offloading (``offload``): backends slower than the fastest take a request only when
   the fast ones are congested; which one is ``offload.Offloader``'s to say.
 - Shedding (``shed``, serving engines): a request that can no longer meet its deadline on the
-  backend asking is taken out (``take_shed``) instead of being served late.
+  backend asking is taken out (``take_shed``) instead of being served late. It is priced as it
+  will run: its prefill, then its predicted tokens' decode steps shared with what that backend
+  already runs (the timing table at that concurrency), times the backend's *pace* — how long its
+  latest finished requests took against what the same table priced them at (``pace``) — so a
+  backend slower than its table today, or one that runs full, sheds what it cannot serve in time.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 from rtlm_cli.serve.decide.backend import Backend
@@ -35,6 +40,8 @@ from rtlm_cli.serve.decide.request import Request
 
 PRIORITY_ORDERS = ("lower-first", "higher-first")  # which integer priority an engine runs first
 KEY_RESOLUTION = 1000  # keys become engine priorities at 1/1000 of their unit (ms for time-valued keys)
+PACE_WINDOW = 32  # a backend's pace is read off this many of its latest finished requests
+PACE_MIN = 8  # and is 1 (the table as it is) until this many have finished
 
 
 class QueueView:
@@ -85,6 +92,11 @@ class DecisionCore:
         self.queue = QueueView(self._waiting, self._by_key)
         self.shed = shed
         self._shed: list[Request] = []
+        # With shedding: each request out on a serving engine (backend id, sent at, how many that
+        # backend ran with it), and per backend its latest (realised, priced) service seconds.
+        self._sent: dict[int, tuple[int, float, int]] = {}
+        self._paces: dict[int, deque[tuple[float, float]]] = {}
+        self._pace_sums: dict[int, list[float]] = {}
         self.consolidator = Consolidator(policy, max_batch, cap_tokens) if max_batch > 1 else None
         self.offloader = Offloader(policy, backends, self.fast, self.queue) if offload and len(backends) > 1 else None
 
@@ -106,6 +118,10 @@ class DecisionCore:
         backend = next(b for b in self.backends if b.bid == bid)
         self.backends.remove(backend)
         self._rank_speeds()
+        for rid in [rid for rid, sent in self._sent.items() if sent[0] == bid]:
+            del self._sent[rid]
+        self._paces.pop(bid, None)
+        self._pace_sums.pop(bid, None)
         return backend
 
     def add_request(self, req: Request, now: float) -> None:
@@ -126,6 +142,8 @@ class DecisionCore:
             if req is None:
                 break
             backend.outstanding += 1
+            if self.shed:
+                self._sent[req.rid] = (backend.bid, now, backend.outstanding)
             out.append(req)
         return out
 
@@ -148,11 +166,26 @@ class DecisionCore:
             for req, tokens in zip(left, output_tokens):
                 if tokens is not None:
                     self.offloader.ended(req, tokens)
+        for i, req in enumerate(left):
+            sent = self._sent.pop(req.rid, None)
+            tokens = output_tokens[i] if i < len(output_tokens) else None
+            if sent is not None and tokens:
+                self._paced(backend.bid, now - sent[1], backend.cost.service_s(req.prompt_tokens, tokens, sent[2]))
 
     def withdraw(self, rid: int) -> bool:
         """A waiting request leaves the queue unserved (its client went away); False if it was not
         waiting (already handed out, or never added)."""
         return self._waiting.pop(rid, None) is not None  # its heap entry is skipped when reached
+
+    def pace(self, backend: Backend) -> float:
+        """How long ``backend``'s latest finished requests took against what its timing table priced
+        them at (their prompt and realised tokens, at the concurrency each was sent into): above 1
+        it runs slower than its table. 1 until ``PACE_MIN`` have finished; kept only with ``shed``."""
+        window = self._paces.get(backend.bid)
+        if window is None or len(window) < PACE_MIN or self._pace_sums[backend.bid][1] <= 0:
+            return 1.0
+        realised, priced = self._pace_sums[backend.bid]
+        return realised / priced
 
     def take_shed(self) -> list[Request]:
         """The requests shed since the last call (their deadline could no longer be met)."""
@@ -160,6 +193,26 @@ class DecisionCore:
         return shed
 
     # -- internals -------------------------------------------------------------------------------
+    def _paced(self, bid: int, realised_s: float, priced_s: float) -> None:
+        window = self._paces.setdefault(bid, deque())
+        sums = self._pace_sums.setdefault(bid, [0.0, 0.0])
+        window.append((realised_s, priced_s))
+        sums[0] += realised_s
+        sums[1] += priced_s
+        if len(window) > PACE_WINDOW:
+            old = window.popleft()
+            sums[0] -= old[0]
+            sums[1] -= old[1]
+
+    def _late(self, req: Request, backend: Backend, now: float) -> bool:
+        """Would ``req``, sent to ``backend`` now, end past its deadline? Priced at the concurrency
+        it would run at (what the backend holds, plus itself, at most its K) and the backend's pace."""
+        if req.deadline_s is None:
+            return False
+        running = backend.outstanding + 1 if backend.inflight is None else min(backend.outstanding + 1, backend.inflight)
+        service = backend.cost.service_s(req.prompt_tokens, req.predicted_tokens, running)
+        return now + self.pace(backend) * service > req.deadline_s
+
     def _take(self, req: Request) -> Request:
         del self._waiting[req.rid]  # its heap entry is left behind, skipped when reached
         return req
@@ -214,9 +267,7 @@ class DecisionCore:
                 req = self._pop_head()
             if req is None:
                 return None
-            late = req.deadline_s is not None and \
-                now + backend.cost.service_s(req.prompt_tokens, req.predicted_tokens) > req.deadline_s
-            if self.shed and late:
+            if self.shed and self._late(req, backend, now):
                 self._shed.append(req)
                 continue
             return req
