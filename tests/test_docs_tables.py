@@ -20,6 +20,8 @@ TABLES = [  # script, its --markdown arguments (records in docs/bench/, or shipp
     ("bench_continuous.py", "docs/bench/continuous-accuracy.json", "benchmarks.md"),
     ("bench_continuous.py", "docs/bench/continuous-gateway.json", "benchmarks.md"),
     ("bench_continuous.py", "docs/bench/offload-fresh-seeds.json", "benchmarks.md"),
+    ("bench_continuous.py", "docs/bench/shed-alone-0d3ff68.json", "benchmarks.md"),
+    ("bench_continuous.py", "docs/bench/shed-priced.json", "benchmarks.md"),
     ("bench_oracle.py", "docs/bench/oracle.json", "benchmarks.md"),
     ("bench_writer.py", "docs/bench/writer.json", "benchmarks.md"),
     ("bench_ray_serve.py", "docs/bench/ray-serve.json", "benchmarks.md"),

@@ -143,7 +143,7 @@ class DecisionCore:
                 break
             backend.outstanding += 1
             if self.shed:
-                self._sent[req.rid] = (backend.bid, now, backend.outstanding)
+                self._sent[req.rid] = (backend.bid, now, self._running(backend, backend.outstanding))
             out.append(req)
         return out
 
@@ -204,13 +204,18 @@ class DecisionCore:
             sums[0] -= old[0]
             sums[1] -= old[1]
 
+    @staticmethod
+    def _running(backend: Backend, outstanding: int) -> int:
+        """How many run at once on ``backend`` with ``outstanding`` sent to it: at most its K."""
+        return outstanding if backend.inflight is None else min(outstanding, backend.inflight)
+
     def _late(self, req: Request, backend: Backend, now: float) -> bool:
         """Would ``req``, sent to ``backend`` now, end past its deadline? Priced at the concurrency
         it would run at (what the backend holds, plus itself, at most its K) and the backend's pace."""
         if req.deadline_s is None:
             return False
-        running = backend.outstanding + 1 if backend.inflight is None else min(backend.outstanding + 1, backend.inflight)
-        service = backend.cost.service_s(req.prompt_tokens, req.predicted_tokens, running)
+        service = backend.cost.service_s(req.prompt_tokens, req.predicted_tokens,
+                                         self._running(backend, backend.outstanding + 1))
         return now + self.pace(backend) * service > req.deadline_s
 
     def _take(self, req: Request) -> Request:
