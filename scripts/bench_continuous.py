@@ -545,6 +545,8 @@ def main() -> None:
 
         print(markdown(json.loads(Path(args.markdown).read_text())), end="")
         return
+    if unknown := [r for r in args.slo_runs if r not in SLO_RUNS]:
+        ap.error(f"--slo-runs: unknown run {unknown[0]!r}; choose from {', '.join(map(repr, SLO_RUNS))}")
     if (args.targets or args.accuracy or args.gateway) and not (args.full or args.fast):
         ap.error("--targets, --accuracy and --gateway need --full and/or --fast predictors")
     console = Console(stderr=True, width=160)

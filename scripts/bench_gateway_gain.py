@@ -69,7 +69,7 @@ from rtlm_cli.formats.profile import load_profile
 from rtlm_cli.formats.run import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, arm_order, gateway, interval95, markdown_table, now, stop, warm_up, write_record  # noqa: E402
+from benchlib import ROOT, arm_order, exit_on_sigterm, gateway, interval95, markdown_table, now, stop, warm_up, write_record  # noqa: E402
 
 RTLM = [sys.executable, "-m", "rtlm_cli.cli"]
 BENCH = ("import argparse, sys\n"
@@ -425,6 +425,7 @@ def main() -> None:
     ap.add_argument("--json", help="the record: read back (arms already there are skipped) and written as arms finish")
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst, Poisson and overload tables from a --json record")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         record = json.loads(Path(args.markdown).read_text())
         print(markdown(record) + poisson_markdown(record) + overload_markdown(record), end="")

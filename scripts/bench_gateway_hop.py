@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import fake_server, gateway, markdown_table, now, stop  # noqa: E402
+from benchlib import exit_on_sigterm, fake_server, gateway, markdown_table, now, stop  # noqa: E402
 
 
 async def load(url: str, clients: int, total: int, prompts: list[str]) -> dict:
@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--markdown", nargs="+", metavar="RECORD", help="only print docs/benchmarks.md's tables from --json records")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         print(markdown([json.loads(Path(p).read_text()) for p in args.markdown]), end="")
         return

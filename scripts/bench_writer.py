@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchlib import fake_server, markdown_table, now, stop, write_record  # noqa: E402
+from benchlib import exit_on_sigterm, fake_server, markdown_table, now, stop, write_record  # noqa: E402
 
 from rtlm_cli.formats.store import provenance  # noqa: E402
 from rtlm_cli.serve.config import ReplayConfig  # noqa: E402
@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--growing", type=lambda v: [int(x) for x in v.split(",")],
                     help="a growing run of these sizes instead (no server): the summary's cost and the rows' memory")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())), end="")
         return

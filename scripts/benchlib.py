@@ -24,6 +24,17 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit (143) instead of ending the process on the spot, so that what the bench
+    started is stopped on the way out: `subprocess.run` kills its child (a `vllm bench serve` client),
+    `finally` blocks stop gateways and `with` blocks stop vLLM servers."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def free_port() -> int:
     from rtlm_cli.engines.vllm import free_port as port
 

@@ -104,3 +104,45 @@ def test_the_overload_and_poisson_tables_read_the_blocks(gain):
     poisson = mod.poisson_markdown(record)
     assert poisson.count("| 0.90 (0.600 req/s) |") == 3 and "+0.10% to +0.10%" in poisson  # the incomplete seed left out
     assert "nan" not in poisson and "| 1 | 20.00 | 20.00 | +0.00 |" in poisson  # one seed: no interval printed
+
+
+def test_a_bench_stopped_with_sigterm_stops_what_it_started(tmp_path):
+    """A long benchmark is stopped with SIGTERM (nohup leaves SIGINT ignored): the load generator it
+    runs with `subprocess.run` goes with it, and its `finally` blocks run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    child_pid, cleaned = tmp_path / "child.pid", tmp_path / "cleaned"
+    script = (f"import sys, subprocess; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import benchlib\n"
+              "benchlib.exit_on_sigterm()\n"
+              "try:\n"
+              f"    subprocess.run(['sh', '-c', 'echo $$ > {child_pid}; exec sleep 60'])\n"
+              "finally:\n"
+              f"    open({str(cleaned)!r}, 'w').close()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 30
+        while not (child_pid.exists() and child_pid.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.05)
+        pid = int(child_pid.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 143
+        assert cleaned.exists()
+        time.sleep(0.2)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the child was killed and reaped by subprocess.run
+    finally:
+        proc.kill()
+
+
+def test_bench_continuous_refuses_an_unknown_slo_run():
+    """A misspelt --slo-runs name is an error, not a deadlines part that quietly runs FCFS alone."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_continuous.py"), "--gateway", "--fast",
+                           "reference", "--slo-runs", "rtlm gateway+shed"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "unknown run 'rtlm gateway+shed'" in done.stderr and "'rtlm gateway + shed'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -28,6 +28,7 @@ through ``queue`` (a ``QueueView``), never the core's own fields.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -95,8 +96,7 @@ class DecisionCore:
         # With shedding: each request out on a serving engine (backend id, sent at, how many that
         # backend ran with it), and per backend its latest (realised, priced) service seconds.
         self._sent: dict[int, tuple[int, float, int]] = {}
-        self._paces: dict[int, deque[tuple[float, float]]] = {}
-        self._pace_sums: dict[int, list[float]] = {}
+        self._paces: dict[int, deque[tuple[float, float]]] = {}  # (realised, priced) s, the latest PACE_WINDOW
         self.consolidator = Consolidator(policy, max_batch, cap_tokens) if max_batch > 1 else None
         self.offloader = Offloader(policy, backends, self.fast, self.queue) if offload and len(backends) > 1 else None
 
@@ -121,7 +121,6 @@ class DecisionCore:
         for rid in [rid for rid, sent in self._sent.items() if sent[0] == bid]:
             del self._sent[rid]
         self._paces.pop(bid, None)
-        self._pace_sums.pop(bid, None)
         return backend
 
     def add_request(self, req: Request, now: float) -> None:
@@ -162,15 +161,13 @@ class DecisionCore:
         backend.outstanding = max(backend.outstanding - len(left), 0)
         if backend.static:
             backend.busy_until = now
-        if self.offloader:
-            for req, tokens in zip(left, output_tokens):
-                if tokens is not None:
-                    self.offloader.ended(req, tokens)
-        for i, req in enumerate(left):
-            sent = self._sent.pop(req.rid, None)
-            tokens = output_tokens[i] if i < len(output_tokens) else None
+        for req, tokens in itertools.zip_longest(left, output_tokens[:len(left)]):
+            if self.offloader and tokens is not None:
+                self.offloader.ended(req, tokens)
+            sent = self._sent.pop(req.rid, None)  # every one that left: none is kept behind
             if sent is not None and tokens:
-                self._paced(backend.bid, now - sent[1], backend.cost.service_s(req.prompt_tokens, tokens, sent[2]))
+                self._paces.setdefault(backend.bid, deque(maxlen=PACE_WINDOW)).append(
+                    (now - sent[1], backend.cost.service_s(req.prompt_tokens, tokens, sent[2])))
 
     def withdraw(self, rid: int) -> bool:
         """A waiting request leaves the queue unserved (its client went away); False if it was not
@@ -181,11 +178,11 @@ class DecisionCore:
         """How long ``backend``'s latest finished requests took against what its timing table priced
         them at (their prompt and realised tokens, at the concurrency each was sent into): above 1
         it runs slower than its table. 1 until ``PACE_MIN`` have finished; kept only with ``shed``."""
-        window = self._paces.get(backend.bid)
-        if window is None or len(window) < PACE_MIN or self._pace_sums[backend.bid][1] <= 0:
+        window = self._paces.get(backend.bid, ())
+        if len(window) < PACE_MIN:
             return 1.0
-        realised, priced = self._pace_sums[backend.bid]
-        return realised / priced
+        priced = sum(p for _, p in window)
+        return sum(r for r, _ in window) / priced if priced > 0 else 1.0
 
     def take_shed(self) -> list[Request]:
         """The requests shed since the last call (their deadline could no longer be met)."""
@@ -193,17 +190,6 @@ class DecisionCore:
         return shed
 
     # -- internals -------------------------------------------------------------------------------
-    def _paced(self, bid: int, realised_s: float, priced_s: float) -> None:
-        window = self._paces.setdefault(bid, deque())
-        sums = self._pace_sums.setdefault(bid, [0.0, 0.0])
-        window.append((realised_s, priced_s))
-        sums[0] += realised_s
-        sums[1] += priced_s
-        if len(window) > PACE_WINDOW:
-            old = window.popleft()
-            sums[0] -= old[0]
-            sums[1] -= old[1]
-
     @staticmethod
     def _running(backend: Backend, outstanding: int) -> int:
         """How many run at once on ``backend`` with ``outstanding`` sent to it: at most its K."""
