@@ -3,7 +3,11 @@ fresh server at a share of the day's capacity) resumes within a day and starts a
 the capacity is always the day's own (this VM's speed changes by day)."""
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,11 +113,6 @@ def test_the_overload_and_poisson_tables_read_the_blocks(gain):
 def test_a_bench_stopped_with_sigterm_stops_what_it_started(tmp_path):
     """A long benchmark is stopped with SIGTERM (nohup leaves SIGINT ignored): the load generator it
     runs with `subprocess.run` goes with it, and its `finally` blocks run."""
-    import os
-    import signal
-    import subprocess
-    import time
-
     child_pid, cleaned = tmp_path / "child.pid", tmp_path / "cleaned"
     script = (f"import sys, subprocess; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import benchlib\n"
               "benchlib.exit_on_sigterm()\n"
@@ -139,8 +138,6 @@ def test_a_bench_stopped_with_sigterm_stops_what_it_started(tmp_path):
 
 def test_bench_continuous_refuses_an_unknown_slo_run():
     """A misspelt --slo-runs name is an error, not a deadlines part that quietly runs FCFS alone."""
-    import subprocess
-
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_continuous.py"), "--gateway", "--fast",
                            "reference", "--slo-runs", "rtlm gateway+shed"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
