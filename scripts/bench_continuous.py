@@ -61,7 +61,7 @@ from rtlm_cli.serve.sim.continuous import serve_directly
 from rtlm_cli.serve.sim.server import ServerLimits, StepCost, capacity_rps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import markdown_table, now, write_record  # noqa: E402
+from benchlib import exit_on_sigterm, markdown_table, now, write_record  # noqa: E402
 
 TIMING = "vllm-cpu"
 WEIGHTS = (32.0, 128.0, 512.0, 2048.0, 8192.0)
@@ -540,6 +540,7 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's tables from a --json record")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         import json
 

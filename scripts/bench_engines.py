@@ -43,7 +43,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import interval95, now, write_record  # noqa: E402
+from benchlib import exit_on_sigterm, interval95, now, write_record  # noqa: E402
 
 # (policy, dispatch): the engine's FCFS is the baseline; the gateway keeps rtlm's own queue in front
 # (its share of the oracle's gain is read against the direct oracle)
@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--seqs", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16])
     ap.add_argument("--json")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.bursts and not args.predictor:
         ap.error("--bursts needs --predictor")
     console = Console(stderr=True, width=160)

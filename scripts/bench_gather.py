@@ -33,7 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from benchlib import exit_on_sigterm, markdown_table  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402 (the tests' fake server, as the harness's backend)
 
 from rtlm_cli.engines.vllm import free_port  # noqa: E402
@@ -87,9 +89,6 @@ async def send_all(url: str, prompts: list[str], at_once: bool) -> None:
 
 def markdown(record: dict) -> str:
     """docs/benchmarks.md's gathering table from a --json record."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from benchlib import markdown_table
-
     k, rows = record["k"], []
     for r in record["rows"]:
         kept = r["first_k_kept"]
@@ -110,6 +109,7 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's table from a --json record")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())), end="")
         return

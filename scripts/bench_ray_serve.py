@@ -51,7 +51,7 @@ from rtlm_cli.serve.job import replay
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
-from benchlib import free_port, markdown_table, now, stamp, write_record  # noqa: E402
+from benchlib import exit_on_sigterm, free_port, markdown_table, now, stamp, write_record  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 
 PROFILE, PREDICTOR, TIMING, K, CAP = "reference-64", "reference-64", "vllm-cpu", 8, 64
@@ -357,6 +357,7 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst tables from a --json record")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())), end="")
         return

@@ -51,7 +51,7 @@ from rtlm_cli.serve.config import ReplayConfig
 from rtlm_cli.serve.job import replay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import arm_order, interval95, markdown_table, now, warm_up, write_record  # noqa: E402
+from benchlib import arm_order, exit_on_sigterm, interval95, markdown_table, now, warm_up, write_record  # noqa: E402
 
 TIMING = "vllm-cpu"
 LOADS = (0.9, 0.95)
@@ -335,6 +335,7 @@ def main() -> None:
     ap.add_argument("--markdown", metavar="RECORD",
                     help="only print docs/research.md's tables from a --json record (the simulator's, the real bursts')")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         record = json.loads(Path(args.markdown).read_text())
         parts = [sim_markdown(record)]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchlib import now  # noqa: E402
+from benchlib import exit_on_sigterm, now  # noqa: E402
 from test_tour import tour_commands  # noqa: E402  (the tests' reading of the tour: one parser of it)
 
 from rtlm_cli.formats.store import provenance  # noqa: E402
@@ -38,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json")
     args = ap.parse_args()
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     commands = tour_commands((ROOT / "README.md").read_text())
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     out = {"started": now(), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -118,6 +118,18 @@ def in_group(group: int, zombies: bool = True) -> list:
     return out
 
 
+def wait_until(check, timeout_s: float = 30.0, what: str = "a condition"):
+    """Polls ``check`` every 50 ms until it returns something true, which is returned; an
+    AssertionError naming ``what`` after ``timeout_s``."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
 def left_in_group(group: int, seconds: float, zombies: bool = True) -> list:
     """Waits up to ``seconds`` for process group ``group`` to empty; what is left in it."""
     deadline = time.monotonic() + seconds

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,10 +123,7 @@ def test_a_bench_stopped_with_sigterm_stops_what_it_started(tmp_path):
               f"    open({str(cleaned)!r}, 'w').close()\n")
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:
-        deadline = time.time() + 30
-        while not (child_pid.exists() and child_pid.read_text().strip()) and time.time() < deadline:
-            time.sleep(0.05)
-        pid = int(child_pid.read_text())
+        pid = int(wait_until(lambda: child_pid.exists() and child_pid.read_text().strip(), 30, "the child's pid"))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 143
         assert cleaned.exists()

@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import in_group, left_in_group, one_line_error
+from conftest import in_group, left_in_group, one_line_error, wait_until
 from fake_openai import FakeOpenAI, tokens_for
 
 from rtlm_cli.formats.profile import MEASURED_COLUMNS, load_profile
@@ -200,9 +200,7 @@ def test_the_guard_ends_the_servers_whole_group_and_says_why(tmp_path, how):
     group = None
     try:
         group = int(parent.stdout.readline())  # the guard leads its own group
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(in_group(group, zombies=False)) < 3:  # guard, server, its child
-            time.sleep(0.1)
+        wait_until(lambda: len(in_group(group, zombies=False)) >= 3, 30, "the guard, the server and its child")
         assert len(in_group(group, zombies=False)) == 3
         time.sleep(1.0)  # nothing ends the group while rtlm is there
         assert len(in_group(group, zombies=False)) == 3

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from fake_openai import FakeOpenAI, tokens_for
 
 from rtlm_cli.engines.vllm import free_port
@@ -306,10 +307,8 @@ def test_a_client_that_leaves_mid_stream_closes_its_upstream_request(start):
                         return  # the connection closes here
 
     asyncio.run(leave_after_two_chunks())
-    deadline = time.time() + 5
-    while server.open_streams and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.open_streams == 0 and server.answered == 0  # the backend saw it go, long before 3 s of answer
+    wait_until(lambda: server.open_streams == 0, 5, "the backend's stream to close")
+    assert server.answered == 0  # the backend saw it go, long before 3 s of answer
 
 
 def test_a_dead_backend_is_taken_out_and_put_back_when_healthy(start):

@@ -10,11 +10,10 @@ test leaves the application healthy. Ray is shut down by the fixture that starte
 import asyncio
 import contextlib
 import os
-import time
 
 import aiohttp
 import pytest
-
+from conftest import wait_until
 from fake_openai import FakeOpenAI
 
 from rtlm_cli.engines.vllm import free_port
@@ -23,16 +22,6 @@ pytestmark = pytest.mark.ray
 K = 2  # max_ongoing_requests per replica
 MS_PER_TOKEN = 10
 
-
-
-def wait_until(check, timeout_s: float = 30.0, what: str = "a condition"):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import urllib.request
 
 import psutil
 import pytest
-from conftest import in_group, left_in_group, one_line_error
+from conftest import in_group, left_in_group, one_line_error, wait_until
 
 from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings
 from rtlm_cli.formats.profile import load_profile
@@ -256,10 +256,8 @@ def test_rtlm_gateway_in_front_of_vllm_serves_the_openai_client_and_vllm_bench_s
         # a client that leaves mid-stream: its upstream request is cancelled and vLLM frees the slot
         running = asyncio.run(leave_mid_stream(g.url, priority_server.url))
         assert running == 1.0
-        deadline = time.time() + 10
-        while vllm_metric(priority_server.url, "vllm:num_requests_running{") and time.time() < deadline:
-            time.sleep(0.1)
-        assert vllm_metric(priority_server.url, "vllm:num_requests_running{") == 0
+        wait_until(lambda: vllm_metric(priority_server.url, "vllm:num_requests_running{") == 0, 10,
+                   "vllm:num_requests_running to drop to 0")
     finally:
         code, log = g.stop()
     assert code == 0, log
