@@ -23,7 +23,6 @@ K = 2  # max_ongoing_requests per replica
 MS_PER_TOKEN = 10
 
 
-
 @pytest.fixture(scope="module")
 def ray_app():
     ray = pytest.importorskip("ray")
