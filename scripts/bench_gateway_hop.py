@@ -83,8 +83,8 @@ async def load(url: str, clients: int, total: int, prompts: list[str]) -> dict:
 
 def predictor_alone(prompts: list[str]) -> dict:
     """The shipped predictor, one prompt at a time, as the gateway's admission calls it."""
-    from rtlm_cli.gateway.admit import Admission
-    from rtlm_cli.gateway.admit import load_predictor
+    from rtlm_cli.serve.admit import Admission
+    from rtlm_cli.serve.admit import load_predictor
     from rtlm_cli.formats.timing import load_timing_table
     from rtlm_cli.serve.costmodel import CostModel
 

@@ -32,11 +32,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchlib import exit_on_sigterm, markdown_table  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402 (the tests' fake server, as the harness's backend)
+from rtlm_cli.testing import FakeOpenAI  # noqa: E402 (the fake server, as the harness's backend)
 
 from rtlm_cli.engines.vllm import free_port  # noqa: E402
 from rtlm_cli.formats.run import load_run  # noqa: E402

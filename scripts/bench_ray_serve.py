@@ -45,14 +45,13 @@ import aiohttp
 
 from rtlm_cli.formats.profile import load_nonempty
 from rtlm_cli.serve.config import ReplayConfig
-from rtlm_cli.serve.decide.gateway import GATHER_MS
+from rtlm_cli.serve.decide.slots import GATHER_MS
 from rtlm_cli.serve.job import replay
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT.parent / "tests"))
 from benchlib import exit_on_sigterm, free_port, markdown_table, now, stamp, write_record  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+from rtlm_cli.testing import FakeOpenAI  # noqa: E402
 
 PROFILE, PREDICTOR, TIMING, K, CAP = "reference-64", "reference-64", "vllm-cpu", 8, 64
 PROFILES = {"reference-64": 64, "reference": 256}  # --profile: the shipped profile (and its predictor) and its cap

@@ -24,12 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from benchlib import exit_on_sigterm, now  # noqa: E402
-from test_tour import tour_commands  # noqa: E402  (the tests' reading of the tour: one parser of it)
 
 from rtlm_cli.formats.store import provenance  # noqa: E402
+from rtlm_cli.testing.tour import tour_commands  # noqa: E402  (one parser of the tour, the test's too)
 
 TARGET_S = 300
 

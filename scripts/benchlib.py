@@ -86,7 +86,7 @@ def fake_server(core: int | None = None, ms_per_token: float = 0.0, max_running:
     """(process, url) of the tests' fake OpenAI server in a process of its own."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start([sys.executable, "tests/fake_openai.py", "--port", port, "--ms-per-token", ms_per_token,
+    proc = start([sys.executable, "-m", "rtlm_cli.testing.fake_openai", "--port", port, "--ms-per-token", ms_per_token,
                   "--max-running", max_running], url, core)
     return proc, url
 

@@ -13,7 +13,7 @@ import asyncio
 import numpy as np
 import pandas as pd
 import pytest
-from fake_openai import FakeOpenAI, tokens_for
+from rtlm_cli.testing import FakeOpenAI, tokens_for
 from test_executor import NoBoard, SyncWorkers, TableEngine, VirtualClock
 from test_golden import GOLDEN, check_frame
 
@@ -23,7 +23,7 @@ from rtlm_cli.paths import source_path
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.gateway import GATHER_MS, Gateway
+from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
@@ -87,7 +87,7 @@ def test_simulated_gateway_offload_and_shed():
     backends = [Backend(0, "cpu", cpu, inflight=8), Backend(1, "gpu", gpu, inflight=8)]
     core = DecisionCore(make_policy("rtlm"), backends, offload=True, shed=True, cap_tokens=256.0)
     servers = {b.bid: SimulatedServer(ServerLimits(max_num_seqs=8), StepCost(b.cost), b.bid, b.name) for b in backends}
-    recs = simulate_gateway(workload(2000, 23, 0.35, cpu, slack_s=12.0), Gateway(core), servers)
+    recs = simulate_gateway(workload(2000, 23, 0.35, cpu, slack_s=12.0), SlotQueue(core), servers)
     check_frame("decisions-sim-gateway", frame(recs))
 
 
@@ -157,7 +157,7 @@ def test_real_gateway(servers):
         async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
             await client.check()
             driver = StreamDriver(reqs, core, client, {0: fast.url, 1: slow.url}, 64)
-            return await run_gateway(driver, Gateway(core, gather_s=GATHER_MS / 1000))  # the burst gathered whole
+            return await run_gateway(driver, SlotQueue(core, gather_s=GATHER_MS / 1000))  # the burst gathered whole
 
     recs, _ = asyncio.run(go())
     names = {fast.url: "b0", slow.url: "b1"}

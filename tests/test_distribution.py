@@ -157,7 +157,7 @@ def test_the_sampled_world_in_the_simulator(sampled, run_cli, tmp_path):
 
 
 def test_a_served_replay_of_a_sampled_profile_sends_each_answers_seed(sampled, run_cli, tmp_path):
-    from fake_openai import FakeOpenAI
+    from rtlm_cli.testing import FakeOpenAI
 
     from rtlm_cli.formats.profile import load_profile
 
@@ -180,7 +180,7 @@ def test_a_served_replay_of_a_sampled_profile_sends_each_answers_seed(sampled, r
 def test_the_gateways_oracles_know_a_sampled_answer_by_its_prompt_and_seed(sampled):
     from rtlm_cli.formats.profile import load_profile
     from rtlm_cli.formats.timing import load_timing_table
-    from rtlm_cli.gateway.admit import Admission, true_lengths
+    from rtlm_cli.serve.admit import Admission, true_lengths
     from rtlm_cli.serve.costmodel import CostModel
 
     _, df = load_profile(sampled / "prof", samples_ok=True)

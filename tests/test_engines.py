@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 from conftest import in_group, left_in_group, one_line_error, wait_until
-from fake_openai import FakeOpenAI, tokens_for
+from rtlm_cli.testing import FakeOpenAI, tokens_for
 
 from rtlm_cli.formats.profile import MEASURED_COLUMNS, load_profile
 from rtlm_cli.formats.run import load_run

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_until
-from fake_openai import FakeOpenAI, tokens_for
+from rtlm_cli.testing import FakeOpenAI, tokens_for
 
 from rtlm_cli.engines.vllm import free_port
 from rtlm_cli.formats.run import load_run

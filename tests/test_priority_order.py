@@ -11,14 +11,14 @@ served the lowest value first, so ``--priority-order higher-first`` reversed the
 import asyncio
 
 import pytest
-from fake_openai import FakeOpenAI, tokens_for
+from rtlm_cli.testing import FakeOpenAI, tokens_for
 from test_executor import NoBoard, SyncWorkers, TableEngine, VirtualClock
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import PRIORITY_ORDERS, DecisionCore
-from rtlm_cli.serve.decide.gateway import GATHER_MS, Gateway
+from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.live.streams import StreamDriver, run_direct, run_gateway
@@ -55,7 +55,7 @@ def served_order(mode: Mode, order: str, requests: list[Request], fake) -> list[
         elif mode.dispatch == "direct":
             recs = simulate_direct(requests, core, backend, server)
         else:
-            recs = simulate_gateway(requests, Gateway(core, gather_s=GATHER_MS / 1000), {0: server})
+            recs = simulate_gateway(requests, SlotQueue(core, gather_s=GATHER_MS / 1000), {0: server})
         return [r["rid"] for r in sorted(recs, key=lambda r: (r["start_s"], r["first_token_s"]))]
     if static:
         clock = VirtualClock()
@@ -67,7 +67,7 @@ def served_order(mode: Mode, order: str, requests: list[Request], fake) -> list[
         async with Client(ClientSettings(urls=(server.url,))) as client:
             await client.check()
             driver = StreamDriver(requests, core, client, {0: server.url}, 64)
-            return await (run_direct(driver, backend) if mode.dispatch == "direct" else run_gateway(driver, Gateway(core, gather_s=GATHER_MS / 1000)))
+            return await (run_direct(driver, backend) if mode.dispatch == "direct" else run_gateway(driver, SlotQueue(core, gather_s=GATHER_MS / 1000)))
 
     recs, interrupted = asyncio.run(go())
     assert not interrupted and all(r["status"] == "finished" for r in recs)

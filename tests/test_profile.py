@@ -205,7 +205,7 @@ def test_sampling_settings_that_cannot_work_are_refused(run_cli, tmp_path, promp
 
 
 def test_through_a_server_each_sampled_request_carries_its_recorded_seed(run_cli, tmp_path, prompt_file):
-    from fake_openai import FakeOpenAI
+    from rtlm_cli.testing import FakeOpenAI
 
     server = FakeOpenAI(ms_per_token=0.0)
     try:

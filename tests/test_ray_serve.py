@@ -14,7 +14,7 @@ import os
 import aiohttp
 import pytest
 from conftest import wait_until
-from fake_openai import FakeOpenAI
+from rtlm_cli.testing import FakeOpenAI
 
 from rtlm_cli.engines.vllm import free_port
 

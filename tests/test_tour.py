@@ -2,25 +2,16 @@
 CLI, and every profile, predictor, timing table and run a step reads is made by an earlier step or
 shipped with rtlm. (Its wall time, run as written, is in docs/benchmarks.md.)"""
 
-import re
-import shlex
 from pathlib import Path
 
 import typer
 
 from rtlm_cli.cli import app
 from rtlm_cli.paths import PREDICTORS, REFERENCES
+from rtlm_cli.testing.tour import tour_commands
 
 README = Path(__file__).parent.parent / "README.md"
 READS = ("profile", "predictor", "timing", "profiles", "paths")  # parameters that name something to read
-
-
-def tour_commands(text: str) -> list[list[str]]:
-    """The tour's commands, continuation lines joined, comments dropped."""
-    section = text.split("## A five-minute tour", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    joined = re.sub(r"\\\n\s*", " ", block)
-    return [shlex.split(line) for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def parse(argv: list[str]) -> tuple[str, dict]:

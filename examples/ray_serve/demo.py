@@ -1,5 +1,5 @@
 """Run the example app on this machine: a local Ray cluster, two forwarder replicas routed by rtlm over
-two fake OpenAI servers (the tests' ``tests/fake_openai.py``, priced by the vllm-cpu timing table and
+two fake OpenAI servers (``rtlm_cli.testing.FakeOpenAI``, priced by the vllm-cpu timing table and
 answering each prompt with its true length in the shipped reference profile, capped at 128 tokens),
 one burst of 24 ShareGPT prompts, and the order the servers started them. ``--url`` (twice) uses your servers instead
 (e.g. two ``vllm serve`` on SmolLM2). Ray is shut down at the end.
@@ -10,9 +10,7 @@ one burst of 24 ShareGPT prompts, and the order the servers started them. ``--ur
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import ray
@@ -22,9 +20,7 @@ from rtlm_cli.engines.vllm import free_port
 from rtlm_cli.formats.profile import load_nonempty
 from rtlm_cli.integrations.ray_serve.app import build
 
-ROOT = Path(__file__).resolve().parents[2]
 CAP = 128
-
 
 
 async def burst(url: str, prompts: list[str]) -> list[float]:
@@ -51,8 +47,7 @@ def main() -> None:
     df = df.sample(args.requests, random_state=0)
     fakes = []
     if not args.url:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from fake_openai import FakeOpenAI
+        from rtlm_cli.testing import FakeOpenAI
 
         lengths = dict(zip(df["prompt"], df["output_tokens"].astype(int)))
         fakes = [FakeOpenAI(timing="vllm-cpu", lengths=lengths) for _ in range(2)]

@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 
 from rtlm_cli.engines.base import BatchResult, Generation, GenerationSettings, ModelInfo
-from rtlm_cli.engines.openai import Client, ClientSettings, Streamed
+from rtlm_cli.engines.openai import Client, ClientSettings
+from rtlm_cli.engines.upstream import Outcome
 from rtlm_cli.errors import RtlmError
 
 
@@ -53,7 +54,7 @@ class ServerEngine:
             raise
 
     def close(self) -> None:
-        if self.client.session is not None:
+        if self.client.open:
             self.run(self.client.__aexit__(None, None, None))
         self.loop.close()
 
@@ -120,7 +121,7 @@ async def _drain(tasks) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def generation(o: Streamed) -> Generation:
+def generation(o: Outcome) -> Generation:
     return Generation(prompt_tokens=o.prompt_tokens, output_tokens=o.output_tokens, ended=o.finish_reason == "stop",
                       ttft_s=o.ttft_s, e2e_s=o.e2e_s, text=o.text)
 

@@ -6,8 +6,9 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from rtlm_cli.errors import RtlmError
-from rtlm_cli.serve.decide.gateway import GATHER_MS
-from rtlm_cli.serve.decide.policies import check_needs, make_policy
+from rtlm_cli.serve.decide.policies import check_needs
+from rtlm_cli.serve.decide.slots import GATHER_MS
+from rtlm_cli.serve.queue import QueueConfig
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -30,21 +31,21 @@ class ServiceConfig:
     no_auth: bool = field(default=False, metadata={"help": "Listen beyond loopback without a key (an explicit choice)."})
     backend_api_key: str | None = field(default=None, metadata={"help": "Key rtlm sends to the backends (the client's Authorization is never forwarded)."})
     shed: bool = field(default=False, metadata={"help": "Answer 429 to a request whose deadline (x-rtlm-deadline-ms) can no longer be met, instead of serving it late: priced by the backend's timing table at the number it would run beside, times how much slower than that table its latest requests ran."})
-    retry_failed: bool = field(default=False, metadata={"help": "Send a request whose backend failed before any token reached the client once more, to a live backend."})
+    retry_failed: bool = field(default=False, metadata={"help": "A request whose backend failed before its first chunk because it is down or overloaded (no connection, HTTP 502/503/504) goes once more to a live backend (recorded in retries; the one retry rule of every path)."})
     drain_timeout_s: float = field(default=30.0, metadata={"help": "On SIGTERM/Ctrl-C: stop accepting, let what is in flight finish for this long, cancel the rest."})
     flush_s: float = field(default=5.0, metadata={"help": "Records are flushed to the run directory this often (a crash loses at most this much)."})
     out: str | None = field(default=None, metadata={"help": "Run directory for the records (run format, readable by rtlm report while it grows)."})
 
-    def validate(self) -> "ServiceConfig":
-        make_policy(self.policy)
-        check_needs(self.policy, self.predictor, self.profile)
+    def queue(self) -> QueueConfig:
+        """The queue this service runs (first-free placement; priority classes before the policy)."""
+        return QueueConfig(policy=self.policy, inflight=self.inflight, gather_ms=self.gather_ms, shed=self.shed,
+                           offload=self.offload, classes=True)
 
+    def validate(self) -> "ServiceConfig":
+        self.queue().validate()
+        check_needs(self.policy, self.predictor, self.profile)
         if not 0 <= self.port <= 65535:
             raise RtlmError(f"--port must be 0-65535, got {self.port}")
-        if self.inflight is not None and self.inflight < 1:
-            raise RtlmError(f"--inflight must be >= 1, got {self.inflight}")
-        if self.gather_ms < 0:
-            raise RtlmError(f"--gather-ms must be >= 0, got {self.gather_ms}")
         if self.max_queue < 1 or self.max_body_kib < 1:
             raise RtlmError("--max-queue and --max-body-kib must be >= 1")
         if self.drain_timeout_s < 0 or self.flush_s <= 0:

@@ -13,15 +13,12 @@ from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.run import RunWriter
 from rtlm_cli.formats.store import check_output, now_iso, provenance
 from rtlm_cli.formats.timing import load_timing_table, static_pricing
-from rtlm_cli.gateway.admit import Admission, Classed, load_predictor, true_lengths
+from rtlm_cli.serve.admit import Admission, load_predictor, true_lengths
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.service import GatewayService
 from rtlm_cli.serve.config import split_spec
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
-from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.gateway import Gateway
-from rtlm_cli.serve.decide.policies import make_policy
 
 HEALTH_EVERY_S = 2.0
 LOG_EVERY_S = 5.0
@@ -36,10 +33,10 @@ def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=No
     predictor = load_predictor(cfg.predictor)
     tables, truth = _tables(cfg, engine_cfg.client.urls), true_lengths(cfg.profile)
     with open_engine(engine_cfg, model, console=console) as engine:
-        urls = list(engine.client.settings.urls)
-        k = cfg.inflight or engine_cfg.vllm.max_num_seqs
+        urls, queue = list(engine.client.settings.urls), cfg.queue()
+        k = queue.k(engine_cfg.vllm.max_num_seqs)
         backends = [Backend(i, url, tables.get(url.rstrip("/"), tables[""]), inflight=k) for i, url in enumerate(urls)]
-        core = DecisionCore(Classed(make_policy(cfg.policy)), backends, shed=cfg.shed, offload=cfg.offload)
+        core = queue.build_core(backends)
         meta = _meta(cfg, engine, k, predictor, console)
         meta["workers"] = [{"name": b.name, "spec": f"{b.name}={b.cost.name}"} for b in backends]
         meta["timing_warning"] = static_pricing([b.cost.name for b in backends])
@@ -48,9 +45,9 @@ def gateway(cfg: ServiceConfig, engine_cfg: EngineConfig, model: str, console=No
         records = RunWriter(Path(cfg.out), meta, flush_s=cfg.flush_s) if cfg.out else None
         entry = {"id": engine.client.model, "object": "model", "owned_by": "rtlm", "root": engine.info.resolved}
         fastest = min(backends, key=lambda b: b.step_s).cost  # predicted service is priced where it runs soonest
-        service = GatewayService(cfg, Gateway(core, gather_s=cfg.gather_ms / 1000), dict(enumerate(urls)),
-                                 {engine.client.model: entry}, Admission(predictor, fastest, truth), records)
-        service.session = engine.client.session
+        service = GatewayService(cfg, queue.slot_queue(core), dict(enumerate(urls)),
+                                 {engine.client.model: entry}, Admission(predictor, fastest, truth),
+                                 engine.client.upstream, records)
         engine.run(_serve(service, cfg, console))
         return records.close() if records else {}
 
@@ -79,9 +76,8 @@ def _meta(cfg: ServiceConfig, engine, k: int, predictor, console) -> dict:
             if console is not None:
                 console.print(f"[yellow]warning:[/yellow] {mismatch}")
     return {"mode": "real", "batching": "continuous", "dispatch": "gateway", "executes": "serving-engine",
-            "service": True, "priority_order": "lower-first", "engine": engine.name, "engine_settings": engine.server,
-            "inflight": k, "gather_ms": cfg.gather_ms, "shed": cfg.shed, "placement": "first-free", "policy": cfg.policy, "policy_params": {},
-            "predictor": cfg.predictor, "profile": cfg.profile, "predictor_warning": mismatch, "cap": None, "max_batch": 1, "offload": cfg.offload,
+            "service": True, "engine": engine.name, "engine_settings": engine.server, **cfg.queue().meta("gateway", k),
+            "predictor": cfg.predictor, "profile": cfg.profile, "predictor_warning": mismatch, "cap": None,
             "workload": {"arrivals": "service", "rate_rps": None, "offered_load": None, "num_requests": None},
             "model": {"model_id": engine.info.model_id, "model_hash": engine.info.model_hash},
             "created_at": now_iso(), "listen": f"{cfg.host}:{cfg.port}", **provenance()}
@@ -105,7 +101,7 @@ async def _serve(service: GatewayService, cfg: ServiceConfig, console) -> None:
     host, port = runner.addresses[0][:2]
     say = console.print if console is not None else print
     say(f"rtlm gateway: listening on http://{host}:{port} (policy {cfg.policy}, K = "
-        f"{service.gateway.core.backends[0].inflight} per backend, {len(service.urls)} backend(s))")
+        f"{service.queue.core.backends[0].inflight} per backend, {len(service.urls)} backend(s))")
     chores = [asyncio.create_task(c) for c in (_flush(service, cfg), _health(service), _watch(service, cfg, console))]
     try:
         await stop.wait()
@@ -130,19 +126,11 @@ async def _health(service: GatewayService) -> None:
     """A backend taken out is asked its /health every few seconds, and put back when it answers."""
     while True:
         await asyncio.sleep(HEALTH_EVERY_S)
-        for b in service.gateway.core.backends:
-            if b.down and await _healthy(service.session, service.urls[b.bid]):
-                service.gateway.bring_up(b.bid)
+        for b in service.queue.core.backends:
+            if b.down and await service.upstream.healthy(service.urls[b.bid]):
+                service.queue.bring_up(b.bid)
                 service.metrics.live.labels(service.urls[b.bid]).set(1)
-                service.apply(service.gateway.fill(service.now()))
-
-
-async def _healthy(session, url: str) -> bool:
-    try:
-        async with session.get(url.rstrip("/") + "/health") as resp:
-            return resp.status == 200
-    except Exception:  # noqa: BLE001 - any failure means not healthy yet
-        return False
+                service.slots.fill()
 
 
 async def _watch(service: GatewayService, cfg: ServiceConfig, console) -> None:
@@ -158,6 +146,6 @@ async def _watch(service: GatewayService, cfg: ServiceConfig, console) -> None:
             now, recent = service.now(), service.recent
             states = service.backend_states()
             span = now - recent[0]["arrival_s"] if len(recent) == recent.maxlen else now
-            board.update(now, service.arrived, len(service.gateway.core.queue),
+            board.update(now, service.arrived, len(service.queue.core.queue),
                          {u: n for u, (n, _) in states.items()}, list(recent), span_s=span,
                          speeds=service.metrics.speeds(now))

@@ -8,6 +8,9 @@ rates or loads) into one config per run.
 - ``BackendConfig``: what serves and how requests reach it: simulated or real, the engine, its
   workers or URLs and their timing tables, the engine's priority order.
 - ``GatewayConfig``: rtlm's queue in front of serving engines.
+
+The policy's and the gateway's options make one ``QueueConfig`` (``queue()``, ``serve/queue.py``),
+the queue configuration ``rtlm gateway`` and Ray Serve's capacity queue use too.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from rtlm_cli.engines import EngineConfig
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats.store import check_output
 from rtlm_cli.formats.timing import timing_origin
-from rtlm_cli.serve.decide.core import PRIORITY_ORDERS
-from rtlm_cli.serve.decide.gateway import GATHER_MS, PLACEMENTS
-from rtlm_cli.serve.decide.policies import RTLM, TailAware, check_needs, make_policy
+from rtlm_cli.serve.decide.policies import RTLM, TailAware, check_needs
+from rtlm_cli.serve.decide.slots import GATHER_MS
 from rtlm_cli.serve.mode import Mode
+from rtlm_cli.serve.queue import QueueConfig
 from rtlm_cli.serve.sim.server import ServerLimits
 from rtlm_cli.serve.workload import WorkloadConfig
 
@@ -68,12 +71,8 @@ class GatewayConfig:
     inflight: int | None = field(default=None, metadata={"help": "--dispatch gateway: K, the requests in flight per backend (default: --max-num-seqs, the engine's batch)."})
     shed: bool = field(default=False, metadata={"help": "--dispatch gateway with deadlines (--slo, --slo-factor): drop a request that can no longer meet its deadline (recorded shed, counted as missed) instead of serving it late; priced at the concurrency it would join and the backend's realised pace."})
     gather_ms: float | None = field(default=None, metadata={"help": f"--dispatch gateway: a request reaching an idle gateway is held this long so that what arrives with it (a burst) is ordered together, as rtlm gateway does (0: none; default {GATHER_MS:g})."})
-
-    @property
-    def gather_s(self) -> float:
-        return (GATHER_MS if self.gather_ms is None else self.gather_ms) / 1000.0
     placement: str = field(default="first-free", metadata={"help": "--dispatch gateway with several backends: first-free (a freed slot, else the fastest free backend, takes the next request), least-loaded (the free backend with the fewest in flight: spreads the load, smaller batches), round-robin (in turn: a baseline) or power-of-two (Ray Serve's default router: the less loaded of two drawn at random; a baseline)."})
-    retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: send a request that failed on a backend once more, to any live one (recorded in retries)."})
+    retry_failed: bool = field(default=False, metadata={"help": "--dispatch gateway: a request whose backend failed before its first chunk because it is down or overloaded (no connection, HTTP 502/503/504) goes once more to a live backend (recorded in retries; the one retry rule of every path)."})
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -137,17 +136,24 @@ class ReplayConfig:
         b = self.backends
         return Mode.resolve(b.simulate, b.batching, b.dispatch, b.engine.name)
 
+    def queue(self) -> QueueConfig:
+        """The queue this replay runs (``serve/queue.py``): the policy's options and the gateway's."""
+        p, g = self.policy, self.gateway
+        return QueueConfig(policy=p.name, policy_params=tuple(p.params.items()), inflight=g.inflight,
+                           gather_ms=GATHER_MS if g.gather_ms is None else g.gather_ms, placement=g.placement, shed=g.shed, offload=p.offload,
+                           max_batch=p.max_batch, priority_order=self.backends.priority_order)
+
     @property
     def inflight(self) -> int:
-        """K, the requests in flight per backend under --dispatch gateway."""
+        """K, the requests in flight per backend under --dispatch gateway (the engine's batch by default)."""
         b = self.backends
-        return self.gateway.inflight or (b.engine.vllm.max_num_seqs if b.engine.is_server else b.limits.max_num_seqs)
+        return self.queue().k(b.engine.vllm.max_num_seqs if b.engine.is_server else b.limits.max_num_seqs)
 
     def validate(self) -> "ReplayConfig":
         mode = self.mode
         w, p, b = self.workload, self.policy, self.backends
         w.validate()
-        make_policy(p.name, **p.params)  # unknown name -> did-you-mean; bad parameters
+        self.queue().validate()  # policy (did-you-mean), its parameters, K, window, placement, priority order
         check_needs(p.name, p.predictor, w.profile)
         if mode.simulated and not w.profile:
             raise RtlmError("--simulate needs --profile: the simulator replays the true output lengths recorded there")
@@ -155,9 +161,7 @@ class ReplayConfig:
             raise RtlmError("pass --profile (prompts with known lengths) or --prompts (any prompt source)")
         b.engine.validate()
         goodput_thresholds(self.goodput)
-        if b.priority_order not in PRIORITY_ORDERS:
-            raise RtlmError(f"--priority-order is one of {', '.join(PRIORITY_ORDERS)}, got {b.priority_order!r}")
-        if p.max_batch < 1 or (p.max_batch != 1 and mode.batching == "continuous"):
+        if p.max_batch != 1 and mode.batching == "continuous":
             raise RtlmError(f"--max-batch (>= 1) is for static batches; a serving engine batches by itself (got {p.max_batch})")
         _check_dispatch(mode, self)
         if mode.simulated and mode.batching == "continuous":
@@ -182,15 +186,8 @@ def _check_dispatch(mode: Mode, cfg: ReplayConfig) -> None:
     if mode.dispatch == "direct" and (cfg.policy.offload or len(b.engine.client.urls) > 1 or len(b.specs) > 1):
         raise RtlmError("--dispatch direct sends to one engine: several --url or --backend and --offload need "
                         "--dispatch gateway")
-    if mode.dispatch == "gateway":
-        if g.inflight is not None and g.inflight < 1:
-            raise RtlmError(f"--inflight must be >= 1, got {g.inflight}")
-        if g.gather_ms is not None and g.gather_ms < 0:
-            raise RtlmError(f"--gather-ms must be >= 0, got {g.gather_ms}")
-        if g.placement not in PLACEMENTS:
-            raise RtlmError(f"--placement is {' or '.join(PLACEMENTS)}, got {g.placement!r}")
-        if g.shed and cfg.workload.slo_s is None and cfg.workload.slo_factor is None:
-            raise RtlmError("--shed drops requests past their deadline: give deadlines with --slo or --slo-factor")
+    if mode.dispatch == "gateway" and g.shed and cfg.workload.slo_s is None and cfg.workload.slo_factor is None:
+        raise RtlmError("--shed drops requests past their deadline: give deadlines with --slo or --slo-factor")
 
 
 def _check_simulated_server(b: BackendConfig, profile: str | None) -> None:

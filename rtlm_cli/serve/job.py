@@ -22,8 +22,6 @@ from rtlm_cli.serve.config import ReplayConfig, goodput_thresholds, split_spec
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.gateway import Gateway
-from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.live.servers import engine_for
 from rtlm_cli.serve.mode import Mode
 from rtlm_cli.serve.pool import Pool, build_requests, check_predictor, load_pool, predict_pool
@@ -74,7 +72,7 @@ def simulate(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore) -> lis
     servers = {x.bid: SimulatedServer(b.limits, StepCost(x.cost), x.bid, x.name, b.priority_order) for x in core.backends}
     if mode.dispatch == "direct":
         return simulate_direct(requests, core, core.backends[0], servers[0])
-    return simulate_gateway(requests, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_s), servers)
+    return simulate_gateway(requests, cfg.queue().slot_queue(core), servers)
 
 
 def execute(mode: Mode, cfg: ReplayConfig, requests, core: DecisionCore, max_new: int, console, dashboard: bool,
@@ -115,9 +113,7 @@ def replay(cfg: ReplayConfig, console=None, dashboard: bool = True, engine=None)
     capacity = load_capacity(mode, cfg, backends, pool, preds.predicted)
     rate = w.rate if w.rate is not None else (w.load * capacity if w.load is not None else None)
     requests = build_requests(w, pool, preds, min(backends, key=lambda b: b.step_s).cost, rate, cap)
-    core = DecisionCore(make_policy(p.name, **p.params), backends, max_batch=p.max_batch, offload=p.offload,
-                        cap_tokens=float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None, shed=cfg.gateway.shed,
-                        priority_order=cfg.backends.priority_order)
+    core = cfg.queue().build_core(backends, cap_tokens=float(pmeta["cap"]) if pmeta and pmeta.get("cap") else None)
     started, t0 = now_iso(), time.perf_counter()
     meta = run_meta(cfg, mode, backends, capacity, rate, int(cap), pmeta, preds.out_of_fold)
     meta.update(created_at=started, model=pool.meta["model"] if pool.meta else {"model_id": cfg.backends.model},
@@ -137,16 +133,11 @@ def run_meta(cfg: ReplayConfig, mode: Mode, backends: list[Backend], capacity: f
              pmeta: dict | None, out_of_fold: int) -> dict:
     """What a run's meta.json says of how it was made (``docs/formats.md``)."""
     p, b, w = cfg.policy, cfg.backends, cfg.workload
-    gateway = mode.dispatch == "gateway"
     return {
-        **mode.describe(), "priority_order": b.priority_order,
+        **mode.describe(), **cfg.queue().meta(mode.dispatch, cfg.inflight),
         "engine": None if mode.simulated else engine_name(b.model, b.engine.name),
         "engine_model": dataclasses.asdict(b.limits) if mode.simulated and mode.batching == "continuous" else None,
-        "inflight": cfg.inflight if gateway else None, "shed": cfg.gateway.shed,
-        "placement": cfg.gateway.placement if gateway else None,
-        "gather_ms": 1000 * cfg.gateway.gather_s if gateway else None,
-        "goodput_slo": goodput_thresholds(cfg.goodput) or None,
-        "policy": p.name, "policy_params": p.params, "cap": cap, "max_batch": p.max_batch, "offload": p.offload,
+        "goodput_slo": goodput_thresholds(cfg.goodput) or None, "cap": cap,
         "workload": {**dataclasses.asdict(w), "rate_rps": rate, "capacity_rps": capacity,
                      "offered_load": rate / capacity if rate else None},
         "profile": w.profile, "prompts": w.prompts, "predictor": p.predictor,

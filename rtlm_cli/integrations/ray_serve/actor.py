@@ -9,7 +9,8 @@ stopped has its tokens reclaimed.
 
 ``acquire(token, fields)`` waits until the policy's order gives the request a replica and returns the
 replica's id (``""``: shed, its deadline can no longer be met); ``release(token)`` gives the slot
-back. A cancelled ``acquire`` (``ray.cancel``: the client went away) leaves the queue.
+back. A cancelled ``acquire`` (``ray.cancel``: the client went away) leaves the queue. The waiting is
+``TokenQueue``'s, driven by the one async driver of the slot queue (``serve/live/driver.py``).
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from collections import deque
 import ray
 
 from rtlm_cli.formats.timing import load_timing_table
-from rtlm_cli.integrations.ray_serve.queue import TokenQueue
+from rtlm_cli.integrations.ray_serve.queue import SHED, TokenQueue
 from rtlm_cli.serve.costmodel import CostModel
-from rtlm_cli.serve.decide.gateway import GATHER_MS
+from rtlm_cli.serve.decide.slots import GATHER_MS
 
 logger = logging.getLogger("ray.serve")
-SHED = ""  # what acquire returns for a request shed by its deadline
 ORDER_KEPT = 10_000  # the latest hand-outs kept for ``handed_out`` (tests, inspection)
 
 
@@ -41,11 +41,10 @@ class RtlmCapacityQueue:
         cost = CostModel.from_table(load_timing_table(timing), name=timing)
         self.queue = TokenQueue(policy, cost, placement=placement, gather_s=gather_ms / 1000.0, shed=shed)
         self.policy, self.ttl = policy, token_ttl_s
-        self.futures: dict[str, asyncio.Future] = {}
         self.since: dict[str, float] = {}  # token -> when it was handed out (for the TTL)
         self.order: deque[str] = deque(maxlen=ORDER_KEPT)
-        self.acquires = self.releases = self.cancelled = self.shed = self.expired = 0
-        self.chores: set[asyncio.Task] = set()
+        self.acquires = self.releases = self.shed = self.expired = 0
+        self.reaper: asyncio.Task | None = None
         self.long_poll = self._subscribe() if _enable_long_poll else None
 
     # -- what routers call -------------------------------------------------------------------------
@@ -53,31 +52,25 @@ class RtlmCapacityQueue:
         """The replica the request ``token`` runs on, once the policy's order reaches it (SHED: it
         was shed). ``fields``: the request as ``queue.describe`` gives it."""
         self.acquires += 1
-        fut = asyncio.get_running_loop().create_future()
-        self.futures[token] = fut
-        was_holding = self.queue.gateway.holding_until is not None
-        self._apply(self.queue.arrive(token, fields, time.time()))
-        if self.queue.gateway.holding_until is not None and not was_holding:
-            self._spawn(self._end_window())
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            self.futures.pop(token, None)
-            if self.queue.withdraw(token):
-                self.cancelled += 1
-            elif fut.done() and not fut.cancelled() and fut.result():
-                self.release(token)  # placed, but its caller is gone
-            raise
+        replica = await self.queue.acquire(token, fields)
+        if replica == SHED:
+            self.shed += 1
+            return SHED
+        self.since[token] = time.time()
+        self.order.append(token)
+        if self.ttl and (self.reaper is None or self.reaper.done()):
+            self.reaper = asyncio.get_running_loop().create_task(self._reap())
+        return replica
 
     def release(self, token: str, output_tokens: int | None = None) -> None:
         """The request ``token`` ended (or its caller gave up after it was placed)."""
         self.releases += 1
         self.since.pop(token, None)
-        self._apply(self.queue.release(token, time.time(), output_tokens))
+        self.queue.release(token, output_tokens)
 
     # -- replicas (the controller's long poll, or a test) --------------------------------------------
     def register_replica(self, replica_id: str, capacity: int) -> None:
-        self._apply(self.queue.add_replica(replica_id, capacity, time.time()))
+        self.queue.add_replica(replica_id, capacity)
 
     def unregister_replica(self, replica_id: str) -> None:
         for token in self.queue.remove_replica(replica_id):
@@ -87,7 +80,7 @@ class RtlmCapacityQueue:
     def stats(self) -> dict:
         return {"policy": self.policy, "waiting": len(self.queue.waiting), "placed": len(self.queue.placed),
                 "replicas": self.queue.in_flight(), "acquires": self.acquires, "releases": self.releases,
-                "handed_out": self.queue.handed, "cancelled": self.cancelled, "shed": self.shed,
+                "handed_out": self.queue.handed, "cancelled": self.queue.cancelled, "shed": self.shed,
                 "reclaimed": self.queue.reclaimed, "expired": self.expired}
 
     def handed_out(self) -> list[str]:
@@ -95,33 +88,6 @@ class RtlmCapacityQueue:
         return list(self.order)
 
     # -- internals -------------------------------------------------------------------------------
-    def _apply(self, sends) -> None:
-        now = time.time()
-        for token, replica in sends:
-            fut = self.futures.pop(token, None)
-            if fut is None or fut.done():  # its caller left between the decision and now
-                self._apply(self.queue.release(token, now))
-                continue
-            self.since[token] = now
-            self.order.append(token)
-            fut.set_result(replica)
-        for token in self.queue.take_shed():
-            self.shed += 1
-            fut = self.futures.pop(token, None)
-            if fut is not None and not fut.done():
-                fut.set_result(SHED)
-        if self.ttl and self.since and not any(t.get_name() == "rtlm-ttl" for t in self.chores):
-            self._spawn(self._reap(), name="rtlm-ttl")
-
-    def _spawn(self, coro, name: str | None = None) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self.chores.add(task)
-        task.add_done_callback(self.chores.discard)
-
-    async def _end_window(self) -> None:
-        await asyncio.sleep(self.queue.gateway.gather_s)
-        self._apply(self.queue.release_window(time.time()))
-
     async def _reap(self) -> None:
         while self.since:
             await asyncio.sleep(self.ttl / 2)

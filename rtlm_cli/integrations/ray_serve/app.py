@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
 from ray import serve
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 
-from rtlm_cli.gateway.admit import BadRequest
+from rtlm_cli.engines.upstream import Upstream, upstream_body, wants_usage
+from rtlm_cli.serve.admit import BadRequest
 from rtlm_cli.integrations.ray_serve.deployment import rtlm_routed
 from rtlm_cli.integrations.ray_serve.ingress import Predicting
 from rtlm_cli.integrations.ray_serve.router import RequestShed
-from rtlm_cli.serve.decide.gateway import GATHER_MS
+from rtlm_cli.serve.decide.slots import GATHER_MS
 
 PATHS = ("/v1/chat/completions", "/v1/completions")
 
@@ -29,28 +29,40 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 
 @serve.deployment
 class Forwarder:
-    """One replica per backend server: replica of rank i forwards to ``urls[i % len(urls)]``; the
-    body goes unchanged, the answer streams back as the server sends it."""
+    """One replica per backend server: replica of rank i forwards to ``urls[i % len(urls)]`` through
+    ``engines/upstream.py`` (as ``rtlm gateway`` does): the body goes unchanged but for the usage a
+    stream asks for, the answer streams back byte for byte as the server sends it, and a stream that
+    fails ends with an error event and ``[DONE]``."""
 
     def __init__(self, urls: list[str]):
         rank = serve.get_replica_context().rank
         self.url = urls[rank.rank % len(urls)].rstrip("/")
-        self.session: aiohttp.ClientSession | None = None
+        self.upstream: Upstream | None = None
+
+    async def _session(self) -> Upstream:
+        if self.upstream is None:  # made in the replica's own event loop, on its first call
+            self.upstream = await Upstream(request_timeout_s=None).__aenter__()
+        return self.upstream
 
     async def __call__(self, path: str, body: dict, rtlm: dict | None = None):
-        if self.session is None:
-            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
-        async with self.session.post(self.url + path, json=body) as resp:
-            if resp.status != 200:
-                yield {"status": resp.status, "body": await resp.text()}
+        upstream = await self._session()
+        async with upstream.exchange(self.url + path, upstream_body(body), keep_usage=wants_usage(body)) as ex:
+            if ex.failed:
+                o = ex.outcome
+                payload = ex.payload.decode("utf-8", "replace") if o.http_status else json.dumps(
+                    {"error": {"message": f"the backend failed: {o.failure} ({o.error})", "type": "upstream_error",
+                               "code": 502}})
+                yield {"status": o.http_status or 502, "body": payload}
                 return
             yield {"status": 200}
-            async for chunk in resp.content.iter_any():
-                yield chunk
+            async for piece in ex.relay():
+                yield piece
 
     async def models(self) -> dict:
-        async with aiohttp.ClientSession() as session, session.get(self.url + "/v1/models") as resp:
-            return await resp.json()
+        status, data = await (await self._session()).get(self.url + "/v1/models")
+        if status != 200:
+            return {"object": "list", "data": [], "error": f"{self.url} answered HTTP {status or 'nothing'}"}
+        return json.loads(data)
 
 
 @serve.deployment

@@ -6,7 +6,7 @@ from ray.serve.config import DeploymentActorConfig, RequestRouterConfig
 
 from rtlm_cli.integrations.ray_serve.actor import CapacityQueueActor
 from rtlm_cli.integrations.ray_serve.router import RtlmRouter
-from rtlm_cli.serve.decide.gateway import GATHER_MS
+from rtlm_cli.serve.decide.slots import GATHER_MS
 from rtlm_cli.serve.decide.policies import make_policy
 
 QUEUE_ACTOR = "rtlm_queue"

@@ -2,7 +2,7 @@
 router as the ``rtlm`` keyword argument (``router.FIELD``) of the deployment call.
 
 The text predicted, the headers honoured (``x-rtlm-deadline-ms``, ``x-rtlm-priority``) and the cap
-(``max_tokens``) are the gateway service's (``gateway/admit.py``). No Ray in this module.
+(``max_tokens``) are the gateway service's (``serve/admit.py``). No Ray in this module.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from rtlm_cli.formats.timing import load_timing_table
-from rtlm_cli.gateway.admit import Admission, BadRequest, load_predictor, request_text, true_lengths
+from rtlm_cli.serve.admit import Admission, BadRequest, load_predictor, request_text, true_lengths
 from rtlm_cli.integrations.ray_serve.queue import describe
 from rtlm_cli.serve.costmodel import CostModel
 

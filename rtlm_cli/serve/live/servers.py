@@ -12,7 +12,6 @@ import time
 from rtlm_cli.engines import open_engine
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.formats import profile as profile_format
-from rtlm_cli.serve.decide.gateway import Gateway
 from rtlm_cli.serve.live.dashboard import Dashboard
 from rtlm_cli.serve.live.preflight import check_priorities
 from rtlm_cli.serve.live.streams import StreamDriver, run_direct, run_gateway
@@ -78,8 +77,7 @@ def replay_on_servers(mode, cfg, requests, core, max_new_tokens: int, console=No
         with board:
             driver = StreamDriver(requests, core, eng.client, urls, max_new_tokens, predict, board, sink)
             if mode.dispatch == "gateway":
-                run = run_gateway(driver, Gateway(core, cfg.gateway.placement, cfg.gateway.gather_s),
-                                  cfg.gateway.retry_failed)
+                run = run_gateway(driver, cfg.queue().slot_queue(core), cfg.gateway.retry_failed)
             else:
                 run = run_direct(driver, core.backends[0])
             records, interrupted = eng.run(run)

@@ -3,35 +3,33 @@
 - ``run_direct`` (``--dispatch direct``): every request is sent the moment it arrives, with the
   priority the decision core gives it; the engine orders its own queue. FCFS sends no priority, so
   the baseline is the engine's own FCFS.
-- ``run_gateway`` (``--dispatch gateway``): rtlm's queue (``Gateway``) in front of one or more
-  servers: a request is sent when a slot of a live backend is free (at most K per backend), and a
-  stream's end frees its slot for the next request; an arrival at an idle gateway opens a gathering
-  window (``--gather-ms``), as in the gateway service. A backend whose connection breaks is taken
-  down: its in-flight requests are recorded failed, or sent once more to a live backend with
+- ``run_gateway`` (``--dispatch gateway``): rtlm's slot queue in front of one or more servers,
+  driven by ``driver.SlotDriver`` exactly as the gateway service drives it: a request is sent when
+  a slot of a live backend is free (at most K per backend), and a stream's end frees its slot for
+  the next request; an arrival at an idle queue opens a gathering window (``--gather-ms``). A
+  backend that is down (``upstream``: ``backend_down``) is taken out; a request that failed
+  retryably (``Outcome.retryable``: before its first chunk) is sent once more to a live backend with
   ``retry_failed`` (counted in ``retries``); the others carry on. Shed requests are recorded
   ``shed``.
 
 Each request is predicted in this process when it arrives (on the clock), then joins the core.
 Ctrl-C or SIGTERM cancels the open streams, keeps every finished record and records the rest
-cancelled. Rows carry the run format's columns (``start_s`` is the send, ``in_flight`` what its
-backend held then) plus the stream's: ``priority``, ``retries``, ``itl_mean_s``, ``itl_max_s``,
-``finish_reason`` and the server's own ``server_queue_s``, ``server_ttft_s`` when it reports them.
+cancelled. Rows are ``upstream.served_row``'s, as the gateway service writes them (``start_s`` is the send,
+``in_flight`` what its backend held then), plus ``priority`` and ``prediction_cost_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import time
 
-from rtlm_cli.formats.run import not_run, record
+from rtlm_cli.engines.upstream import BACKEND_DOWN, served_row
+from rtlm_cli.formats.run import not_run
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.gateway import Gateway
 from rtlm_cli.serve.decide.request import Request
-
-BROKEN = ("ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
-          "ConnectionResetError", "ConnectionRefusedError")  # the backend is gone, not one request
+from rtlm_cli.serve.decide.slots import SlotQueue
+from rtlm_cli.serve.live.driver import SlotDriver
 
 
 class StreamDriver:
@@ -48,10 +46,11 @@ class StreamDriver:
         self.tasks: set[asyncio.Task] = set()
         self.stop = asyncio.Event()
         self.arrived = 0
-        self.t0 = time.perf_counter()
+        self.clock = client.upstream.clock  # the client's clock: its streams are timed on it too
+        self.t0 = self.clock()
 
     def now(self) -> float:
-        return time.perf_counter() - self.t0
+        return self.clock() - self.t0
 
     def keep(self, rid: int, row: dict) -> None:
         self.records[rid] = row
@@ -85,23 +84,18 @@ class StreamDriver:
     def finished(self, r: Request, o, sent: float, backend: Backend, in_flight: int, priority: int | None,
                  retries: int) -> None:
         """The record of a stream that ended (finished or failed), from the server's answer."""
-        itl = o.itl_s or [float("nan")]
-        self.keep(r.rid, {
-            **record(r, start_s=sent, first_token_s=sent + o.ttft_s, last_token_s=sent + o.e2e_s, finish_s=self.now(),
-                     worker=self.urls[backend.bid], in_flight=in_flight, output_tokens=o.output_tokens, status=o.status,
-                     ended=o.finish_reason == "stop" if o.status == "finished" else None, error=o.error),
-            "prediction_cost_s": self.costs.get(r.rid, 0.0), "priority": priority, "retries": retries,
-            "itl_mean_s": sum(itl) / len(itl), "itl_max_s": max(itl), "finish_reason": o.finish_reason,
-            "server_queue_s": o.server.get("queue_time_s", float("nan")),
-            "server_ttft_s": o.server.get("time_to_first_token_s", float("nan")),
-        })
+        self.keep(r.rid, served_row(r, o, sent_s=sent, finish_s=self.now(), backend=self.urls[backend.bid],
+                                    in_flight=in_flight, retries=retries, priority=priority,
+                                    prediction_cost_s=self.costs.get(r.rid, 0.0)))
 
     def unrun(self, r: Request, status: str, error: str = "", worker: str = "") -> dict:
         return {**not_run(r, status, error=error, worker=worker), "prediction_cost_s": self.costs.get(r.rid, 0.0)}
 
-    async def run(self, on_arrival) -> tuple[list[dict], bool]:
+    async def run(self, on_arrival, stalled=None) -> tuple[list[dict], bool]:
         """Every request at its arrival through ``on_arrival``, then until every record is in, the
-        run is stopped, or nothing is in flight and nothing can be sent (every backend down)."""
+        run is stopped, or nothing can go on (``stalled()``; default: no stream is open): the rest
+        are recorded failed, every backend being down."""
+        stalled = stalled or (lambda: not self.tasks)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
@@ -110,7 +104,7 @@ class StreamDriver:
             async for r in at_arrivals(self.requests, self.now, self.stop):
                 on_arrival(r)
             while len(self.records) < len(self.requests) and not self.stop.is_set():
-                if not self.tasks:
+                if stalled():
                     for r in self.requests:
                         if r.rid not in self.records:
                             self.keep(r.rid, self.unrun(r, "failed", "every backend is down"))
@@ -180,44 +174,36 @@ async def run_direct(driver: StreamDriver, backend: Backend) -> tuple[list[dict]
     return await driver.run(on_arrival)
 
 
-async def run_gateway(driver: StreamDriver, gateway: Gateway, retry_failed: bool = False) -> tuple[list[dict], bool]:
-    """rtlm's queue in front of the servers (see the module)."""
-    retried: set[int] = set()
+async def run_gateway(driver: StreamDriver, queue: SlotQueue, retry_failed: bool = False) -> tuple[list[dict], bool]:
+    """rtlm's slot queue in front of the servers (see the module)."""
+    slots = SlotDriver(queue, driver.now)
+    attempts = 2 if retry_failed else 1
 
-    def launch(sends) -> None:
-        for r, b in sends:
-            driver.launch(send(r, b))
-        for r in gateway.core.take_shed():
-            driver.keep(r.rid, driver.unrun(r, "shed", f"shed at {driver.now():.3f} s: its deadline could no longer "
-                                                       "be met"))
-
-    async def send(r: Request, b: Backend) -> None:
-        o, sent, in_flight = await driver.send(r, b)
-        if o.status == "failed" and o.error.split(":")[0] in BROKEN:
-            gateway.take_down(b.bid)
-        if o.status == "failed" and retry_failed and r.rid not in retried and gateway.live:
-            retried.add(r.rid)  # once more, to any live backend
-            launch(gateway.left(b.bid, driver.now(), r))
-            launch(arrive_gathering(gateway, r, driver.now(), driver.now, launch, driver.launch))
+    async def serve(r: Request) -> None:
+        for attempt in range(attempts):
+            b = await slots.acquire(r)
+            if b is None:
+                driver.keep(r.rid, driver.unrun(r, "shed", f"shed at {driver.now():.3f} s: its deadline could no "
+                                                           "longer be met"))
+                return
+            o, sent, in_flight = await driver.send(r, b)
+            if o.failure == BACKEND_DOWN:
+                queue.take_down(b.bid)
+            if o.retryable and attempt < attempts - 1 and queue.live:
+                slots.release(b, r)  # once more, to any live backend
+                continue
+            driver.finished(r, o, sent, b, in_flight, None, attempt + o.retries)
+            slots.release(b, r, _tokens(o))
             return
-        driver.finished(r, o, sent, b, in_flight, None, int(r.rid in retried) + o.retries)
-        launch(gateway.left(b.bid, driver.now(), r, _tokens(o)))
 
     def on_arrival(r: Request) -> None:
-        launch(arrive_gathering(gateway, r, driver.arrive(r), driver.now, launch, driver.launch))
+        driver.arrive(r)
+        driver.launch(serve(r))
 
-    return await driver.run(on_arrival)
+    def stalled() -> bool:  # requests wait, and no backend can take them or is running any
+        return not driver.tasks or (not queue.live and not any(b.outstanding for b in queue.backends.values()))
 
-
-def arrive_gathering(gateway: Gateway, r: Request, now: float, clock, launch, spawn) -> list:
-    """``gateway.arrive``; when this arrival opens a gathering window, a task (``spawn``) sleeps
-    until its end and then ``launch``es what ``gateway.release`` sends. The sends to make now."""
-    was_holding = gateway.holding_until is not None
-    sends = gateway.arrive(r, now)
-    if gateway.holding_until is not None and not was_holding:
-        async def release_later() -> None:
-            await asyncio.sleep(gateway.gather_s)
-            launch(gateway.release(clock()))
-
-        spawn(release_later())
-    return sends
+    try:
+        return await driver.run(on_arrival, stalled)
+    finally:
+        await slots.close()

@@ -2,7 +2,7 @@
 
 - ``simulate_direct``: every request is sent to one engine the moment it arrives (after its
   prediction), with the priority the decision core gives it; the engine orders its own queue.
-- ``simulate_gateway``: rtlm's gateway holds the queue in front of one or more engines and sends a
+- ``simulate_gateway``: rtlm's slot queue (the gateway's decisions) holds the queue in front of one or more engines and sends a
   request when a slot is free (after its gathering window, when one opens: an arrival at the
   window's end still joins it). The engine whose next event comes first advances (a run of alike
   steps ends at a request's end, which frees a gateway slot; an ordinary step is at most one step
@@ -19,7 +19,7 @@ from rtlm_cli.formats.run import not_run
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.gateway import Gateway
+from rtlm_cli.serve.decide.slots import Output, SlotQueue
 from rtlm_cli.serve.decide.policies import Policy
 from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.sim.server import ServerLimits, SimulatedServer, StepCost
@@ -66,8 +66,8 @@ def serve_directly(requests: list[Request], policy: Policy, cost: CostModel, lim
     return simulate_direct(requests, core, backend, server), server
 
 
-def simulate_gateway(requests: list[Request], gateway: Gateway, servers: dict[int, SimulatedServer]) -> list[dict]:
-    """The gateway in front of simulated engines (``servers``: backend id -> engine); one record per
+def simulate_gateway(requests: list[Request], gateway: SlotQueue, servers: dict[int, SimulatedServer]) -> list[dict]:
+    """The slot queue in front of simulated engines (``servers``: backend id -> engine); one record per
     request, in request order. Every request available at one instant joins the queue before any
     is sent (a burst is ordered whole)."""
     arrivals = sorted(requests, key=lambda r: (_reached(r), r.rid))
@@ -79,8 +79,8 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, servers: dict[in
         for rid, tokens in zip(rids, _outputs(server, rids)):
             send(gateway.left(server.bid, server.now, by_rid[rid], tokens), server.now)
 
-    def send(dispatched, now: float) -> None:
-        for r, b in dispatched:
+    def send(out: Output, now: float) -> None:
+        for r, b in out.sends:
             server = servers[b.bid]
             ended = []
             while server.busy() and server.now < now:  # mid-run: it takes the request at a step boundary
@@ -89,7 +89,7 @@ def simulate_gateway(requests: list[Request], gateway: Gateway, servers: dict[in
                 server.now = max(server.now, now)
             server.arrive(r, now)  # no priority: rtlm orders, the engine holds at most K
             left(server, ended)  # requests that ended on the way there free their slots then
-        for r in gateway.core.take_shed():
+        for r in out.shed:
             records[r.rid] = not_run(r, "shed", error=f"shed at {now:.3f} s: its deadline could no longer be met")
 
     while True:

@@ -1,4 +1,5 @@
-"""A small OpenAI-compatible server for tests (aiohttp.web, 127.0.0.1, a free port, its own thread).
+"""A small OpenAI-compatible server for tests, benchmarks and examples (aiohttp.web, 127.0.0.1, a free
+port, its own thread; ``python -m rtlm_cli.testing.fake_openai --port P`` runs one in a process of its own).
 
 It streams a deterministic answer per prompt (``tokens_for``) at a fixed time per token, runs at
 most ``max_running`` requests at once (the rest wait in a queue ordered by priority: lower first
@@ -85,7 +86,7 @@ class FakeOpenAI:
         self.loop.run_until_complete(self.runner.setup())
         self.site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         self.loop.run_until_complete(self.site.start())
-        self.port = self.site._server.sockets[0].getsockname()[1]
+        self.port = self.runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready.set()
         self.loop.run_forever()
@@ -107,7 +108,7 @@ class FakeOpenAI:
     async def _die_now(self) -> None:
         """Die without waiting for handlers (the runner's shutdown would wait for the one asleep here):
         stop listening, drop every connection, stop the loop."""
-        self.site._server.close()
+        await self.site.stop()
         for transport in list(self.transports):
             transport.abort()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

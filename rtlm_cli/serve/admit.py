@@ -1,4 +1,5 @@
-"""A request of the gateway service as the decision core sees it: predicted when it arrives (never
+"""A request as it enters rtlm's queue from an OpenAI body (the gateway service and Ray Serve's ingress both
+admit requests here), as the decision core sees it: predicted when it arrives (never
 from a stored prediction), its deadline and priority class from headers, capped by its own
 ``max_tokens``.
 
