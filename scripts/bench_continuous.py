@@ -75,7 +75,7 @@ def sim(out: Path, policy: str, load: float | None, seed: int, n: int, predictor
     summary = replay(cfg, console=None, dashboard=False)["summary"]
     if len(extra.get("specs", ())) > 1:  # how many requests each backend served
         _, df = load_run(out)
-        summary = {**summary, "per_worker": {str(k): int(v) for k, v in df["worker"].value_counts().items()}}
+        summary = {**summary, "per_worker": {str(k): int(v) for k, v in df["backend"].value_counts().items()}}
     return summary
 
 

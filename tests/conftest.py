@@ -1,11 +1,10 @@
 import os
-import re
-import time
 
 import pytest
 from typer.testing import CliRunner
 
 from rtlm_cli.cli import app
+from rtlm_cli.testing import FakeOpenAI
 
 
 def pytest_collection_modifyitems(config, items):
@@ -80,12 +79,19 @@ def run_cli():
     return run
 
 
-def one_line_error(result) -> str:
-    """The error text of a failed command, checked to be a single line with no traceback."""
-    text = re.sub(r"\s+", " ", result.output).strip()
-    assert "Traceback" not in result.output
-    assert text.startswith("error:"), result.output
-    return text
+@pytest.fixture
+def servers():
+    """``servers(**kw)`` starts a fake OpenAI server (``rtlm_cli.testing.FakeOpenAI``); every one is
+    stopped when the test ends, also when it fails."""
+    made = []
+
+    def start(**kw):
+        made.append(FakeOpenAI(**kw))
+        return made[-1]
+
+    yield start
+    for s in made:
+        s.close()
 
 
 @pytest.fixture
@@ -101,38 +107,3 @@ def prompt_file(tmp_path):
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def in_group(group: int, zombies: bool = True) -> list:
-    """The processes (psutil) of process group ``group``; ``zombies``: also those that have exited
-    and are not yet reaped by their parent."""
-    import psutil
-
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == group and (zombies or p.status() != psutil.STATUS_ZOMBIE):
-                out.append(p)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return out
-
-
-def wait_until(check, timeout_s: float = 30.0, what: str = "a condition"):
-    """Polls ``check`` every 50 ms until it returns something true, which is returned; an
-    AssertionError naming ``what`` after ``timeout_s``."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def left_in_group(group: int, seconds: float, zombies: bool = True) -> list:
-    """Waits up to ``seconds`` for process group ``group`` to empty; what is left in it."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and in_group(group, zombies):
-        time.sleep(0.2)
-    return in_group(group, zombies)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

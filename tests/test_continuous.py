@@ -2,6 +2,7 @@
 invariants under Hypothesis (no model, no clock)."""
 
 import pytest
+from helpers import FLAT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,11 +12,9 @@ from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.sim.continuous import serve_directly
 from rtlm_cli.serve.sim.server import ServerLimits
 
+
 # Flat prices: a decode step 10 ms at any batch and context, prefilling alone 20 ms, so a step that
 # decodes and also prefills costs 10 + (20 - 10) = 20 ms.
-FLAT = [{"batch": b, "context": c, "prefill_s": 0.02, "decode_step_s": 0.01} for b in (1, 64) for c in (16, 4096)]
-
-
 def req(rid, arrival, tokens, prompt=100, pred=None):
     return Request(rid=rid, arrival_s=arrival, prompt_id=f"p{rid}", prompt_tokens=prompt,
                    predicted_tokens=float(pred if pred is not None else tokens), true_tokens=tokens)

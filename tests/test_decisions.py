@@ -13,9 +13,7 @@ import asyncio
 import numpy as np
 import pandas as pd
 import pytest
-from rtlm_cli.testing import FakeOpenAI, tokens_for
-from test_executor import NoBoard, SyncWorkers, TableEngine, VirtualClock
-from test_golden import GOLDEN, check_frame
+from helpers import GOLDEN, NoBoard, SyncWorkers, TableEngine, VirtualClock, check_frame
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.formats.timing import load_timing_table
@@ -23,14 +21,15 @@ from rtlm_cli.paths import source_path
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.decide.request import Request
-from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
-from rtlm_cli.serve.sim.server import ServerLimits, SimulatedServer, StepCost
+from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.live.streams import StreamDriver, run_direct, run_gateway
 from rtlm_cli.serve.live.workers import run_batches
+from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
+from rtlm_cli.serve.sim.server import ServerLimits, SimulatedServer, StepCost
 from rtlm_cli.serve.sim.static import simulate_batches
+from rtlm_cli.testing import tokens_for
 
 TIMES = ["start_s", "first_token_s", "finish_s"]
 FLAT1 = [{"batch": 1, "context": 16, "prefill_s": 0.01, "decode_step_s": 0.01}]
@@ -60,7 +59,7 @@ def workload(n: int, seed: int, gap_s: float, cost: CostModel, slack_s: float = 
 
 
 def frame(records, extra=()) -> pd.DataFrame:
-    return pd.DataFrame(records)[["rid", "worker", "batch_id", *TIMES, "status", *extra]]
+    return pd.DataFrame(records)[["rid", "backend", "batch_id", *TIMES, "status", *extra]]
 
 
 # -- the three simulated paths, 2,000 requests each ------------------------------------------------
@@ -109,14 +108,6 @@ def burst(n: int) -> list[Request]:
     return [Request(rid=i, arrival_s=0.0, prompt_id=f"p{i}", prompt=p, prompt_tokens=30 + len(p.split()),
                     predicted_tokens=tokens_for(p, 64)[0] + (5 * i) % 9 + i / 100,
                     true_tokens=tokens_for(p, 64)[0]) for i, p in enumerate(prompts)]
-
-
-@pytest.fixture
-def servers():
-    made = []
-    yield lambda **kw: made.append(FakeOpenAI(**kw)) or made[-1]
-    for s in made:
-        s.close()
 
 
 @pytest.mark.parametrize("policy", ["sjf-pred", "fcfs"])
@@ -168,7 +159,7 @@ def test_real_gateway(servers):
             groups[-1][1].append(rid)
         else:
             groups.append((t, [rid]))
-    worker = {r["rid"]: names[r["worker"]] for r in recs}
+    worker = {r["rid"]: names[r["backend"]] for r in recs}
     df = pd.DataFrame([{"send": i, "rid": rid, "backend": worker[rid]} for i, (_, g) in enumerate(groups)
                        for rid in sorted(g)])
     assert max(fast.peak_streams, slow.peak_streams) <= 2

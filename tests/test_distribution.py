@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_line_error
+from helpers import one_line_error
 
 from rtlm_cli.predict import distribution as D
 from rtlm_cli.predict.crossfit import fold_of
@@ -157,9 +157,8 @@ def test_the_sampled_world_in_the_simulator(sampled, run_cli, tmp_path):
 
 
 def test_a_served_replay_of_a_sampled_profile_sends_each_answers_seed(sampled, run_cli, tmp_path):
-    from rtlm_cli.testing import FakeOpenAI
-
     from rtlm_cli.formats.profile import load_profile
+    from rtlm_cli.testing import FakeOpenAI
 
     server = FakeOpenAI(ms_per_token=0.0)
     try:

@@ -8,24 +8,11 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import in_group, left_in_group, one_line_error, wait_until
-from rtlm_cli.testing import FakeOpenAI, tokens_for
+from helpers import in_group, left_in_group, one_line_error, wait_until
 
 from rtlm_cli.formats.profile import MEASURED_COLUMNS, load_profile
 from rtlm_cli.formats.run import load_run
-
-
-@pytest.fixture
-def fake():
-    servers = []
-
-    def start(**kw):
-        servers.append(FakeOpenAI(**kw))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
+from rtlm_cli.testing import tokens_for
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +33,8 @@ def serve(run_cli, url, out, *extra, policy="fcfs", n=8):
                    "--arrivals", "burst", "-n", n, "--no-dashboard", "--out", out, *extra)
 
 
-def test_profile_through_a_server_with_requests_in_flight(fake, run_cli, tmp_path, prompt_file):
-    a, b = fake(max_running=2), fake(max_running=2)
+def test_profile_through_a_server_with_requests_in_flight(servers, run_cli, tmp_path, prompt_file):
+    a, b = servers(max_running=2), servers(max_running=2)
     out = tmp_path / "prof"
     r = run_cli("profile", "--engine", "openai", "--url", a.url, "--url", b.url, "--prompts", prompt_file, "-n", 6,
                 "--max-new-tokens", 16, "--max-concurrency", 3, "--calibrate", "--calibration-batches", "1,2",
@@ -65,8 +52,8 @@ def test_profile_through_a_server_with_requests_in_flight(fake, run_cli, tmp_pat
     assert meta["calibration"]["engine"] == "openai" and len(pd.read_parquet(out / "timing.parquet")) == 2
 
 
-def test_every_url_must_serve_the_same_model(fake, run_cli, tmp_path, prompt_file):
-    a, b = fake(), fake(model="another")
+def test_every_url_must_serve_the_same_model(servers, run_cli, tmp_path, prompt_file):
+    a, b = servers(), servers(model="another")
     r = run_cli("profile", "--engine", "openai", "--url", a.url, "--url", b.url, "--prompts", prompt_file, "-n", 2,
                 "--out", tmp_path / "p")
     assert r.exit_code == 2 and "every URL must serve the same model" in one_line_error(r)
@@ -80,8 +67,8 @@ def test_unreachable_url_is_a_one_line_error(run_cli, tmp_path):
                                                    "--arrivals", "burst", "--out", tmp_path / "x"))
 
 
-def test_direct_dispatch_passes_the_policy_key_as_priority(fake, run_cli, tmp_path, predictor):
-    server = fake(max_running=1, ms_per_token=10)
+def test_direct_dispatch_passes_the_policy_key_as_priority(servers, run_cli, tmp_path, predictor):
+    server = servers(max_running=1, ms_per_token=10)
     r = serve(run_cli, server.url, tmp_path / "sjf", "--predictor", predictor, policy="sjf-pred", n=10)
     assert r.exit_code == 0, r.output
     meta, df = load_run(tmp_path / "sjf")
@@ -107,8 +94,8 @@ def test_direct_dispatch_passes_the_policy_key_as_priority(fake, run_cli, tmp_pa
 
 @pytest.mark.parametrize("behaviour,message", [("refuse", "refused a request with a priority"),
                                                ("ignore", "serves in arrival order")])
-def test_the_preflight_refuses_a_server_without_priorities(fake, run_cli, tmp_path, predictor, behaviour, message):
-    server = fake(max_running=1, ms_per_token=5, priorities=behaviour)
+def test_the_preflight_refuses_a_server_without_priorities(servers, run_cli, tmp_path, predictor, behaviour, message):
+    server = servers(max_running=1, ms_per_token=5, priorities=behaviour)
     r = serve(run_cli, server.url, tmp_path / "run", "--predictor", predictor, "--timing", "vllm-cpu", policy="rtlm")
     text = one_line_error(r)
     assert r.exit_code == 2 and message in text and "--scheduling-policy priority" in text
@@ -116,9 +103,9 @@ def test_the_preflight_refuses_a_server_without_priorities(fake, run_cli, tmp_pa
     assert serve(run_cli, server.url, tmp_path / "fcfs", policy="fcfs", n=3).exit_code == 0  # FCFS needs none
 
 
-def test_a_server_dying_mid_run_leaves_failed_records_and_a_complete_run(fake, run_cli, tmp_path):
+def test_a_server_dying_mid_run_leaves_failed_records_and_a_complete_run(servers, run_cli, tmp_path):
     # the server dies once its third answer is sent: the one running beside it and the 16 queued fail
-    server = fake(max_running=2, ms_per_token=30, die_at_answer=3)
+    server = servers(max_running=2, ms_per_token=30, die_at_answer=3)
     r = serve(run_cli, server.url, tmp_path / "run", n=20)
     assert r.exit_code == 0, r.output
     meta, df = load_run(tmp_path / "run")
@@ -129,8 +116,8 @@ def test_a_server_dying_mid_run_leaves_failed_records_and_a_complete_run(fake, r
     assert (done["finish_reason"].isin(["stop", "length"])).all()
 
 
-def test_5xx_cut_streams_and_recorded_retries(fake, run_cli, tmp_path):
-    server = fake(max_running=4, ms_per_token=5)
+def test_5xx_cut_streams_and_recorded_retries(servers, run_cli, tmp_path):
+    server = servers(max_running=4, ms_per_token=5)
     prompts = tmp_path / "p.txt"
     prompts.write_text("Please FAIL500 now.\nAnswer, then CUT the line.\nFAIL503ONCE if you must.\nSay hello.\n")
     common = ("serve-local", "--engine", "openai", "--url", server.url, "--prompts", prompts, "--timing", "reference-64",
@@ -148,8 +135,8 @@ def test_5xx_cut_streams_and_recorded_retries(fake, run_cli, tmp_path):
     assert (load_run(tmp_path / "noretry")[1]["retries"] == 0).all()
 
 
-def test_api_key_and_headers(fake, run_cli, tmp_path, monkeypatch):
-    server = fake(api_key="s3cret")
+def test_api_key_and_headers(servers, run_cli, tmp_path, monkeypatch):
+    server = servers(api_key="s3cret")
     r = serve(run_cli, server.url, tmp_path / "no", n=2)
     assert r.exit_code == 2 and "HTTP 401" in one_line_error(r)
     monkeypatch.setenv("RTLM_API_KEY", "s3cret")
@@ -159,16 +146,16 @@ def test_api_key_and_headers(fake, run_cli, tmp_path, monkeypatch):
     assert "is not 'Name: value'" in one_line_error(serve(run_cli, server.url, tmp_path / "bad", "--header", "no-colon", n=2))
 
 
-def test_the_connection_pool_is_never_smaller_than_the_burst(fake, run_cli, tmp_path):
-    server = fake(ms_per_token=40)  # runs everything at once: every stream stays open ~1 s
+def test_the_connection_pool_is_never_smaller_than_the_burst(servers, run_cli, tmp_path):
+    server = servers(ms_per_token=40)  # runs everything at once: every stream stays open ~1 s
     r = serve(run_cli, server.url, tmp_path / "run", n=150)
     assert r.exit_code == 0, r.output
     assert server.peak_streams == 150  # aiohttp's default pool (100) would have queued 50 on the client
 
 
-def test_ctrl_c_cancels_open_streams_and_keeps_the_finished(fake, run_cli, tmp_path):
+def test_ctrl_c_cancels_open_streams_and_keeps_the_finished(servers, run_cli, tmp_path):
     # Ctrl-C once the server has sent its third answer
-    server = fake(max_running=1, ms_per_token=20, on_answer=(3, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    server = servers(max_running=1, ms_per_token=20, on_answer=(3, lambda: os.kill(os.getpid(), signal.SIGINT)))
     t0 = time.monotonic()
     r = serve(run_cli, server.url, tmp_path / "run", n=30)
     assert r.exit_code == 130 and time.monotonic() - t0 < 20
@@ -231,10 +218,10 @@ def replay_process(url, out, *extra):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_a_replay_killed_with_sigkill_keeps_what_finished(fake, run_cli, tmp_path):
+def test_a_replay_killed_with_sigkill_keeps_what_finished(servers, run_cli, tmp_path):
     procs = []
     # the fake server SIGKILLs the replay once it has sent its 10th answer
-    server = fake(max_running=1, ms_per_token=10, on_answer=(10, lambda: os.kill(procs[0].pid, signal.SIGKILL)))
+    server = servers(max_running=1, ms_per_token=10, on_answer=(10, lambda: os.kill(procs[0].pid, signal.SIGKILL)))
     procs.append(replay_process(server.url, tmp_path / "run"))
     assert procs[0].wait(120) == -signal.SIGKILL
     meta, df = load_run(tmp_path / "run")
@@ -248,14 +235,14 @@ def test_a_replay_killed_with_sigkill_keeps_what_finished(fake, run_cli, tmp_pat
     assert "is incomplete" in " ".join(r.stderr.split())
 
 
-def test_a_killed_overwrite_leaves_the_previous_run_whole(fake, tmp_path):
-    server = fake(max_running=2, ms_per_token=5)
+def test_a_killed_overwrite_leaves_the_previous_run_whole(servers, tmp_path):
+    server = servers(max_running=2, ms_per_token=5)
     out = tmp_path / "run"
     first = replay_process(server.url, out)
     assert first.wait(120) == 0, first.stderr.read()
     before = load_run(out)
     procs = []
-    slow = fake(max_running=1, ms_per_token=10, on_answer=(5, lambda: os.kill(procs[0].pid, signal.SIGKILL)))
+    slow = servers(max_running=1, ms_per_token=10, on_answer=(5, lambda: os.kill(procs[0].pid, signal.SIGKILL)))
     procs.append(replay_process(slow.url, out, "--overwrite"))
     assert procs[0].wait(120) == -signal.SIGKILL
     meta, df = load_run(out)  # the old run, untouched
@@ -264,13 +251,13 @@ def test_a_killed_overwrite_leaves_the_previous_run_whole(fake, tmp_path):
     assert not partial["complete"]
 
 
-def test_the_fake_server_prices_its_tokens_by_a_timing_table_at_its_running_count(fake):
+def test_the_fake_server_prices_its_tokens_by_a_timing_table_at_its_running_count(servers):
     import urllib.request
 
     from rtlm_cli.formats.timing import load_timing_table
     from rtlm_cli.serve.costmodel import CostModel, bucket
 
-    server = fake(timing="vllm-cpu")
+    server = servers(timing="vllm-cpu")
     cost = CostModel.from_table(load_timing_table("vllm-cpu"))
     context = bucket(30 + 2 + 5)
     server.running = 1

@@ -2,13 +2,10 @@
 given an engine whose batches take what the timing table says, it makes the simulator's batches in
 the simulator's order. Also its failure handling, decided by the test (not by chance)."""
 
-import heapq
 
 import pytest
-from test_golden import hand_made
-from test_scheduling import CPU, GPU
+from helpers import CPU, GPU, NoBoard, SyncWorkers, TableEngine, VirtualClock, hand_made
 
-from rtlm_cli.engines.base import BatchResult, Generation
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
@@ -17,74 +14,10 @@ from rtlm_cli.serve.live.workers import run_batches
 from rtlm_cli.serve.sim.static import simulate_batches
 
 
-class VirtualClock:
-    """Time jumps to the next finished batch or the next arrival, whichever comes first (a batch
-    finishing at an arrival's instant is delivered first, as the simulator orders them)."""
-
-    def __init__(self):
-        self.t, self.heap, self.seq = 0.0, [], 0
-
-    def now(self) -> float:
-        return self.t
-
-    def finish_at(self, t: float, item) -> None:
-        heapq.heappush(self.heap, (t, self.seq, item))
-        self.seq += 1
-
-    def next_result(self, until):
-        if self.heap and (until is None or self.heap[0][0] <= until):
-            self.t, _, item = heapq.heappop(self.heap)
-            return item
-        assert until is not None, "nothing runs and nothing will arrive, yet requests are unfinished"
-        self.t = until
-        return None
-
-
-class TableEngine:
-    """Generates each request's true length in the time a worker's timing table gives the batch."""
-
-    def __init__(self, cost: CostModel, requests, fail=()):
-        self.cost, self.fail = cost, set(fail)
-        self.by_prompt = {r.prompt_id: r for r in requests}
-
-    def generate(self, batch) -> BatchResult:
-        if self.fail & {r.prompt_id for r in batch}:
-            raise RuntimeError("boom")
-        true = [r.true_tokens for r in batch]
-        ttft, finishes, end = self.cost.batch_times([r.prompt_tokens for r in batch], true)
-        return BatchResult([Generation(r.prompt_tokens, n, n < 256, ttft, f) for r, n, f in zip(batch, true, finishes)],
-                           wall_s=end)
-
-
-class SyncWorkers:
-    """Runs a batch at once and tells the virtual clock when it finishes."""
-
-    def __init__(self, engines: dict, clock: VirtualClock):
-        self.engines, self.clock = engines, clock
-
-    def submit(self, bid, batch):
-        try:
-            res = self.engines[bid].generate(batch)
-            self.clock.finish_at(self.clock.now() + res.wall_s, (bid, batch, res, None))
-        except RuntimeError as e:
-            self.clock.finish_at(self.clock.now() + 0.5, (bid, batch, None, f"RuntimeError: {e}"))
-
-
-class NoBoard:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, *args):
-        pass
-
-
 def batches(records):
     out = {}
     for r in records:
-        out.setdefault(r["batch_id"], (r["worker"], r["start_s"], []))[2].append(r["rid"])
+        out.setdefault(r["batch_id"], (r["backend"], r["start_s"], []))[2].append(r["rid"])
     return [(bid, w, s, sorted(m)) for bid, (w, s, m) in sorted(out.items())]
 
 

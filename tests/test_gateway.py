@@ -4,22 +4,21 @@ in the continuous-batching simulator and for real against fake OpenAI-compatible
 import asyncio
 
 import pytest
-from conftest import one_line_error
-from rtlm_cli.testing import FakeOpenAI, tokens_for
-from test_continuous import FLAT
+from helpers import FLAT, one_line_error
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.formats.run import load_run
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
-from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.decide.offload import Offloader
 from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.live.streams import StreamDriver, run_gateway
 from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
 from rtlm_cli.serve.sim.server import ServerLimits, SimulatedServer, StepCost
+from rtlm_cli.testing import tokens_for
 
 
 def flat(step_s: float) -> list[dict]:
@@ -87,7 +86,7 @@ def test_the_backend_that_frees_first_takes_the_next_request():
     # takes the next request in FCFS order as it frees.
     gateway, engines = setup([flat(0.01), flat(0.027)], slots=1, policy="fcfs")
     recs = simulate_gateway([req(i, 0.0, 10) for i in range(12)], gateway, engines)
-    assert [r["worker"] for r in recs] == ["b0", "b1", "b0", "b0", "b1", "b0", "b0", "b0", "b1", "b0", "b0", "b0"]
+    assert [r["backend"] for r in recs] == ["b0", "b1", "b0", "b0", "b1", "b0", "b0", "b0", "b1", "b0", "b0", "b0"]
 
 
 def mean_response(recs) -> float:
@@ -98,7 +97,7 @@ def test_offloading_to_a_slow_engine_only_under_congestion_and_only_what_saves_w
     # b0 takes 0.01 s a token, b1 0.03 s, one slot each. A request that would wait behind b0 for
     # less than b1 would add stays for b0: b1 stays idle.
     gateway, engines = setup([flat(0.01), flat(0.03)], slots=1, policy="sjf-pred", offload=True)
-    assert [r["worker"] for r in simulate_gateway([req(0, 0.0, 20), req(1, 0.01, 20)], gateway, engines)] == ["b0", "b0"]
+    assert [r["backend"] for r in simulate_gateway([req(0, 0.0, 20), req(1, 0.01, 20)], gateway, engines)] == ["b0", "b0"]
     # A burst of 30 short answers (0.2 s on b0, 0.6 s on b1) and a long one (2 s on b0, 6 s on b1):
     # b1 takes short ones from deep enough in b0's queue that they finish no later there, and never
     # the long one, whose 4 s more on b1 would outweigh the 2 s it spares nobody behind it (it is
@@ -107,7 +106,7 @@ def test_offloading_to_a_slow_engine_only_under_congestion_and_only_what_saves_w
     burst = [req(i, 0.0, 20, unc=0.1) for i in range(30)] + [req(30, 0.05, 200, unc=0.9)]
     gateway, engines = setup([flat(0.01), flat(0.03)], slots=1, policy="sjf-pred", offload=True)
     recs = simulate_gateway(burst, gateway, engines)
-    slow = [r["rid"] for r in sorted(recs, key=lambda r: r["start_s"]) if r["worker"] == "b1"]
+    slow = [r["rid"] for r in sorted(recs, key=lambda r: r["start_s"]) if r["backend"] == "b1"]
     assert len(slow) >= 5 and 30 not in slow and slow[0] not in (0, 1, 2)
     first_free = simulate_gateway(burst, *setup([flat(0.01), flat(0.03)], slots=1, policy="sjf-pred"))
     alone = simulate_gateway(burst, *setup([flat(0.01)], slots=1, policy="sjf-pred"))
@@ -124,7 +123,7 @@ def test_offloading_takes_the_slow_engines_capacity_when_the_fast_one_alone_is_o
     monkeypatch.setattr(Offloader, "OVERLOAD", float("inf"))  # never read as overloaded
     gateway, engines = setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True)
     only_paying = simulate_gateway(arrivals, gateway, engines)
-    assert sum(r["worker"] == "b1" for r in needed) > sum(r["worker"] == "b1" for r in only_paying)
+    assert sum(r["backend"] == "b1" for r in needed) > sum(r["backend"] == "b1" for r in only_paying)
     assert mean_response(needed) < mean_response(only_paying)
 
 
@@ -138,7 +137,7 @@ def test_the_fast_sides_load_is_read_off_realised_lengths(monkeypatch):
         return simulate_gateway(arrivals, *setup([flat(0.01), flat(0.1)], slots=1, policy="sjf-pred", offload=True))
 
     def on_slow(recs):
-        return sum(r["worker"] == "b1" for r in recs)
+        return sum(r["backend"] == "b1" for r in recs)
 
     exact, scaled = run(20), run(10)
     monkeypatch.setattr(Offloader, "length_bias", lambda self: 1.0)  # read off predictions alone
@@ -159,7 +158,7 @@ def test_offloading_prices_the_slow_backend_at_the_concurrency_it_would_run_at()
     gateway = SlotQueue(DecisionCore(make_policy("sjf-pred"), backends, offload=True))
     recs = simulate_gateway([req(i, 0.0, 20) for i in range(20)], gateway, servers_for(backends))
     assert all(r["status"] == "finished" for r in recs)
-    assert [r["rid"] for r in recs if r["worker"] == "b1" and r["start_s"] == 0.0] == [6, 13]
+    assert [r["rid"] for r in recs if r["backend"] == "b1" and r["start_s"] == 0.0] == [6, 13]
 
 
 def test_shedding_records_requests_that_can_no_longer_meet_their_deadline():
@@ -232,7 +231,7 @@ def test_gateway_simulation_through_the_cli(run_cli, tmp_path):
                 "--shed", "--out", tmp_path / "gw", "--json")
     assert r.exit_code == 0, r.output
     meta, df = load_run(tmp_path / "gw")
-    assert meta["dispatch"] == "gateway" and meta["inflight"] == 4 and set(df["worker"]) <= {"cpu", "gpu", ""}
+    assert meta["dispatch"] == "gateway" and meta["inflight"] == 4 and set(df["backend"]) <= {"cpu", "gpu", ""}
     assert set(df["status"]) <= {"finished", "shed"} and meta["summary"]["shed"] == (df["status"] == "shed").sum()
     bad = run_cli("serve-local", "--simulate", "--profile", "reference", "--dispatch", "gateway", "--load", 0.5,
                   "--out", tmp_path / "x")
@@ -240,14 +239,6 @@ def test_gateway_simulation_through_the_cli(run_cli, tmp_path):
     bad = run_cli("serve-local", "--simulate", "--batching", "continuous", "--allow-static-timing", "--profile",
                   "reference", "--dispatch", "gateway", "--shed", "--load", 0.5, "--out", tmp_path / "y")
     assert bad.exit_code == 2 and "--slo" in one_line_error(bad)
-
-
-@pytest.fixture
-def servers():
-    made = []
-    yield lambda **kw: made.append(FakeOpenAI(**kw)) or made[-1]
-    for s in made:
-        s.close()
 
 
 def test_the_real_gateway_makes_the_simulators_decisions(servers):
@@ -271,7 +262,7 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
                 groups[-1][1].append(rid)
             else:
                 groups.append((t, [rid]))
-        return [(rid, names[next(r["worker"] for r in recs if r["rid"] == rid)]) for _, g in groups for rid in sorted(g)]
+        return [(rid, names[next(r["backend"] for r in recs if r["rid"] == rid)]) for _, g in groups for rid in sorted(g)]
 
     gather_s = GATHER_MS / 1000
     gateway, engines = setup([flat(0.03), flat(0.06)], slots=2, gather_s=gather_s)
@@ -305,7 +296,7 @@ def test_real_gateway_k_in_flight_and_a_backend_killed_mid_run(servers, run_cli,
     assert r.exit_code == 0, r.output
     df = load_run(tmp_path / "k3")[1]
     assert (df["status"] == "finished").all() and max(a.peak_streams, b.peak_streams) <= 3
-    assert set(df["worker"]) == {a.url, b.url}
+    assert set(df["backend"]) == {a.url, b.url}
     # one backend dies when a request arrives after it answered 4: that request and the one in
     # flight there fail; with --retry-failed, one that failed before its first chunk goes once more
     # to the other (the one rule, upstream's Outcome.retryable); one cut mid-stream is recorded failed
@@ -317,10 +308,10 @@ def test_real_gateway_k_in_flight_and_a_backend_killed_mid_run(servers, run_cli,
     meta, df = load_run(tmp_path / "killed")
     failed = df[df["status"] != "finished"]
     assert meta["complete"] and len(failed) <= 1  # at most the one mid-stream there when it died
-    assert (failed["failure"] == "backend_down").all() and (failed["worker"] == a.url).all()
-    assert 4 <= (df["worker"] == a.url).sum() - len(failed) <= a.answered  # what the dead one finished, nothing after
+    assert (failed["failure"] == "backend_down").all() and (failed["backend"] == a.url).all()
+    assert 4 <= (df["backend"] == a.url).sum() - len(failed) <= a.answered  # what the dead one finished, nothing after
     retried = df[df["retries"] == 1]
-    assert 1 <= len(retried) <= 2 - len(failed) and (retried["worker"] == b.url).all()  # what it held when it died
+    assert 1 <= len(retried) <= 2 - len(failed) and (retried["backend"] == b.url).all()  # what it held when it died
     assert (retried["status"] == "finished").all()
 
 
@@ -336,7 +327,7 @@ def test_real_gateway_offloads_to_the_slow_server_only_under_congestion_and_shed
     long = Request(**{**req(24, 0.05, 30, unc=0.9, pred=30).__dict__, "prompt": "a long and uncertain one"})
     gateway, _ = setup([flat(0.01), flat(0.02)], slots=1, policy="sjf-pred", offload=True)
     recs, _ = asyncio.run(real_gateway(reqs + [long], gateway, (fast.url, slow.url)))
-    on_slow = [r["rid"] for r in sorted(recs, key=lambda r: r["start_s"]) if r["worker"] == slow.url]
+    on_slow = [r["rid"] for r in sorted(recs, key=lambda r: r["start_s"]) if r["backend"] == slow.url]
     assert all(r["status"] == "finished" for r in recs) and on_slow[0] != 0  # r0 went to the idle fast server
     assert len(on_slow) >= 3 and 24 not in on_slow
     # shedding: deadlines the queue cannot meet are dropped at the gateway, recorded, never served late.

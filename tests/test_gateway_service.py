@@ -4,87 +4,33 @@ test that uses it and stopped by it (SIGTERM; SIGKILL if it does not exit), also
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
-from rtlm_cli.testing import FakeOpenAI, tokens_for
+from helpers import GatewayProcess as Gateway
+from helpers import metric, post, until, wait_until
 
-from rtlm_cli.engines.vllm import free_port
 from rtlm_cli.formats.run import load_run
+from rtlm_cli.testing import tokens_for
 
 ROOT = Path(__file__).parent.parent
 
 
-class Gateway:
-    """``rtlm gateway`` in a subprocess; ``url`` once it listens."""
-
-    def __init__(self, *args, env=None, start_s: float = 60):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "rtlm_cli.cli", "gateway", "--port", str(self.port), *map(str, args)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, **(env or {})})
-        deadline = time.time() + start_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the gateway exited: {self.proc.stdout.read()}")
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1)
-                return
-            except urllib.error.HTTPError:
-                return  # it answers (503: no live backend)
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"the gateway did not start listening in {start_s} s")
-
-    def stop(self, timeout: float = 30) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode, self.proc.stdout.read()
-
-
 @pytest.fixture
-def start():
-    made, servers = [], []
+def start(servers):
+    """(start a gateway, start a fake server): every one stopped when the test ends, also on failure."""
+    made = []
 
     def gateway(*args, env=None):
         made.append(Gateway(*args, env=env))
         return made[-1]
 
-    def fake(**kw):
-        servers.append(FakeOpenAI(**kw))
-        return servers[-1]
-
-    yield gateway, fake
+    yield gateway, servers
     for g in made:
         g.stop()
-    for s in servers:
-        s.close()
-
-
-def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, dict | str]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            text = resp.read().decode()
-            return resp.status, json.loads(text) if resp.headers.get_content_type() == "application/json" else text
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read().decode())
 
 
 def test_the_openai_client_streamed_and_not_through_the_gateway(start, tmp_path):
@@ -164,11 +110,15 @@ def test_bad_requests_get_openai_style_errors_and_a_full_queue_429(start):
 
         async with aiohttp.ClientSession() as s:
             async def one(i):
-                await asyncio.sleep(0.05 * i)
                 async with s.post(chat, json={"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4}) as r:
                     return r.status, r.headers.get("Retry-After")
 
-            return await asyncio.gather(*(one(i) for i in range(3)))
+            calls = [asyncio.create_task(one(0))]
+            await until(lambda: server.open_streams == 1, what="the first request at the backend")
+            calls.append(asyncio.create_task(one(1)))
+            await until(lambda: metric(g.url, "rtlm:num_requests_waiting") == 1, what="the second one waiting")
+            calls.append(asyncio.create_task(one(2)))
+            return await asyncio.gather(*calls)
 
     assert asyncio.run(crowd()) == [(200, None), (200, None), (429, "1")]
 
@@ -184,19 +134,18 @@ def test_a_client_that_leaves_while_queued_never_reaches_the_backend(start):
         async with aiohttp.ClientSession() as s:
             body = {"messages": [{"role": "user", "content": "first, long"}], "max_tokens": 30}
             first = asyncio.create_task(s.post(g.url + "/v1/chat/completions", json=body))
-            await asyncio.sleep(0.3)
+            await until(lambda: server.started, what="the first request running at the backend")
             leaver = asyncio.create_task(s.post(g.url + "/v1/chat/completions",
                                                 json={"messages": [{"role": "user", "content": "LEAVER"}]}))
-            await asyncio.sleep(0.3)
+            await until(lambda: metric(g.url, "rtlm:num_requests_waiting") == 1, what="the leaver in rtlm's queue")
             leaver.cancel()  # gone while waiting in rtlm's queue
             r = await first
             await r.read()
 
     asyncio.run(run())
-    time.sleep(0.5)
+    wait_until(lambda: metric(g.url, 'rtlm:requests_total{outcome="cancelled"}') == 1, what="the leaver counted")
+    assert metric(g.url, "rtlm:num_requests_waiting") == 0
     assert not any("LEAVER" in b["messages"][0]["content"] for b in server.bodies)
-    metrics = urllib.request.urlopen(g.url + "/metrics").read().decode()
-    assert 'rtlm:requests_total{outcome="cancelled"} 1.0' in metrics
 
 
 def test_metrics_parse_with_prometheus_clients_own_parser(start):
@@ -248,7 +197,6 @@ def test_sigterm_drains_what_is_in_flight_and_a_killed_backend_leaves_the_others
 
         async with aiohttp.ClientSession() as s:
             async def one(i):
-                await asyncio.sleep(0.02 * i)
                 body = {"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 20}
                 async with s.post(g.url + "/v1/chat/completions", json=body) as r:
                     await r.read()
@@ -271,7 +219,7 @@ def test_sigterm_drains_what_is_in_flight_and_a_killed_backend_leaves_the_others
         async with aiohttp.ClientSession() as s:
             body = {"messages": [{"role": "user", "content": "a slow one"}], "max_tokens": 30}
             task = asyncio.create_task(s.post(g2.url + "/v1/chat/completions", json=body))
-            await asyncio.sleep(0.3)
+            await until(lambda: slow.started, what="the slow one running")
             g2.proc.send_signal(signal.SIGTERM)
             r = await task
             return r.status, await r.json()
@@ -284,8 +232,8 @@ def test_sigterm_drains_what_is_in_flight_and_a_killed_backend_leaves_the_others
     code, log = g.stop()
     assert code == 0, log
     meta, df = load_run(tmp_path / "run")
-    assert (df["status"] == "finished").all() and (df["worker"] == dying.url).sum() == dying.answered == 1
-    assert (df["worker"] == alive.url).sum() == 11
+    assert (df["status"] == "finished").all() and (df["backend"] == dying.url).sum() == dying.answered == 1
+    assert (df["backend"] == alive.url).sum() == 11
 
 
 def test_a_client_that_leaves_mid_stream_closes_its_upstream_request(start):
@@ -324,33 +272,44 @@ def test_a_dead_backend_is_taken_out_and_put_back_when_healthy(start):
         urllib.request.urlopen(g.url + "/health")
     assert down.value.code == 503
     fake(ms_per_token=1, port=port)  # the same backend, back
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(g.url + "/health")
-            break
-        except urllib.error.HTTPError:
-            time.sleep(0.2)
+    wait_until(lambda: metric(g.url, f'rtlm:backend_live{{backend="{server.url}"}}') == 1, timeout_s=10,
+               what="the backend put back")
     assert post(g.url + "/v1/completions", {"prompt": "three", "max_tokens": 3})[0] == 200
 
 
+def readable_rows(run):
+    """The rows of a growing run so far (none before its first flush)."""
+    try:
+        return load_run(run)[1]
+    except Exception:  # noqa: BLE001 - not written yet
+        return []
+
+
 def served_after_a_blocker(g, server, requests, max_tokens: int = 60) -> list[str]:
-    """Send a 300 ms blocker, then ``requests`` (prompt, headers) 50 ms apart while it runs (K = 1):
-    the (status, prompt) of each, and the prompts in the order the backend started them."""
+    """Hold the backend's one slot (K = 1) with a blocker the paused server does not start, queue
+    ``requests`` (prompt, headers) behind it in this order, each counted in rtlm's queue before the
+    next is sent, then let the server go: the status of each, and the prompts in the order the
+    backend started them. No request's place depends on the clock."""
     async def run():
         import aiohttp
 
         async with aiohttp.ClientSession() as s:
-            async def one(prompt, headers, delay):
-                await asyncio.sleep(delay)
+            async def one(prompt, headers):
                 body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
                 async with s.post(g.url + "/v1/chat/completions", json=body, headers=headers) as r:
                     await r.read()
                     return r.status
 
+            server.pause()
             blocker = {"messages": [{"role": "user", "content": "blocker"}], "max_tokens": 60, "ignore_eos": True}
             first = asyncio.create_task(s.post(g.url + "/v1/chat/completions", json=blocker))
-            statuses = await asyncio.gather(*(one(p, h, 0.1 + 0.05 * i) for i, (p, h) in enumerate(requests)))
+            await until(lambda: server.open_streams == 1, what="the blocker held at the backend")
+            calls = []
+            for i, (prompt, headers) in enumerate(requests):
+                calls.append(asyncio.create_task(one(prompt, headers)))
+                await until(lambda: metric(g.url, "rtlm:num_requests_waiting") == i + 1, what=f"{prompt!r} queued")
+            server.resume()
+            statuses = await asyncio.gather(*calls)
             await (await first).read()
             return statuses
 
@@ -365,7 +324,7 @@ def test_priority_classes_come_before_the_policy_and_shed_requests_get_429(start
     statuses, order = served_after_a_blocker(g, server, [
         ("a batch job", {"x-rtlm-priority": "batch"}), ("a default one with more words", {}),
         ("hi", {"x-rtlm-priority": "batch"}), ("an interactive one, the longest prompt of all", {"x-rtlm-priority": "interactive"}),
-        ("too late", {"x-rtlm-deadline-ms": "50"})])  # waits behind the 300 ms blocker: its deadline is gone
+        ("too late", {"x-rtlm-deadline-ms": "50"})])  # waits behind the held blocker: its deadline is gone
     assert statuses == [200, 200, 200, 200, 429]
     # interactive first, then default, then the batch class; within a class, sjf-input's order
     assert order == ["an interactive one, the longest prompt of all", "a default one with more words", "hi", "a batch job"]
@@ -377,7 +336,7 @@ def test_a_gateway_killed_with_sigkill_leaves_a_run_that_report_reads(start, run
     g = gateway("--url", server.url, "--out", tmp_path / "run", "--flush", 0.2)
     for i in range(3):
         assert post(g.url + "/v1/completions", {"prompt": f"p{i}", "max_tokens": 4})[0] == 200
-    time.sleep(0.6)  # at least one flush since
+    wait_until(lambda: len(readable_rows(tmp_path / "run")) == 3, what="a flush of the three records")
     g.proc.kill()
     g.proc.wait()
     meta, df = load_run(tmp_path / "run")
@@ -420,12 +379,19 @@ def test_a_burst_is_gathered_and_ordered_whole(start, gather_ms):
 
         async with aiohttp.ClientSession() as s:
             async def one(i):
-                await asyncio.sleep(0.002 * i)  # arriving in this order, a few ms apart
                 body = {"messages": [{"role": "user", "content": prompts[i]}], "max_tokens": 4}
                 async with s.post(g.url + "/v1/chat/completions", json=body) as r:
                     await r.read()
 
-            await asyncio.gather(*(one(i) for i in range(6)))
+            server.pause()  # what reaches the backend waits there: its one slot stays taken
+            calls = [asyncio.create_task(one(0))]
+            if not gather_ms:  # the first goes at once, the rest queue behind it
+                await until(lambda: server.open_streams == 1, what="the first request sent")
+            calls += [asyncio.create_task(one(i)) for i in range(1, 6)]  # within the window, when there is one
+            await until(lambda: metric(g.url, "rtlm:num_requests_waiting") + server.open_streams == 6,
+                        what="the burst in the queue and at the backend")
+            server.resume()
+            await asyncio.gather(*calls)
 
     asyncio.run(burst())
     if gather_ms:
@@ -464,4 +430,4 @@ def test_backends_priced_by_their_own_tables(start, run_cli, tmp_path):
     assert g.stop()[0] == 0
     meta, df = load_run(tmp_path / "run")
     assert meta["offload"] and [w["spec"] for w in meta["workers"]] == [f"{a.url}=h200", f"{b.url}=vllm-cpu"]
-    assert set(df["worker"]) == {a.url}  # one at a time: the fast backend (h200's table) is free for each
+    assert set(df["backend"]) == {a.url}  # one at a time: the fast backend (h200's table) is free for each

@@ -179,3 +179,72 @@ def test_adding_a_policy_is_one_class(toy_policy, run_cli, tmp_path, prompt_file
         assert meta["mode"] == mode and meta["policy"] == toy_policy
         served = df.sort_values("start_s")["prompt_tokens"].tolist()
         assert served == sorted(served, reverse=True)  # a burst served longest prompt first
+
+
+ROOT = PACKAGE.parent
+TESTS = ROOT / "tests"
+ALL_CODE = [*PACKAGE.rglob("*.py"), *TESTS.glob("*.py"), *(ROOT / "scripts").rglob("*.py"), *(ROOT / "examples").rglob("*.py")]
+
+
+def test_no_test_module_is_imported_by_another_module_or_script():
+    """Tests share ``tests/helpers.py`` (and ``rtlm_cli.testing``'s fakes), never each other, and no
+    script or example puts ``tests/`` on its path."""
+    bad = []
+    for path in ALL_CODE:
+        tops = {name.split(".")[0] for name in imports_of(path)}
+        bad += [f"{path.relative_to(ROOT)} imports {t}" for t in sorted(tops) if t.startswith("test_") or t == "conftest"]
+        if path.parent != TESTS and "tests" in {n.value for n in ast.walk(ast.parse(path.read_text()))
+                                                if isinstance(n, ast.Constant) and isinstance(n.value, str)}:
+            bad.append(f"{path.relative_to(ROOT)} names the tests/ folder (a path to import from?)")
+    assert not bad, bad
+
+
+# test modules that assert what the decision core decided: their evidence must not hang on a wall clock
+DECISION_TESTS = ("test_decisions", "test_golden", "test_priority_order", "test_ray_queue", "test_upstream",
+                  "test_executor", "test_scheduling", "test_continuous", "test_gateway")
+
+
+def sleeps(tree: ast.AST) -> list[int]:
+    """Lines that call ``time.sleep`` (or a ``sleep`` imported from time)."""
+    from_time = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "time"
+                 for a in n.names if a.name == "sleep"}
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and (
+        (isinstance(n.func, ast.Attribute) and n.func.attr == "sleep" and isinstance(n.func.value, ast.Name)
+         and n.func.value.id == "time") or (isinstance(n.func, ast.Name) and n.func.id in from_time))]
+
+
+def test_no_time_sleep_in_tests_that_assert_decisions():
+    assert all((TESTS / f"{name}.py").is_file() for name in DECISION_TESTS)
+    found = {name: lines for name in DECISION_TESTS if (lines := sleeps(ast.parse((TESTS / f"{name}.py").read_text())))}
+    assert not found, f"time.sleep in tests that assert decisions (gate the fake servers instead): {found}"
+    assert sleeps(ast.parse("import time\nfrom time import sleep as nap\ntime.sleep(1)\nnap(2)\n")) == [3, 4]
+
+
+ADAPTER = PACKAGE / "integrations" / "ray_serve" / "adapter.py"
+
+
+def ray_private_attributes() -> set[str]:
+    """``adapter.PRIVATE_ATTRIBUTES``, read from its source (no Ray import needed)."""
+    for node in ast.walk(ast.parse(ADAPTER.read_text())):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "PRIVATE_ATTRIBUTES" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError("adapter.py has no PRIVATE_ATTRIBUTES")
+
+
+def test_rays_private_names_are_used_only_in_the_adapter():
+    private = ray_private_attributes()
+    assert "_pending_tokens" in private and "_capacity_queue" in private
+    bad = []
+    for path in ALL_CODE:
+        if path == ADAPTER:
+            continue
+        tree = ast.parse(path.read_text())
+        for name in imports_of(path):
+            if name.split(".")[0] == "ray" and any(part.startswith("_") for part in name.split(".")):
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Attribute) and n.attr in private and isinstance(n.value, ast.Name) and n.value.id == "self":
+                bad.append(f"{path.relative_to(ROOT)}:{n.lineno} self.{n.attr}")
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "super" and len(n.args) == 2:
+                bad.append(f"{path.relative_to(ROOT)}:{n.lineno} super(...) with a class: a skip over Ray's own")
+    assert not bad, bad

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_line_error
+from helpers import one_line_error
 from scipy import stats
 
 from rtlm_cli.errors import RtlmError
 from rtlm_cli.predict import metrics
-from rtlm_cli.predict.model import Predictor
 from rtlm_cli.predict.data import split_by_prompt
+from rtlm_cli.predict.model import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,22 @@ served the lowest value first, so ``--priority-order higher-first`` reversed the
 import asyncio
 
 import pytest
-from rtlm_cli.testing import FakeOpenAI, tokens_for
-from test_executor import NoBoard, SyncWorkers, TableEngine, VirtualClock
+from helpers import NoBoard, SyncWorkers, TableEngine, VirtualClock
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import PRIORITY_ORDERS, DecisionCore
-from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.decide.policies import make_policy
 from rtlm_cli.serve.decide.request import Request
+from rtlm_cli.serve.decide.slots import GATHER_MS, SlotQueue
 from rtlm_cli.serve.live.streams import StreamDriver, run_direct, run_gateway
 from rtlm_cli.serve.live.workers import run_batches
 from rtlm_cli.serve.mode import Mode
 from rtlm_cli.serve.sim.continuous import simulate_direct, simulate_gateway
 from rtlm_cli.serve.sim.server import ServerLimits, SimulatedServer, StepCost
 from rtlm_cli.serve.sim.static import simulate_batches
+from rtlm_cli.testing import FakeOpenAI, tokens_for
 
 FLAT = CostModel([{"batch": b, "context": c, "prefill_s": 0.01, "decode_step_s": 0.002} for b in (1, 8) for c in (16, 4096)])
 N = 8

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import one_line_error
+from helpers import one_line_error
 
 from rtlm_cli.engines.fake import FakeEngine
 from rtlm_cli.formats.profile import MEASURED_COLUMNS, TELEMETRY_COLUMNS, load_profile

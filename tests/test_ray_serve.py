@@ -13,10 +13,10 @@ import os
 
 import aiohttp
 import pytest
-from conftest import wait_until
-from rtlm_cli.testing import FakeOpenAI
+from helpers import wait_until
 
 from rtlm_cli.engines.vllm import free_port
+from rtlm_cli.testing import FakeOpenAI
 
 pytestmark = pytest.mark.ray
 K = 2  # max_ongoing_requests per replica
@@ -264,3 +264,104 @@ def test_the_ingress_answers_bad_requests_openai_style_and_lists_the_backends_mo
     assert no_messages[0] == 400 and n2[0] == 400
     assert models[0] == 200 and models[1]["data"][0]["id"] == "smollm2"
     assert nowhere[0] == 404
+
+
+# -- without a cluster: the adapter's contract with the installed Ray, the ingress's limits, the router's count
+
+
+def test_rays_private_names_that_rtlm_uses_are_where_the_adapter_expects_them():
+    """Fails loudly when Ray moves what rtlm's router and queue actor stand on (adapter.py)."""
+    import importlib
+    import inspect
+
+    from ray.serve.experimental.capacity_queue_router import CapacityQueueRouter
+
+    from rtlm_cli.integrations.ray_serve import adapter
+
+    for module, name in adapter.PRIVATE_IMPORTS:
+        assert hasattr(importlib.import_module(module), name), f"Ray no longer has {module}.{name}"
+    source = "".join(inspect.getsource(k) for k in CapacityQueueRouter.__mro__ if k.__module__.startswith("ray."))
+    missing = [a for a in adapter.PRIVATE_ATTRIBUTES if f"self.{a}" not in source and f"def {a}(" not in source]
+    assert not missing, f"Ray's capacity-queue router no longer has {missing}: update adapter.py"
+    assert "is_retry" in inspect.signature(CapacityQueueRouter._choose_replica_for_request).parameters
+    with pytest.raises(ImportError, match="RTLM_RAY_UNCHECKED"):
+        adapter.check_version("9.9.9")
+
+
+class FakeForwarder:
+    """What the ingress calls: ``options(stream=True).remote(...)`` gives an async stream."""
+
+    def __init__(self, gate: asyncio.Event | None = None):
+        self.gate, self.calls = gate, 0
+
+    def options(self, **kw):
+        return self
+
+    def remote(self, path, body, rtlm=None):
+        self.calls += 1
+        return self.stream()
+
+    async def stream(self):
+        if self.gate is not None:
+            await self.gate.wait()
+        yield {"status": 200}
+        yield b'data: {"choices": []}\n\n'
+
+
+def ingress_call(ingress, body: bytes, headers: dict | None = None):
+    from starlette.requests import Request as HttpRequest
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in {"content-length": str(len(body)), **(headers or {})}.items()]
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": raw, "query_string": b""}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return ingress(HttpRequest(scope, receive))
+
+
+def test_the_ray_ingress_has_the_services_limits_auth_body_and_queue():
+    from rtlm_cli.integrations.ray_serve.app import Ingress
+
+    body = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}'
+
+    async def go():
+        gate = asyncio.Event()
+        forwarder = FakeForwarder(gate)
+        ingress = Ingress.func_or_class(forwarder, predictor=None, api_key="k", max_body_kib=1, max_queue=1)
+        assert (await ingress_call(ingress, body)).status_code == 401
+        assert (await ingress_call(ingress, body, {"authorization": "Bearer wrong"})).status_code == 401
+        auth = {"authorization": "Bearer k"}
+        big = b'{"messages": [{"role": "user", "content": "' + b"x" * 2000 + b'"}]}'
+        assert (await ingress_call(ingress, big, auth)).status_code == 413
+        assert (await ingress_call(ingress, b"{not json", auth)).status_code == 400
+        waiting = asyncio.create_task(ingress_call(ingress, body, auth))  # holds the one place in the queue
+        await asyncio.sleep(0.01)
+        full = await ingress_call(ingress, body, auth)
+        assert full.status_code == 429 and full.headers["retry-after"] == "1"
+        gate.set()
+        assert (await waiting).status_code == 200 and forwarder.calls == 1
+
+    asyncio.run(go())
+
+
+def test_a_router_call_without_a_prediction_is_counted_and_logged_once(caplog):
+    from rtlm_cli.integrations.ray_serve.router import RtlmRouter
+
+    class Counter:
+        value = 0
+
+        def inc(self):
+            self.value += 1
+
+    class Pending:
+        def __init__(self, kwargs):
+            self.kwargs, self.args = kwargs, ()
+
+    router = RtlmRouter.__new__(RtlmRouter)  # its Ray state is not needed to read a request's fields
+    router.rtlm_predict, router.rtlm_unpredicted, router.rtlm_unpredicted_metric = None, 0, Counter()
+    with caplog.at_level("WARNING", logger="ray.serve"):
+        assert router.fields(Pending({"rtlm": {"predicted_tokens": 5.0}})) == {"predicted_tokens": 5.0}
+        assert router.fields(Pending({})) == {} and router.fields(Pending({})) == {}
+    assert router.stats() == {"unpredicted": 2} and router.rtlm_unpredicted_metric.value == 2
+    assert sum("no prediction" in r.message for r in caplog.records) == 1

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_line_error
+from helpers import one_line_error
 
 from rtlm_cli.formats.run import SCHEMA_VERSION, load_run, write_run
 
@@ -17,7 +17,7 @@ def make_run(path, e2e, policy="fcfs", load=0.5, status=None, schema=None, profi
     recs = []
     for i, e in enumerate(e2e):
         recs.append({"rid": i, "prompt_id": f"p{i}", "arrival_s": float(i), "start_s": float(i) + 0.1 * e,
-                     "first_token_s": float(i) + 0.2 * e, "last_token_s": float(i) + e, "finish_s": float(i) + e, "worker": "w0", "batch_id": i,
+                     "first_token_s": float(i) + 0.2 * e, "last_token_s": float(i) + e, "finish_s": float(i) + e, "backend": "w0", "batch_id": i,
                      "batch_size": 1, "in_flight": 1, "prompt_tokens": 10, "output_tokens": 11, "true_tokens": 11,
                      "predicted_tokens": 30.0 * (i + 1), "p90_tokens": 40.0, "uncertainty": 0.5, "predicted_service_s": 1.0,
                      "deadline_s": float(i) + 5.0, "prediction_cost_s": 2e-4,

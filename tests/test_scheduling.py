@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import pytest
+from helpers import CPU, GPU
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,11 +16,6 @@ from rtlm_cli.serve.decide.core import DecisionCore
 from rtlm_cli.serve.decide.policies import POLICIES, make_policy
 from rtlm_cli.serve.decide.request import Request
 from rtlm_cli.serve.sim.static import simulate_batches
-
-# A CPU-like table: a decode step costs 40 ms at batch 1 and 80 ms at batch 8 (4x throughput).
-CPU = [{"batch": b, "context": c, "prefill_s": 0.001 * b * c / 16, "decode_step_s": s}
-       for b, s in ((1, 0.04), (2, 0.045), (4, 0.055), (8, 0.08)) for c in (128, 1024)]
-GPU = [{"batch": b, "context": c, "prefill_s": 0.02, "decode_step_s": 0.018} for b in (1, 8, 32) for c in (128, 1024)]
 
 
 def req(rid, arrival=0.0, pred=100, true=None, prompt=50, unc=0.5, deadline=None):
@@ -200,11 +196,11 @@ def test_simulator_properties(items, policy, max_batch, two_workers, offload):
         batches.setdefault(r["batch_id"], []).append(r)
     for members in batches.values():
         assert len(members) <= max_batch and all(m["batch_size"] == len(members) for m in members)
-        assert len({m["worker"] for m in members}) == 1 and len({m["start_s"] for m in members}) == 1
+        assert len({m["backend"] for m in members}) == 1 and len({m["start_s"] for m in members}) == 1
         assert len({m["finish_s"] for m in members}) == 1  # a batch's responses complete together
     # no worker runs two batches at once
     for w in ws:
-        spans = sorted((m[0]["start_s"], max(x["finish_s"] for x in m)) for m in batches.values() if m[0]["worker"] == w.name)
+        spans = sorted((m[0]["start_s"], max(x["finish_s"] for x in m)) for m in batches.values() if m[0]["backend"] == w.name)
         assert all(a_end <= b_start + 1e-9 for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
 
 

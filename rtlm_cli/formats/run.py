@@ -12,7 +12,9 @@ Schema 4 lets a run grow: a long-running service (``rtlm gateway``) writes its r
 ``requests/`` (``part-*.parquet``, plus the journal of the part being written) and rewrites
 ``meta.json`` at each flush (``complete`` false until a clean exit); a replay still writes one
 ``requests.parquet``. Readers take either.
-Older runs are read and upgraded in memory: schema 2 had no dispatch for static runs and used
+Schema 5 names the column of where a request ran ``backend`` (a URL, a worker's device, a simulated
+engine's name: docs/glossary.md), not ``worker``.
+Older runs are read and upgraded in memory: schema 4 and older call that column ``worker``; schema 2 had no dispatch for static runs and used
 ``batch_size`` for "in flight at the send" on serving engines; schema 1 used ``engine`` for
 simulator | real.
 """
@@ -39,7 +41,7 @@ from rtlm_cli.formats.store import (
 )
 
 KIND = "run"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 REQUESTS_FILE = "requests.parquet"
 PARTS_DIR = "requests"  # a growing run's parts (schema 4)
 PERCENTILES = (50, 90, 95, 99)
@@ -47,7 +49,7 @@ MODES = ("simulated", "real")
 STATUSES = ("finished", "failed", "cancelled", "shed")
 
 
-def record(r, *, start_s: float, first_token_s: float, last_token_s: float, finish_s: float, worker: str,
+def record(r, *, start_s: float, first_token_s: float, last_token_s: float, finish_s: float, backend: str,
            output_tokens: int, in_flight: int, batch_id: int = -1, batch_size: int = 0, status: str = "finished",
            ended: bool | None = None, error: str = "") -> dict:
     """One row of a run for a request ``r`` (a ``Request``): what it was, what happened to it.
@@ -55,7 +57,7 @@ def record(r, *, start_s: float, first_token_s: float, last_token_s: float, fini
     worker: its batch); ``batch_id``/``batch_size``: its static batch (-1/0 on a serving engine)."""
     return {
         "rid": r.rid, "prompt_id": r.prompt_id, "arrival_s": r.arrival_s, "start_s": start_s,
-        "first_token_s": first_token_s, "last_token_s": last_token_s, "finish_s": finish_s, "worker": worker,
+        "first_token_s": first_token_s, "last_token_s": last_token_s, "finish_s": finish_s, "backend": backend,
         "batch_id": batch_id, "batch_size": batch_size, "in_flight": in_flight, "prompt_tokens": r.prompt_tokens,
         "output_tokens": output_tokens, "true_tokens": r.true_tokens if r.true_tokens is not None else -1,
         "predicted_tokens": r.predicted_tokens, "p90_tokens": r.p90_tokens, "uncertainty": r.uncertainty,
@@ -78,11 +80,11 @@ def quantile_levels(df) -> list[tuple[float, str]]:
     return sorted((int(c[1:3]) / 100, c) for c in cols)
 
 
-def not_run(r, status: str, error: str = "", worker: str = "", in_flight: int = 0) -> dict:
+def not_run(r, status: str, error: str = "", backend: str = "", in_flight: int = 0) -> dict:
     """The row of a request that never ran to its end: cancelled (Ctrl-C), shed (its deadline could no
     longer be met) or failed before it ran (no backend left, too large for the server)."""
     nan = float("nan")
-    return record(r, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, worker=worker,
+    return record(r, start_s=nan, first_token_s=nan, last_token_s=nan, finish_s=nan, backend=backend,
                   output_tokens=0, in_flight=in_flight, status=status, error=error)
 
 
@@ -161,6 +163,9 @@ def upgrade(meta: dict, df):
                 "executes": "hf-workers" if static else "serving-engine",
                 "priority_order": settings.get("priority_order", "lower-first")}
         df = df.assign(in_flight=df["batch_size"], batch_size=df["batch_size"] if static else 0)
+    if version <= 4:
+        meta = {**meta, "schema_version": SCHEMA_VERSION, "upgraded_from": meta.get("upgraded_from", version)}
+        df = df.rename(columns={"worker": "backend"})
     return meta, df
 
 

@@ -16,7 +16,6 @@ closed, which frees the backend's slot. Every request that was sent leaves one r
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 from collections import deque
@@ -34,7 +33,7 @@ from rtlm_cli.engines.upstream import (
     wants_usage,
 )
 from rtlm_cli.formats.run import not_run
-from rtlm_cli.serve.admit import BadRequest, request_text
+from rtlm_cli.serve.admit import UNAUTHORIZED, BadRequest, authorized, queue_full, request_text, too_large
 from rtlm_cli.gateway.config import ServiceConfig
 from rtlm_cli.gateway.metrics import ServiceMetrics
 from rtlm_cli.serve.decide.request import Request
@@ -102,12 +101,9 @@ class GatewayService:
         return {self.urls[b.bid]: (b.outstanding, b.down) for b in self.queue.core.backends}
 
     def denied(self, request: web.Request) -> web.Response | None:
-        if not self.cfg.api_key:
+        if authorized(request.headers.get("Authorization"), self.cfg.api_key):
             return None
-        given = request.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {self.cfg.api_key}".encode()):
-            return None
-        return error(401, "missing or wrong API key: send Authorization: Bearer KEY", "authentication_error")
+        return error(*UNAUTHORIZED)
 
     # -- a completion ----------------------------------------------------------------------------
     async def complete(self, request: web.Request) -> web.StreamResponse:
@@ -118,7 +114,7 @@ class GatewayService:
         try:
             body = await request.json()
         except web.HTTPRequestEntityTooLarge:
-            return error(413, f"the request body is over --max-body-kib {self.cfg.max_body_kib} KiB")
+            return error(*too_large(self.cfg.max_body_kib))
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             return error(400, "the request body is not valid JSON")
         try:
@@ -127,8 +123,7 @@ class GatewayService:
             return error(400, str(e))
         if len(self.queue.core.queue) >= self.cfg.max_queue:
             self.metrics.count("rejected")
-            return error(429, f"rtlm's queue is full (--max-queue {self.cfg.max_queue}); retry later",
-                         "rate_limit_error", headers={"Retry-After": "1"})
+            return error(*queue_full(self.cfg.max_queue), headers={"Retry-After": "1"})
         task = asyncio.current_task()
         self.active.add(task)
         try:

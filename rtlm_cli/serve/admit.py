@@ -10,6 +10,7 @@ it) and ``x-rtlm-priority`` (a class that comes before the policy's key: ``inter
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from rtlm_cli.defaults import MAX_NEW_TOKENS, TOKENS_PER_WORD
@@ -88,6 +89,26 @@ def request_text(path: str, body) -> str:
     if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
         raise BadRequest("n > 1 (and best_of) are not served by rtlm: send n requests of n = 1")
     return text
+
+
+def authorized(header: str | None, api_key: str | None) -> bool:
+    """The client's ``Authorization`` header carries ``api_key`` (compared in constant time), or no
+    key is set. The gateway service and the Ray Serve ingress check clients here."""
+    if not api_key:
+        return True
+    return hmac.compare_digest((header or "").encode(), f"Bearer {api_key}".encode())
+
+
+# what a front door answers when it refuses a request: (status, message, OpenAI error type)
+UNAUTHORIZED = (401, "missing or wrong API key: send Authorization: Bearer KEY", "authentication_error")
+
+
+def too_large(max_body_kib: int) -> tuple[int, str, str]:
+    return 413, f"the request body is over --max-body-kib {max_body_kib} KiB", "invalid_request_error"
+
+
+def queue_full(max_queue: int) -> tuple[int, str, str]:
+    return 429, f"rtlm's queue is full (--max-queue {max_queue}); retry later", "rate_limit_error"
 
 
 class Classed(Policy):

@@ -121,7 +121,7 @@ def served_row(r, o: Outcome, *, sent_s: float, finish_s: float, backend: str, i
     itl = o.itl_s or [NAN]
     done = o.status == "finished"
     row = record(r, start_s=sent_s, first_token_s=sent_s + o.ttft_s, last_token_s=sent_s + o.e2e_s if done else NAN,
-                 finish_s=finish_s, worker=backend, in_flight=in_flight, output_tokens=o.output_tokens,
+                 finish_s=finish_s, backend=backend, in_flight=in_flight, output_tokens=o.output_tokens,
                  status=o.status, ended=o.finish_reason == "stop" if done else None, error=o.error)
     row.update({
         "first_chunk_s": sent_s + o.first_chunk_s, "first_text_s": sent_s + o.first_text_s,

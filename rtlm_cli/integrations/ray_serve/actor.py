@@ -98,25 +98,16 @@ class RtlmCapacityQueue:
                 self.release(token)
 
     def _subscribe(self):
-        """Follow the deployment's running replicas through the controller's long poll."""
-        from ray import serve
-        from ray._common.utils import get_or_create_event_loop
-        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
-        from ray.serve._private.long_poll import LongPollClient, LongPollNamespace
+        """Follow the deployment's running replicas (the controller's long poll, ``adapter.py``)."""
+        from rtlm_cli.integrations.ray_serve.adapter import follow_replicas
 
-        deployment_id = serve.get_deployment_actor_context().deployment_id
-        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-        return LongPollClient(
-            controller, {(LongPollNamespace.DEPLOYMENT_TARGETS, deployment_id): self._targets},
-            call_in_event_loop=get_or_create_event_loop(),
-            client_id=f"RtlmCapacityQueue:{ray.get_runtime_context().get_actor_id()}")
+        return follow_replicas(self._targets, client_id=f"RtlmCapacityQueue:{ray.get_runtime_context().get_actor_id()}")
 
-    def _targets(self, info) -> None:
-        running = {r.replica_id.unique_id: r for r in info.running_replicas}
+    def _targets(self, running: dict[str, int]) -> None:
         for gone in set(self.queue.replicas) - set(running):
             self.unregister_replica(gone)
         for uid in set(running) - set(self.queue.replicas):
-            self.register_replica(uid, running[uid].max_ongoing_requests)
+            self.register_replica(uid, running[uid])
 
 
 # The actor as Ray runs it: no CPU of its own (it only decides), and room for every waiting request's

@@ -16,6 +16,11 @@ counted for ``REJECTED_HOLD_S`` before it is given back, so the queue does not h
 replica out again at once; Ray's own router keeps it until a TTL), retries after a replica died. When the queue actor
 cannot be reached after ``max_fault_retries`` tries, a request is routed by Ray's power-of-two
 choices instead, so nothing waits forever.
+
+A call that reaches the router with no prediction (no ``rtlm`` argument, and none the router could
+make: e.g. Ray Serve LLM's own handle calls without ``router_predictor``) waits as a request of
+unknown length: it is counted (``stats()``, the Ray Serve metric ``rtlm_unpredicted_requests``) and
+logged once. Ray's private names are all in ``adapter.py``.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ import logging
 
 import ray
 from ray.exceptions import RayActorError
-from ray.serve.experimental.capacity_queue_router import CapacityQueueRouter
 
-from rtlm_cli.integrations.ray_serve.actor import SHED
+from rtlm_cli.integrations.ray_serve.adapter import RouterBase
+from rtlm_cli.integrations.ray_serve.queue import SHED
 
 logger = logging.getLogger("ray.serve")
 FIELD = "rtlm"  # the keyword argument that carries a request's prediction to the router
@@ -39,51 +44,65 @@ class RequestShed(Exception):
     """rtlm shed the request: its deadline (``x-rtlm-deadline-ms``) can no longer be met."""
 
 
-class RtlmRouter(CapacityQueueRouter):
+class RtlmRouter(RouterBase):
     def initialize_state(self, **kwargs):
         """``request_router_kwargs``: ``capacity_queue_actor_name`` (the deployment actor's name),
         ``max_fault_retries`` (tries to reach the queue before power-of-two choices, default 3),
         ``predictor`` and ``timing`` (optional: predict a request that arrives without an ``rtlm``
         argument from its own body, e.g. the request object Ray Serve LLM's ingress passes)."""
+        from ray.serve import metrics
+
         super().initialize_state(**kwargs)
-        self._attempts = itertools.count()
-        self._predict = None
+        self.rtlm_attempts = itertools.count()
+        self.rtlm_predict = None
+        self.rtlm_unpredicted = 0
+        self.rtlm_unpredicted_metric = metrics.Counter(
+            "rtlm_unpredicted_requests", description="Calls routed by rtlm with no prediction (no rtlm argument, "
+            "and none the router could make): they wait as requests of unknown length.")
         if kwargs.get("predictor"):
             from rtlm_cli.integrations.ray_serve.ingress import Predicting
 
-            self._predict = Predicting(kwargs["predictor"], kwargs.get("timing", "vllm-cpu"))
+            self.rtlm_predict = Predicting(kwargs["predictor"], kwargs.get("timing", "vllm-cpu"))
 
-    def _fields(self, pending_request) -> dict:
+    def fields(self, pending_request) -> dict:
         """The request's prediction: its ``rtlm`` argument, else (with a predictor) one made from the
-        first argument that looks like an OpenAI request body, else none."""
+        first argument that looks like an OpenAI request body, else none (counted, logged once)."""
         fields = pending_request.kwargs.get(FIELD)
-        if fields is not None or self._predict is None:
-            return fields or {}
-        return self._predict.from_args(pending_request.args)
+        if fields is None and self.rtlm_predict is not None:
+            fields = self.rtlm_predict.from_args(pending_request.args)
+        if not fields:
+            self.rtlm_unpredicted += 1
+            self.rtlm_unpredicted_metric.inc()
+            if self.rtlm_unpredicted == 1:
+                logger.warning("rtlm router: a call came with no prediction (no rtlm= argument, and no "
+                               "router_predictor to make one): it waits as a request of unknown length; counted "
+                               "in the metric rtlm_unpredicted_requests")
+        return fields or {}
 
-    async def _choose_replica_for_request(self, pending_request, *, is_retry: bool = False):
+    def stats(self) -> dict:
+        return {"unpredicted": self.rtlm_unpredicted}
+
+    async def choose(self, pending_request, is_retry: bool):
         request_id = pending_request.metadata.internal_request_id
         if is_retry:  # the replica rejected it: it is full, whatever the queue counted (see the module)
-            rejected = self._pending_tokens.pop(request_id, None)
+            rejected = self.take_token(request_id)
             if rejected is not None:
-                self._event_loop.call_later(REJECTED_HOLD_S, self._safe_release, rejected)
-        fields = self._fields(pending_request)
-        token = f"{request_id}#{next(self._attempts)}"
-        while len(self._replicas) == 0:
-            self._replicas_updated_event.clear()
-            await self._replicas_updated_event.wait()
-
+                self.release_token(rejected, after_s=REJECTED_HOLD_S)
+        fields = self.fields(pending_request)
+        token = f"{request_id}#{next(self.rtlm_attempts)}"
+        while not self.has_replicas():
+            await self.replicas_changed()
         faults = 0
         while True:
-            if faults >= self._max_fault_retries:
+            if faults >= self.max_fault_retries:
                 logger.warning("rtlm capacity queue unreachable: routing by power-of-two choices")
-                return await super(CapacityQueueRouter, self)._choose_replica_for_request(
-                    pending_request, is_retry=is_retry)
-            if self._capacity_queue is None and not self._try_discover_capacity_queue():
-                await self._backoff(faults)
+                return await self.power_of_two(pending_request, is_retry)
+            queue = self.queue_actor()
+            if queue is None:
+                await self.backoff(faults)
                 faults += 1
                 continue
-            ref = self._capacity_queue.acquire.remote(token, fields)
+            ref = queue.acquire.remote(token, fields)
             try:
                 replica_uid = await ref
             except asyncio.CancelledError:
@@ -91,19 +110,16 @@ class RtlmRouter(CapacityQueueRouter):
                 raise
             except RayActorError:
                 logger.warning("lost the rtlm capacity queue; asking its replacement")
-                self._capacity_queue = None
-                await self._backoff(faults)
+                self.lose_queue_actor()
+                await self.backoff(faults)
                 faults += 1
                 continue
             if replica_uid == SHED:
                 raise RequestShed("shed by rtlm: its deadline can no longer be met (x-rtlm-deadline-ms)")
-            rid = self._uid_to_replica_id.get(replica_uid)
-            replica = self._replicas.get(rid) if rid is not None else None
+            replica = self.replica(replica_uid)
             if replica is not None:
-                self._pending_tokens[request_id] = token
+                self.hold_token(request_id, token)
                 return replica
             # the queue knows a replica this router does not yet: give the token back, wait for news
-            self._safe_release(token)
-            self._replicas_updated_event.clear()
-            await self._replicas_updated_event.wait()
-
+            self.release_token(token)
+            await self.replicas_changed()

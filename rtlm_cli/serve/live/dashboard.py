@@ -62,8 +62,8 @@ class Dashboard:
             "mean": float(np.mean(e2e)) if e2e else float("nan"), "p95": _pct(e2e, 95),
             "ttft50": _pct(ttft, 50), "ttft95": _pct(ttft, 95), "itl50": _pct(itl, 50), "itl95": _pct(itl, 95),
             "missed": sum(1 for r in done if r["finish_s"] > r["deadline_s"]),  # NaN (no deadline) is never missed
-            "per_worker": {w: ((speeds or {}).get(w, sum(r["output_tokens"] for r in done if r["worker"] == w) / span if span > 0 else 0.0),
-                               sum(1 for r in records if r["worker"] == w and r["status"] == "failed"))
+            "per_worker": {w: ((speeds or {}).get(w, sum(r["output_tokens"] for r in done if r["backend"] == w) / span if span > 0 else 0.0),
+                               sum(1 for r in records if r["backend"] == w and r["status"] == "failed"))
                            for w in self.workers},
         }
         if self.live is not None:

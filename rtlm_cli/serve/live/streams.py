@@ -78,7 +78,7 @@ class StreamDriver:
                                          priority=priority)
             return await self.client.stream(*body, url), sent, in_flight
         except asyncio.CancelledError:
-            self.keep(r.rid, self.unrun(r, "cancelled", worker=url))
+            self.keep(r.rid, self.unrun(r, "cancelled", backend=url))
             raise
 
     def finished(self, r: Request, o, sent: float, backend: Backend, in_flight: int, priority: int | None,
@@ -88,8 +88,8 @@ class StreamDriver:
                                     in_flight=in_flight, retries=retries, priority=priority,
                                     prediction_cost_s=self.costs.get(r.rid, 0.0)))
 
-    def unrun(self, r: Request, status: str, error: str = "", worker: str = "") -> dict:
-        return {**not_run(r, status, error=error, worker=worker), "prediction_cost_s": self.costs.get(r.rid, 0.0)}
+    def unrun(self, r: Request, status: str, error: str = "", backend: str = "") -> dict:
+        return {**not_run(r, status, error=error, backend=backend), "prediction_cost_s": self.costs.get(r.rid, 0.0)}
 
     async def run(self, on_arrival, stalled=None) -> tuple[list[dict], bool]:
         """Every request at its arrival through ``on_arrival``, then until every record is in, the

@@ -147,7 +147,7 @@ def _batch_records(batch: list[Request], res, error: str | None, start: float, d
     """The records of a batch that returned (``res``), or failed whole (``error``)."""
     out = {}
     for i, r in enumerate(batch):
-        common = dict(worker=worker, batch_id=batch_id, batch_size=len(batch), in_flight=len(batch), finish_s=done)
+        common = dict(backend=worker, batch_id=batch_id, batch_size=len(batch), in_flight=len(batch), finish_s=done)
         if res is None:
             out[r.rid] = record(r, start_s=start, first_token_s=done, last_token_s=done, output_tokens=0,
                                 status="failed", error=error, **common)

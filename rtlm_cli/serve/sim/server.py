@@ -191,7 +191,7 @@ class SimulatedServer:
         r = s.req
         self.records[r.rid] = {
             **record(r, start_s=s.start_s, first_token_s=s.first_token_s, last_token_s=end, finish_s=end,
-                     worker=self.name, in_flight=s.held, output_tokens=s.generated),
+                     backend=self.name, in_flight=s.held, output_tokens=s.generated),
             "priority": s.priority, "preemptions": s.preemptions,
         }
 
@@ -262,7 +262,7 @@ class SimulatedServer:
     def _reject(self, s: Seq, what: str = "") -> None:
         self.left.append(s.req.rid)
         self.records[s.req.rid] = {
-            **not_run(s.req, "failed", worker=self.name, in_flight=s.held,
+            **not_run(s.req, "failed", backend=self.name, in_flight=s.held,
                       error=f"its prompt ({s.req.prompt_tokens} tokens){' ' + what if what else ''} does not fit in "
                             f"the KV cache ({self.m.kv_cache_tokens} tokens)"),
             "priority": s.priority, "preemptions": s.preemptions}

@@ -52,7 +52,7 @@ def simulate_batches(requests: list[Request], core: DecisionCore) -> list[dict]:
             ttft, finishes, end = b.cost.batch_times([r.prompt_tokens for r in batch], true)
             for r, n, fin in zip(batch, true, finishes):
                 records[r.rid] = record(r, start_s=now, first_token_s=now + ttft, last_token_s=now + fin,
-                                        finish_s=now + end, worker=b.name, batch_id=batch_id, batch_size=len(batch),
+                                        finish_s=now + end, backend=b.name, batch_id=batch_id, batch_size=len(batch),
                                         in_flight=len(batch), output_tokens=n)
             heapq.heappush(events, (now + end, Event.LEFT, seq, (bid, batch)))
             seq += 1
