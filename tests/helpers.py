@@ -107,14 +107,13 @@ def check_frame(name: str, df: pd.DataFrame) -> None:
     assert text == gzip.decompress(path.read_bytes()).decode(), f"{name}: the decisions moved"
 
 
-def hand_made(n: int = 600, seed: int = 11) -> list[Request]:
-    """Seeded requests with a mixture predictor's fields, priced on the reference CPU table."""
-    cost = CostModel.from_table(load_timing_table(REFERENCE))
+def workload(n: int, seed: int, gap_s: float, cost: CostModel, slack_s: float = 40.0) -> list[Request]:
+    """Seeded Poisson arrivals (mean gap ``gap_s``) with a mixture predictor's fields, priced by
+    ``cost``; a third of them with a deadline ``slack_s`` after their arrival."""
     rng = np.random.default_rng(seed)
-    out = []
-    t = 0.0
+    out, t = [], 0.0
     for i in range(n):
-        t += float(rng.exponential(1.6))
+        t += float(rng.exponential(gap_s))
         prompt = int(rng.integers(30, 700))
         p = float(rng.uniform())
         ended = float(rng.integers(5, 250))
@@ -122,9 +121,15 @@ def hand_made(n: int = 600, seed: int = 11) -> list[Request]:
         true = 256 if rng.uniform() < p else int(ended)
         out.append(Request(rid=i, arrival_s=round(t, 6), prompt_id=f"p{i}", prompt_tokens=prompt, predicted_tokens=pred,
                            p90_tokens=pred, capped_prob=p, ended_tokens=ended, uncertainty=float(rng.uniform()),
-                           predicted_service_s=cost.service_s(prompt, pred), deadline_s=t + 60.0 if i % 3 == 0 else None,
-                           true_tokens=true, true_service_s=cost.service_s(prompt, true), prediction_cost_s=1e-4))
+                           predicted_service_s=cost.service_s(prompt, pred),
+                           deadline_s=t + slack_s if i % 3 == 0 else None, true_tokens=true,
+                           true_service_s=cost.service_s(prompt, true), prediction_cost_s=1e-4))
     return out
+
+
+def hand_made(n: int = 600, seed: int = 11) -> list[Request]:
+    """``workload`` priced on the reference CPU table: a request every 1.6 s, deadlines 60 s out."""
+    return workload(n, seed, 1.6, CostModel.from_table(load_timing_table(REFERENCE)), slack_s=60.0)
 
 
 # A CPU-like table: a decode step costs 40 ms at batch 1 and 80 ms at batch 8 (4x throughput).
@@ -246,3 +251,19 @@ def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, d
             return resp.status, json.loads(text) if resp.headers.get_content_type() == "application/json" else text
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read().decode())
+
+
+def decided(queue) -> list[list[tuple[int, str]]]:
+    """The sends a ``SlotQueue`` decides from now on, one list per call that sent anything (requests
+    sent together), each (request id, backend name) in the order decided: a trace of the decisions
+    themselves, read off the queue, not off the clock that timed the sends."""
+    log, fill = [], queue.fill
+
+    def logged(now, first=None):
+        out = fill(now, first)
+        if out.sends:
+            log.append([(r.rid, b.name) for r, b in out.sends])
+        return out
+
+    queue.fill = logged
+    return log

@@ -10,10 +10,9 @@ Regenerate with ``RTLM_REGEN_GOLDEN=1 pytest tests/test_decisions.py``.
 
 import asyncio
 
-import numpy as np
 import pandas as pd
 import pytest
-from helpers import GOLDEN, NoBoard, SyncWorkers, TableEngine, VirtualClock, check_frame
+from helpers import GOLDEN, NoBoard, SyncWorkers, TableEngine, VirtualClock, check_frame, decided, workload
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.formats.timing import load_timing_table
@@ -37,25 +36,6 @@ FLAT1 = [{"batch": 1, "context": 16, "prefill_s": 0.01, "decode_step_s": 0.01}]
 
 def table(name: str) -> CostModel:
     return CostModel.from_table(load_timing_table(source_path(name)), name)
-
-
-def workload(n: int, seed: int, gap_s: float, cost: CostModel, slack_s: float = 40.0) -> list[Request]:
-    """Seeded Poisson arrivals with a mixture predictor's fields; a third of them with deadlines."""
-    rng = np.random.default_rng(seed)
-    out, t = [], 0.0
-    for i in range(n):
-        t += float(rng.exponential(gap_s))
-        prompt = int(rng.integers(30, 700))
-        p = float(rng.uniform())
-        ended = float(rng.integers(5, 250))
-        pred = p * 256 + (1 - p) * ended
-        true = 256 if rng.uniform() < p else int(ended)
-        out.append(Request(rid=i, arrival_s=round(t, 6), prompt_id=f"p{i}", prompt_tokens=prompt, predicted_tokens=pred,
-                           p90_tokens=pred, capped_prob=p, ended_tokens=ended, uncertainty=float(rng.uniform()),
-                           predicted_service_s=cost.service_s(prompt, pred),
-                           deadline_s=t + slack_s if i % 3 == 0 else None, true_tokens=true,
-                           true_service_s=cost.service_s(prompt, true), prediction_cost_s=1e-4))
-    return out
 
 
 def frame(records, extra=()) -> pd.DataFrame:
@@ -137,31 +117,26 @@ def test_real_direct_dispatch(servers, policy):
 
 def test_real_gateway(servers):
     """The gateway over two fake servers of different speeds, two slots each: which request went to
-    which server, in the order sent (requests sent together, within 50 ms, by id)."""
+    which server, in the order decided (one group per decision that sent anything, by id), read off
+    the slot queue itself (``helpers.decided``), not off the send times."""
     fast, slow = servers(ms_per_token=30), servers(ms_per_token=60)
     reqs = burst(14)
     backends = [Backend(0, "b0", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.03, "decode_step_s": 0.03}]), inflight=2),
                 Backend(1, "b1", CostModel([{"batch": 1, "context": 16, "prefill_s": 0.06, "decode_step_s": 0.06}]), inflight=2)]
     core = DecisionCore(make_policy("sjf-pred"), backends)
+    queue = SlotQueue(core, gather_s=GATHER_MS / 1000)  # the burst gathered whole
+    log = decided(queue)
 
     async def go():
         async with Client(ClientSettings(urls=(fast.url, slow.url))) as client:
             await client.check()
             driver = StreamDriver(reqs, core, client, {0: fast.url, 1: slow.url}, 64)
-            return await run_gateway(driver, SlotQueue(core, gather_s=GATHER_MS / 1000))  # the burst gathered whole
+            return await run_gateway(driver, queue)
 
     recs, _ = asyncio.run(go())
-    names = {fast.url: "b0", slow.url: "b1"}
-    groups: list[tuple[float, list[int]]] = []
-    for t, rid in sorted((r["start_s"], r["rid"]) for r in recs):
-        if groups and t - groups[-1][0] < 0.05:  # sent together; distinct sends here are >= 90 ms apart, and
-            # a loaded 2-core CI machine has spread one send of 4 over more than 5 ms
-            groups[-1][1].append(rid)
-        else:
-            groups.append((t, [rid]))
-    worker = {r["rid"]: names[r["backend"]] for r in recs}
-    df = pd.DataFrame([{"send": i, "rid": rid, "backend": worker[rid]} for i, (_, g) in enumerate(groups)
-                       for rid in sorted(g)])
+    assert all(r["status"] == "finished" for r in recs) and sum(map(len, log)) == len(reqs)
+    assert {r["rid"]: r["backend"] for r in recs} == {rid: {"b0": fast.url, "b1": slow.url}[b] for g in log for rid, b in g}
+    df = pd.DataFrame([{"send": i, "rid": rid, "backend": b} for i, g in enumerate(log) for rid, b in sorted(g)])
     assert max(fast.peak_streams, slow.peak_streams) <= 2
     check_frame("decisions-real-gateway", df)
 

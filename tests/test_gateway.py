@@ -4,7 +4,7 @@ in the continuous-batching simulator and for real against fake OpenAI-compatible
 import asyncio
 
 import pytest
-from helpers import FLAT, one_line_error
+from helpers import FLAT, decided, one_line_error
 
 from rtlm_cli.engines.openai import Client, ClientSettings
 from rtlm_cli.formats.run import load_run
@@ -252,20 +252,9 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
     reqs = [Request(rid=i, arrival_s=0.0, prompt_id=f"p{i}", prompt=p, prompt_tokens=30 + len(p.split()),
                     true_tokens=tokens_for(p, 64)[0]) for i, p in enumerate(prompts)]
 
-    def order(recs, names):
-        """(request, backend) in the order sent; requests sent together (within 15 ms: one fill of
-        free slots, whose sends are a millisecond apart, but more than 5 ms on a loaded 2-core CI
-        machine; distinct fills are 90 ms apart here, at least 20 ms as asserted below) by id."""
-        groups: list[tuple[float, list[int]]] = []
-        for t, rid in sorted((r["start_s"], r["rid"]) for r in recs):
-            if groups and t - groups[-1][0] < 0.015:
-                groups[-1][1].append(rid)
-            else:
-                groups.append((t, [rid]))
-        return [(rid, names[next(r["backend"] for r in recs if r["rid"] == rid)]) for _, g in groups for rid in sorted(g)]
-
     gather_s = GATHER_MS / 1000
     gateway, engines = setup([flat(0.03), flat(0.06)], slots=2, gather_s=gather_s)
+    simulated = decided(gateway)  # the decisions themselves, read off the slot queue (no send-time windows)
     sim = simulate_gateway(reqs, gateway, engines)
     assert min(r["start_s"] for r in sim) == gather_s  # held for the window, then sent
     ends = sorted(r["finish_s"] for r in sim)
@@ -273,11 +262,14 @@ def test_the_real_gateway_makes_the_simulators_decisions(servers):
     assert min(b - a for a, b in zip(ends, ends[1:])) >= 0.02
 
     gateway, _ = setup([flat(0.03), flat(0.06)], slots=2, gather_s=gather_s)
+    over_http = decided(gateway)
     real, interrupted = asyncio.run(real_gateway(reqs, gateway, (fast.url, slow.url)))
     assert not interrupted and all(r["status"] == "finished" for r in real)
-    assert order(real, {fast.url: "b0", slow.url: "b1"}) == order(sim, {"b0": "b0", "b1": "b1"})
+    assert over_http == simulated and sum(map(len, simulated)) == len(reqs)
+    assert {r["rid"]: r["backend"] for r in real} == {rid: {"b0": fast.url, "b1": slow.url}[b] for g in over_http
+                                                     for rid, b in g}
     shortest = sorted(range(14), key=lambda i: (len(prompts[i].split()), i))[:4]
-    assert sorted(rid for rid, _ in order(sim, {"b0": "b0", "b1": "b1"})[:4]) == sorted(shortest)
+    assert sorted(rid for rid, _ in simulated[0]) == sorted(shortest)  # the window's first fill: the four shortest
     assert max(fast.peak_streams, slow.peak_streams) <= 2  # the servers' own count of open streams
 
 

@@ -248,3 +248,24 @@ def test_rays_private_names_are_used_only_in_the_adapter():
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "super" and len(n.args) == 2:
                 bad.append(f"{path.relative_to(ROOT)}:{n.lineno} super(...) with a class: a skip over Ray's own")
     assert not bad, bad
+
+
+UPSTREAM = "rtlm_cli.engines.upstream"
+
+
+def test_only_the_upstream_module_opens_a_client_to_a_backend_or_reads_server_sent_events():
+    """One way to talk to a backend (engines/upstream): no other module of rtlm opens an HTTP client
+    session or reads ``data:`` lines (the fake servers of ``rtlm_cli.testing`` write them)."""
+    bad = []
+    for m, path in MODULES.items():
+        if m.startswith(UPSTREAM) or m.startswith("rtlm_cli.testing"):
+            continue
+        tree = ast.parse(path.read_text())
+        if any(i.split(".")[0] == "httpx" for i in imports_of(path)):
+            bad.append(f"{m} imports httpx")
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.Name, ast.Attribute)) and getattr(n, "id", getattr(n, "attr", None)) == "ClientSession":
+                bad.append(f"{m}:{n.lineno} ClientSession")
+            if isinstance(n, ast.Constant) and isinstance(n.value, (str, bytes)) and n.value.strip() in ("data:", b"data:"):
+                bad.append(f"{m}:{n.lineno} reads server-sent events")
+    assert not bad, bad

@@ -161,3 +161,21 @@ def test_a_backend_that_is_down_gets_the_client_a_502_and_a_failed_record(stream
     status, data, row = asyncio.run(through_the_gateway(f"http://127.0.0.1:{free_port()}", {**CHAT, "stream": stream}))
     assert status == 502 and json.loads(data)["error"]["type"] == "upstream_error"
     assert row["status"] == "failed" and row["failure"] == BACKEND_DOWN
+
+
+def test_an_answer_read_to_its_end_gives_its_connection_back_and_an_abandoned_one_is_closed(servers):
+    server = servers(ms_per_token=1)
+
+    async def go():
+        async with Upstream() as up:
+            for _ in range(3):  # one after another: the kept-alive connection each time
+                assert (await up.send(server.url + "/v1/chat/completions", CHAT)).status == "finished"
+            reused = len(server.transports)
+            async with up.exchange(server.url + "/v1/chat/completions", {**CHAT, "max_tokens": 30}) as ex:
+                async for _ in ex.relay():
+                    break  # the caller stops reading: the request is aborted, its connection not reused
+            assert (await up.send(server.url + "/v1/chat/completions", CHAT)).status == "finished"
+            return reused, len(server.transports)
+
+    reused, after = asyncio.run(go())
+    assert reused == 1 and after == 2

@@ -67,7 +67,10 @@ class Exchange:
         if kind is not None and issubclass(kind, (asyncio.CancelledError, ConnectionResetError)):
             self.outcome.fail(CLIENT_GONE, "the client went away")
         if self.resp is not None:
-            self.resp.close()  # a request left unread is aborted: the backend frees its slot
+            if kind is None and self.resp.content.at_eof():
+                self.resp.release()  # read to its end: the connection goes back to the pool, kept alive
+            else:
+                self.resp.close()  # a request left unread is aborted: the backend frees its slot
 
     @property
     def failed(self) -> bool:
@@ -139,14 +142,20 @@ class Exchange:
         data = line[5:].strip()
         if data == b"[DONE]":
             return True
+        chunk = self._object(data, "a chunk")
+        return False if chunk is None else self._chunk(chunk, self.elapsed())
+
+    def _object(self, data: bytes, what: str) -> dict | None:
+        """``data`` as a JSON object; None, and the outcome ``malformed``, when it is not one."""
         try:
             chunk = json.loads(data)
-            if not isinstance(chunk, dict):
-                raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as e:
-            self.outcome.fail(MALFORMED, f"a chunk that is not JSON: {str(e)[:80]}")
-            return False
-        return self._chunk(chunk, self.elapsed())
+            self.outcome.fail(MALFORMED, f"{what} that is not JSON: {str(e)[:80]}")
+            return None
+        if not isinstance(chunk, dict):
+            self.outcome.fail(MALFORMED, f"{what} that is not a JSON object")
+            return None
+        return chunk
 
     def _chunk(self, chunk: dict, now: float) -> bool:
         o = self.outcome
@@ -175,14 +184,9 @@ class Exchange:
         return bool(choices) or self.keep_usage or not chunk.get("usage")
 
     def _whole(self, payload: bytes) -> None:
-        try:
-            chunk = json.loads(payload)
-            if not isinstance(chunk, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError) as e:
-            self.outcome.fail(MALFORMED, f"an answer that is not JSON: {str(e)[:80]}")
-            return
-        self._chunk(chunk, self.elapsed())
+        chunk = self._object(payload, "an answer")
+        if chunk is not None:
+            self._chunk(chunk, self.elapsed())
 
     def _end(self) -> None:
         o = self.outcome
