@@ -1,4 +1,4 @@
-"""Regenerate the report shown in docs/ and the README's headline-results table from `rtlm report`.
+"""Regenerate the report shown in docs/ and the results page's headline table from `rtlm report`.
 
 Runs a fixed set of simulations on the shipped reference profile (deterministic: seeded, no clock),
 reports them with the fast predictor, and writes:
@@ -7,7 +7,7 @@ reports them with the fast predictor, and writes:
   docs/report/headline.md    the report's headline as Markdown
   docs/bench/headline.json   the raw data: the report's JSON (every run's numbers, the comparisons and
                              each policy across the seeds) with the command, date, machine and revision
-  README.md                  the table between <!-- headline:start --> and <!-- headline:end -->, made
+  docs/benchmarks.md         the table between <!-- headline:start --> and <!-- headline:end -->, made
                              from docs/bench/headline.json alone (tests/test_headline.py checks it)
   docs/report/demo.html      the demo's own report (`bash scripts/demo.sh`: a real run on SmolLM2 beside
   docs/report/demo.png       simulated runs, which the report keeps apart), and its screenshot
@@ -79,11 +79,11 @@ def main() -> None:
     subprocess.run(["bash", ROOT / "scripts" / "check_html.sh", out / "report.html", out / "report.png"], check=True)
     table = headline_markdown(raw)
     (out / "headline.md").write_text(table)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    page = ROOT / RESULTS_PAGE
+    text = page.read_text()
     new = re.sub(r"(<!-- headline:start -->\n).*?(<!-- headline:end -->)", lambda m: m.group(1) + table + m.group(2),
                  text, flags=re.S)
-    readme.write_text(new)
+    page.write_text(new)
     print(table)
     if args.demo:
         subprocess.run(["bash", ROOT / "scripts" / "demo.sh"], check=True, cwd=ROOT)
@@ -91,8 +91,11 @@ def main() -> None:
         subprocess.run(["bash", ROOT / "scripts" / "check_html.sh", out / "demo.html", out / "demo.png"], check=True)
 
 
+RESULTS_PAGE = "docs/benchmarks.md"  # where the headline table lives (links relative to docs/)
+
+
 def headline_markdown(raw: dict) -> str:
-    """The README's headline table from docs/bench/headline.json alone: each policy against FCFS
+    """The results page's headline table from docs/bench/headline.json alone: each policy against FCFS
     over the seeds, its mean with a 95% interval, the ranges of its median and p99, and its share of
     the oracle's gain (mean and range)."""
     data, requests = raw["report"], raw["requests"]
@@ -116,7 +119,7 @@ def headline_markdown(raw: dict) -> str:
     tuned = "; the policies' weights were tuned on seeds 0-4" if first >= 5 else ""
     return "\n".join(rows) + f"\n\n(`scripts/docs_report.py`: {requests:,} simulated requests per run on the reference " \
         f"profile, seeds {first}-{first + raw['seeds'] - 1}{tuned}, the fast predictor's out-of-fold predictions; raw data: " \
-        "[docs/bench/headline.json](docs/bench/headline.json); the page: [docs/report/report.html](docs/report/report.html))\n"
+        "[bench/headline.json](bench/headline.json); the page: [report/report.html](report/report.html))\n"
 
 
 if __name__ == "__main__":
