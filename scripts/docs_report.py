@@ -13,7 +13,7 @@ reports them with the fast predictor, and writes:
   docs/report/demo.png       simulated runs, which the report keeps apart), and its screenshot
 
 Every setting runs on --seeds seeds from --first-seed on (default 5, 6, 7: the policies' weights were
-tuned on seeds 0-4, rtlm's size weight by `bench_serve.py --aging` on 0-2 and the continuous
+tuned on seeds 0-4, rtlm's size weight by `bench/serve.py --aging` on 0-2 and the continuous
 engine's on 3-4), so each figure comes with its interval or range, on workloads nothing was tuned on.
 Usage: .venv/bin/python scripts/docs_report.py [--requests 10000] [--seeds 3] [--first-seed 5] [--no-demo]
 (about 5 minutes, and about 5 more for the demo, which profiles and serves for real on this machine)

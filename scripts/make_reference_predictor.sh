@@ -8,7 +8,7 @@
 #   reference-sampled (smollm2-sampled-256) trained on every answer of the reference-sampled profile
 #                 (200 prompts x 8 answers at temperature 0.7, cap 256), with the length distribution's
 #                 quantiles: what the tail and rtlm-dist policies read (one LightGBM thread: the models
-#                 bench_sampled.py measured)
+#                 bench/sampled.py measured)
 #   reference-sampled-512 (smollm2-sampled-512) the same on reference-sampled-512 (the same prompts and
 #                 seeds at cap 512)
 # Deterministic; a few seconds each on 2 cores. Usage: bash scripts/make_reference_predictor.sh

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def gain(monkeypatch, tmp_path):
     """bench_gateway_gain with its server, warm-up, clock and arms replaced; ``log`` says what ran."""
-    spec = importlib.util.spec_from_file_location("bench_gateway_gain", ROOT / "scripts" / "bench_gateway_gain.py")
+    spec = importlib.util.spec_from_file_location("bench_gateway_gain", ROOT / "scripts" / "bench" / "gateway_gain.py")
     mod = importlib.util.module_from_spec(spec)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts scripts/ on the path for benchlib
     spec.loader.exec_module(mod)
@@ -115,7 +115,7 @@ def test_a_bench_stopped_with_sigterm_stops_what_it_started(tmp_path):
     """A long benchmark is stopped with SIGTERM (nohup leaves SIGINT ignored): the load generator it
     runs with `subprocess.run` goes with it, and its `finally` blocks run."""
     child_pid, cleaned = tmp_path / "child.pid", tmp_path / "cleaned"
-    script = (f"import sys, subprocess; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import benchlib\n"
+    script = (f"import sys, subprocess; sys.path.insert(0, {str(ROOT / 'scripts' / 'bench')!r}); import benchlib\n"
               "benchlib.exit_on_sigterm()\n"
               "try:\n"
               f"    subprocess.run(['sh', '-c', 'echo $$ > {child_pid}; exec sleep 60'])\n"
@@ -136,7 +136,7 @@ def test_a_bench_stopped_with_sigterm_stops_what_it_started(tmp_path):
 
 def test_bench_continuous_refuses_an_unknown_slo_run():
     """A misspelt --slo-runs name is an error, not a deadlines part that quietly runs FCFS alone."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_continuous.py"), "--gateway", "--fast",
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "continuous.py"), "--gateway", "--fast",
                            "reference", "--slo-runs", "rtlm gateway+shed"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "unknown run 'rtlm gateway+shed'" in done.stderr and "'rtlm gateway + shed'" in done.stderr

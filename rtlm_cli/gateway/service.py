@@ -159,7 +159,7 @@ class GatewayService:
             finally:
                 o = ex.outcome
                 if o.failure == BACKEND_DOWN:
-                    self.slots.queue.take_down(backend.bid)
+                    self.queue.take_down(backend.bid)
                     self.metrics.live.labels(url).set(0)
                 if answer is not None or o.status != "failed" or attempt == attempts - 1:
                     self.finished(r, o, url, arrived, sent, in_flight, retries=attempt + o.retries)

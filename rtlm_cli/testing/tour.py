@@ -1,5 +1,5 @@
 """The README's tour as a newcomer reads it: its commands, one parser for the test that checks them
-(``tests/test_tour.py``) and the benchmark that times them (``scripts/bench_tour.py``)."""
+(``tests/test_tour.py``) and the benchmark that times them (``scripts/bench/tour.py``)."""
 
 from __future__ import annotations
 

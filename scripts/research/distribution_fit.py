@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from benchlib import markdown_table, now, write_record  # noqa: E402
 
 from rtlm_cli.formats.predictor import read_predictor_meta  # noqa: E402

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from benchlib import now, write_record  # noqa: E402
 
 from rtlm_cli.formats.profile import cap, load_nonempty, samples  # noqa: E402

@@ -32,7 +32,7 @@ from rtlm_cli.predict.crossfit import fold_features
 from rtlm_cli.predict.model import LengthModel, _params
 from rtlm_cli.predict.data import load_training_data
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from benchlib import now, write_record  # noqa: E402
 
 FAMILIES = ("text", "prompt", "prefill")

@@ -156,7 +156,7 @@ class RTLM(Policy):
     help = "uncertainty-aware priority with aging and deadline slack (--size-weight, --uncertainty-weight)"
     needs = frozenset({"predictor"})
     groups_alike = True
-    SIZE_WEIGHT = 512.0  # chosen by bench_serve.py --aging: mean against tail at load 0.95
+    SIZE_WEIGHT = 512.0  # chosen by bench/serve.py --aging: mean against tail at load 0.95
     UNCERTAINTY_WEIGHT = 0.5
 
     def __init__(self, size_weight: float = SIZE_WEIGHT, uncertainty_weight: float = UNCERTAINTY_WEIGHT, **_):

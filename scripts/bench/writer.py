@@ -7,14 +7,14 @@ neither takes the other's core. Two figures: the median of the pairs' ratios (no
 the flushing runs' wall time (a flush blocks the event loop, so this is what it can cost at most).
 Target: no more than 2% slower.
 
-    .venv/bin/python scripts/bench_writer.py --json docs/bench/writer.json
+    .venv/bin/python scripts/bench/writer.py --json docs/bench/writer.json
 
 --growing 10000,100000,1000000: a long-lived service's run instead (no server): a writer holding N
 requests' rows, the time one flush takes when it recomputes meta.json's summary over all of them, how
 often the writer then recomputes it (at most 2% of its time, past 10,000 rows) and the memory the
 rows take in the writer (tracemalloc).
 
-    .venv/bin/python scripts/bench_writer.py --growing 10000,100000,1000000 --json /tmp/growing.json
+    .venv/bin/python scripts/bench/writer.py --growing 10000,100000,1000000 --json /tmp/growing.json
 
 Run it alone on the cores (it times things).
 """
@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import exit_on_sigterm, fake_server, markdown_table, now, stop, write_record  # noqa: E402
 
@@ -180,7 +180,7 @@ def main() -> None:
           f"= {share:.2%} of the flushing runs' wall time ({sum(flushing['count'])} flushes)")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "command": " ".join(["scripts/bench_writer.py", *sys.argv[1:]]), "started": started,
+            "command": " ".join(["scripts/bench/writer.py", *sys.argv[1:]]), "started": started,
             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.node(),
             "cpus": os.cpu_count(), "requests": args.n, "wall_s": walls, "pair_ratios": pairs, "ratio": ratio,
             "flushes": flushing, "flush_share_of_wall": share,

@@ -6,7 +6,7 @@ Prints, in one run:
    (the ratio; target >= 0.95). Bare and profiled passes alternate, and the median of each is used,
    so that drift of this shared 2-core machine hits both alike.
 
-Usage: .venv/bin/python scripts/bench_profile.py [--prompts 8] [--max-new-tokens 64] [--rounds 2] [--json OUT]
+Usage: .venv/bin/python scripts/bench/profiling.py [--prompts 8] [--max-new-tokens 64] [--rounds 2] [--json OUT]
 (--json: the raw figures, with the command, times, machine and revision; docs/bench/profile.json)
 """
 

@@ -10,7 +10,7 @@ K of the whole burst (the order the gateway would give if it saw the burst whole
 whole), over 5 bursts; the burst's arrival spread at the gateway (first to last, from its records);
 and, at low load (one request at a time), the median time a request waited in rtlm's queue.
 
-    .venv/bin/python scripts/bench_gather.py --json docs/bench/gather.json
+    .venv/bin/python scripts/bench/gather.py --json docs/bench/gather.json
 
 Run it alone on the cores (it times things).
 """
@@ -31,8 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import exit_on_sigterm, markdown_table  # noqa: E402
 from rtlm_cli.testing import FakeOpenAI  # noqa: E402 (the fake server, as the harness's backend)
@@ -155,7 +155,7 @@ def main() -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
-            "command": " ".join(["scripts/bench_gather.py", *sys.argv[1:]]), "started": started,
+            "command": " ".join(["scripts/bench/gather.py", *sys.argv[1:]]), "started": started,
             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.node(),
             "cpus": os.cpu_count(), "k": K, "rows": rows, **provenance()}, indent=1))
 

@@ -19,10 +19,10 @@ Load is the offered arrival rate over the workers' batch-1 capacity (1 / mean ba
 of the profile's requests, from its timing table). Gain share = (fcfs - rtlm) / (fcfs - oracle) on
 mean response time.
 
-Usage: .venv/bin/python scripts/bench_serve.py --sim --speed --seeds 0,1,2 --profile P --predictor D
-       .venv/bin/python scripts/bench_serve.py --real --recalibrate --profile P --predictor D -n 60 --load 0.85
-       .venv/bin/python scripts/bench_serve.py --aging --seeds 0,1,2 --predictor D
-       .venv/bin/python scripts/bench_serve.py --markdown OUT   (docs/benchmarks.md's tables from a --json record)
+Usage: .venv/bin/python scripts/bench/serve.py --sim --speed --seeds 0,1,2 --profile P --predictor D
+       .venv/bin/python scripts/bench/serve.py --real --recalibrate --profile P --predictor D -n 60 --load 0.85
+       .venv/bin/python scripts/bench/serve.py --aging --seeds 0,1,2 --predictor D
+       .venv/bin/python scripts/bench/serve.py --markdown OUT   (docs/benchmarks.md's tables from a --json record)
 --json OUT writes every row with the command, times, machine and revision (docs/bench/serve-sim.json);
 it is rewritten after each part, so an interrupted run keeps the parts it finished.
 """

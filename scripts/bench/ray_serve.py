@@ -27,7 +27,7 @@
           the evaluated draws); --gather-ms W then adds that arm to --bursts.
 
 Run it alone on the cores. Resumable (--json holds what is done).
-Usage: .venv/bin/python scripts/bench_ray_serve.py --bursts --cost --json docs/bench/ray-serve.json
+Usage: .venv/bin/python scripts/bench/ray_serve.py --bursts --cost --json docs/bench/ray-serve.json
 """
 
 from __future__ import annotations

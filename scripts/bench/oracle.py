@@ -16,7 +16,7 @@ Three orders, each knowing every request's true answer:
         the order's key passed as each request's priority (`--dispatch direct`, priced by --timing vllm-cpu).
 
 The lowest mean across both is what `oracle` is. Resumable (--json holds what is done).
-Usage: .venv/bin/python scripts/bench_oracle.py --sim --real --json docs/bench/oracle.json
+Usage: .venv/bin/python scripts/bench/oracle.py --sim --real --json docs/bench/oracle.json
 """
 
 from __future__ import annotations

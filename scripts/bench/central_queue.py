@@ -24,7 +24,7 @@ power-of-two (which knows nothing of speeds).
 Prints mean and p99 response time per arm, each against central fcfs, and rtlm's share of the
 oracle's gain over central fcfs (target at 95%: >= 70%, with p99 <= 2x central fcfs's); --json
 writes every number. Resumable: points already in --json are skipped.
-Usage: .venv/bin/python scripts/bench_central_queue.py --json docs/bench/central-queue.json
+Usage: .venv/bin/python scripts/bench/central_queue.py --json docs/bench/central-queue.json
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ of answers whose length the seed reproduced (vLLM batches them with others: nume
 server is warmed up first and runs its policies in an order shuffled by the draw (--fixed-order: the
 listed order, FCFS first, as the records before 2026-12-07 ran).
 
-Usage: .venv/bin/python scripts/bench_sampled.py --predictor DIR [--requests 50000] [--real] [--json OUT]
+Usage: .venv/bin/python scripts/bench/sampled.py --predictor DIR [--requests 50000] [--real] [--json OUT]
 (DIR: `rtlm train-predictor reference-sampled --out DIR`.) Resumable: with --json, finished runs are
 read back and skipped; each run is saved as it finishes.
 """
@@ -177,7 +177,7 @@ def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, consol
         cfg0 = ReplayConfig.of(str(runs.tmp / "real"), profile=str(prof), engine=eng)
         from rtlm_cli.serve.live.servers import engine_config
 
-        # a fresh server for each draw (bench_engines.py: long-lived vLLM servers were ended here)
+        # a fresh server for each draw (bench/engines.py: long-lived vLLM servers were ended here)
         with open_engine(engine_config(cfg0, console), "smollm2", console=console) as engine:
             warm_up(engine.server["urls"][0])
             for position, policy in enumerate(arm_order(todo, draw, fixed_order)):

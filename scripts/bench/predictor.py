@@ -11,8 +11,8 @@ Prints, in one run:
 5. with --splits K, the full predictor's held-out Kendall tau on K other seeded splits (how much
    one 200-prompt split moves the figure).
 
-Usage: .venv/bin/python scripts/bench_predictor.py [--profile reference] [--splits 5] [--json OUT] [--keep DIR]
-       .venv/bin/python scripts/bench_predictor.py --markdown OUT   (docs/research.md's tables from a --json record)
+Usage: .venv/bin/python scripts/bench/predictor.py [--profile reference] [--splits 5] [--json OUT] [--keep DIR]
+       .venv/bin/python scripts/bench/predictor.py --markdown OUT   (docs/research.md's tables from a --json record)
 --json writes every figure above with the command, times, machine and revision (docs/bench/predictor.json);
 --keep DIR keeps both predictors (DIR/full, DIR/fast) for the serve-local benchmarks.
 The prefill family runs SmolLM2 once per prompt (cached in $RTLM_HOME/prefill after the first run).

@@ -22,7 +22,7 @@ its end, in two phases:
 Targets: >= 300 requests/s through the gateway with no error (saturated); added TTFT p50 <= 1 ms plus
 the prediction's own p50, p99 <= 10 ms (paced, at --clients 16); the predictor alone <= 0.3 ms a request.
 
-    .venv/bin/python scripts/bench_gateway_hop.py --json docs/bench/gateway-hop.json
+    .venv/bin/python scripts/bench/gateway_hop.py --json docs/bench/gateway-hop.json
 """
 
 from __future__ import annotations

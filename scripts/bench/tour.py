@@ -6,7 +6,7 @@ wall time and exit code are printed and, with --json, written. The setup (`bash 
 is not timed: the README's first command does it. Target: the whole tour in at most five minutes.
 Run it alone on the cores (it times things).
 
-    .venv/bin/python scripts/bench_tour.py --json docs/bench/tour.json
+    .venv/bin/python scripts/bench/tour.py --json docs/bench/tour.json
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import exit_on_sigterm, now  # noqa: E402
 

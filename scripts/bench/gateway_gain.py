@@ -43,9 +43,9 @@ draw (or seed), recorded as each arm's `position` (--fixed-order: the order abov
 before 2026-12-07 ran, FCFS first on a cold server).
 
 Resumable: every arm's numbers are saved to --json as they come, and arms already there are skipped.
-Usage: .venv/bin/python scripts/bench_gateway_gain.py --draws 5 --seqs 8,16 --json docs/bench/gateway-gain.json
-       .venv/bin/python scripts/bench_gateway_gain.py --seqs 8 --overload --poisson 0.9,0.95 --json /tmp/paced.json
-       .venv/bin/python scripts/bench_gateway_gain.py --seqs '' --poisson 0.9,0.95 --json /tmp/paced.json  (another day:
+Usage: .venv/bin/python scripts/bench/gateway_gain.py --draws 5 --seqs 8,16 --json docs/bench/gateway-gain.json
+       .venv/bin/python scripts/bench/gateway_gain.py --seqs 8 --overload --poisson 0.9,0.95 --json /tmp/paced.json
+       .venv/bin/python scripts/bench/gateway_gain.py --seqs '' --poisson 0.9,0.95 --json /tmp/paced.json  (another day:
            no bursts; today's capacity measured first)
 """
 
