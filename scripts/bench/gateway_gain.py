@@ -195,13 +195,15 @@ def share_table(console, results: dict) -> dict:
         console.print(f"[bold]max_num_seqs {seqs}[/bold], {len(draws)} draws (mean end-to-end, s):")
         for a in names:
             m, h = interval95(mean[a])
-            per = [(f - x) / (f - o) for f, x, o in zip(mean["fcfs"], mean[a], mean["oracle gateway"]) if f > o]
+            # every draw: where FCFS was not slower than the oracle there, the share is undefined (NaN), not dropped
+            per = [(f - x) / (f - o) if f > o else float("nan") for f, x, o in zip(mean["fcfs"], mean[a], mean["oracle gateway"])]
             share = (fcfs - m) / (fcfs - oracle) if fcfs > oracle else float("nan")
             summary[seqs][a] = {"mean_s": m, "ci95_s": h, "per_draw_s": mean[a], "share": share, "share_per_draw": per}
             line = f"  {a:17s} {m:6.2f} ± {h:4.2f}"
             if a not in ("fcfs", "oracle gateway"):
-                line += (f"   share of the oracle's gain {share:.0%} (draws {min(per, default=float('nan')):.0%} to "
-                         f"{max(per, default=float('nan')):.0%})")
+                defined = [x for x in per if x == x]
+                line += (f"   share of the oracle's gain {share:.0%} (draws {min(defined, default=float('nan')):.0%} to "
+                         f"{max(defined, default=float('nan')):.0%}; {len(per) - len(defined)} undefined)")
             if "gateway" in a:
                 d, dh = interval95([x - y for x, y in zip(mean[a], mean["rtlm direct"])])
                 summary[seqs][a]["minus_direct_s"] = {"mean": d, "ci95": dh}
@@ -221,7 +223,7 @@ def markdown(record: dict) -> str:
             if a == "draws":
                 continue
             share = "—" if a == "fcfs" else "100%" if a == "oracle gateway" else (
-                f"{s['share']:.0%} ({', '.join(f'{x:.0%}' for x in s['share_per_draw'])})")
+                f"{s['share']:.0%} ({', '.join(f'{x:.0%}' if x == x else 'n/a' for x in s['share_per_draw'])})")
             diff = s.get("minus_direct_s")
             gain, gain_h = interval95([x - f for x, f in zip(s["per_draw_s"], fcfs)])
             rows.append([a, ", ".join(f"{x:.2f}" for x in s["per_draw_s"]), f"{s['mean_s']:.2f} ± {s['ci95_s']:.2f}",

@@ -310,10 +310,18 @@ def vllm_smoke(args, out: dict, save) -> None:
             s.stop()
 
 
+def half95(sd: float, n: int) -> float:
+    """The half-width of a 95% t-interval of a mean over ``n`` bursts whose standard deviation is ``sd``."""
+    from scipy import stats
+
+    return stats.t.ppf(0.975, n - 1) * sd / n ** 0.5 if n > 1 else float("nan")
+
+
 def markdown(record: dict) -> str:
     """docs/benchmarks.md's burst tables from a --json record: per section (reference-64, reference), each
-    arm's mean over bursts through Ray (sd), its paired difference from rtlm's queue with FCFS tokens
-    (mean ± sd over bursts) and the simulator's mean for the same draws."""
+    arm's mean over bursts through Ray, its paired difference from rtlm's queue with FCFS tokens (each
+    with its 95% interval over the bursts, from the record's standard deviations) and the simulator's
+    mean for the same draws."""
     text = ""
     for section in ("bursts", "bursts-256"):
         summary, setup = record.get(f"{section}_summary"), record.get(f"{section}_setup", {})
@@ -323,17 +331,17 @@ def markdown(record: dict) -> str:
                  "rtlm fcfs": "rtlm's queue, FCFS tokens (least-loaded: the pooling alone)",
                  "rtlm": f"**rtlm's queue, rtlm's order** (predictor {setup.get('predictor', '?')})",
                  "oracle": "rtlm's queue, the oracle's order (true lengths from the profile)"}
-        rows, n = [], 0
+        n = next(s["vs_rtlm_fcfs_s"]["n"] for s in summary.values() if "vs_rtlm_fcfs_s" in s)
+        rows = []
         for arm, s in summary.items():
             if "real_mean_s" not in s:
                 continue
             diff = s.get("vs_rtlm_fcfs_s")
-            n = diff["n"] if diff else n
-            cell = "—" if not diff else f"{diff['mean']:+.2f} ± {diff['sd']:.2f} s"
-            rows.append([label.get(arm, arm), f"{s['real_mean_s']:.2f} s ({s['real_sd_s']:.2f})",
+            cell = "—" if not diff else f"{diff['mean']:+.2f} ± {half95(diff['sd'], n):.2f} s"
+            rows.append([label.get(arm, arm), f"{s['real_mean_s']:.2f} ± {half95(s['real_sd_s'], n):.2f} s",
                          f"**{cell}**" if arm == "rtlm" else cell, f"{s['sim_mean_s']:.2f} s"])
         text += markdown_table([f"{setup.get('profile', '?')} (cap {setup.get('cap', '?')}), {n} bursts: arm",
-                                "Ray, mean (sd over bursts)", "Ray, paired vs rtlm FCFS (mean ± sd over bursts)",
+                                "Ray, mean ± 95% over bursts", "Ray, paired vs rtlm FCFS (mean ± 95% over bursts)",
                                 "simulator, mean"], rows, right_from=4) + "\n"
     return text
 
