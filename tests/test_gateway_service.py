@@ -277,12 +277,14 @@ def test_a_dead_backend_is_taken_out_and_put_back_when_healthy(start):
     assert post(g.url + "/v1/completions", {"prompt": "three", "max_tokens": 3})[0] == 200
 
 
-def readable_rows(run):
-    """The rows of a growing run so far (none before its first flush)."""
+def flushed(run) -> int:
+    """Requests a growing run's meta.json counts as completed so far (0 before its first flush). The
+    writer writes its parts, then the meta: a meta that counts them all was written after them."""
     try:
-        return load_run(run)[1]
+        meta, df = load_run(run)
     except Exception:  # noqa: BLE001 - not written yet
-        return []
+        return 0
+    return min((meta.get("summary") or {}).get("completed", 0), len(df))
 
 
 def served_after_a_blocker(g, server, requests, max_tokens: int = 60) -> list[str]:
@@ -336,7 +338,7 @@ def test_a_gateway_killed_with_sigkill_leaves_a_run_that_report_reads(start, run
     g = gateway("--url", server.url, "--out", tmp_path / "run", "--flush", 0.2)
     for i in range(3):
         assert post(g.url + "/v1/completions", {"prompt": f"p{i}", "max_tokens": 4})[0] == 200
-    wait_until(lambda: len(readable_rows(tmp_path / "run")) == 3, what="a flush of the three records")
+    wait_until(lambda: flushed(tmp_path / "run") == 3, what="a flush of the three records and their summary")
     g.proc.kill()
     g.proc.wait()
     meta, df = load_run(tmp_path / "run")
