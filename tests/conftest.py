@@ -1,4 +1,7 @@
 import os
+import threading
+import time
+import urllib.request
 
 import pytest
 from typer.testing import CliRunner
@@ -19,16 +22,118 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch sees none)"))
 
 
+# vLLM servers that real-vLLM tests share (fixture name -> VLLMSettings): the embedded SmolLM2, one
+# request at a time, as rtlm starts it (priority scheduling) or in arrival order.
+VLLM_SERVERS = {
+    "priority_server": {"max_num_seqs": 1, "kv_cache_gib": 1},
+    "fcfs_server": {"max_num_seqs": 1, "kv_cache_gib": 1, "vllm_args": ("--scheduling-policy", "fcfs")},
+}
+
+
+class EarlyVLLM:
+    """The vLLM servers the collected tests will use, launched one after another in a background thread
+    as soon as collection ends, so that each one's start (about 25 s of one core importing vLLM) overlaps
+    the tests that run before it instead of adding to the session. The fixture that uses a server takes
+    it (waiting until it is healthy) and stops it; any not taken are stopped when the session ends."""
+
+    def __init__(self, names: list[str]):
+        from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings
+
+        self.servers = {n: VLLMServer("smollm2", VLLMSettings(**VLLM_SERVERS[n])) for n in names}
+        self.launched = {n: threading.Event() for n in names}
+        self.lock = threading.Lock()
+        threading.Thread(target=self._launch_all, daemon=True, name="early-vllm").start()
+
+    def _launch_all(self):
+        for name, server in list(self.servers.items()):
+            with self.lock:
+                if name in self.servers:  # not taken (or stopped) meanwhile
+                    try:
+                        server.launch()
+                    except Exception:  # the fixture launches it again and says why
+                        server.proc = None
+            self.launched[name].set()
+            deadline = time.monotonic() + 300
+            while server.proc is not None and server.proc.poll() is None and time.monotonic() < deadline:
+                try:  # one start at a time: the next waits until this one answers
+                    with urllib.request.urlopen(server.url + "/health", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(0.5)
+
+    def take(self, name: str):
+        """The server launched for fixture ``name`` (None when it was not launched early)."""
+        if name not in self.launched:
+            return None
+        self.launched[name].wait(300)
+        with self.lock:
+            return self.servers.pop(name, None)
+
+    def stop_rest(self):
+        with self.lock:
+            for server in self.servers.values():
+                server.stop()
+            self.servers.clear()
+
+
+_early: EarlyVLLM | None = None
+
+
+def pytest_collection_finish(session):
+    """After selection (``-m``, ``-k`` included): launch the vLLM servers the selected tests use."""
+    global _early
+    names = [n for n in VLLM_SERVERS if any(n in getattr(item, "fixturenames", ()) for item in session.items)]
+    if names and not session.config.option.collectonly and missing_requirement_vllm() is None:
+        _early = EarlyVLLM(names)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _early is not None:
+        _early.stop_rest()
+
+
+def vllm_server(name: str):
+    """A started, healthy vLLM server for fixture ``name`` (the early one when there is one); stopped
+    when the fixture ends."""
+    from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings
+
+    server = _early.take(name) if _early is not None else None
+    if server is None or server.proc is None:
+        server = VLLMServer("smollm2", VLLMSettings(**VLLM_SERVERS[name])).launch()
+    try:
+        yield server.wait_healthy()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def priority_server():
+    """vLLM as rtlm starts it (priority scheduling), running one request at a time."""
+    yield from vllm_server("priority_server")
+
+
+@pytest.fixture
+def fcfs_server():
+    """vLLM started in arrival order (``--scheduling-policy fcfs``), one request at a time; the test that
+    uses it may kill it."""
+    yield from vllm_server("fcfs_server")
+
+
+def missing_requirement_vllm() -> str | None:
+    from rtlm_cli.engines.vllm import vllm_python
+    from rtlm_cli.errors import RtlmError
+
+    try:
+        vllm_python()
+    except RtlmError as e:
+        return str(e)
+    return None
+
+
 def missing_requirement(item) -> str | None:
     """Why a test marked ``vllm``, ``ray`` or ``browser`` cannot run here, or None."""
-    if "vllm" in item.keywords:
-        from rtlm_cli.engines.vllm import vllm_python
-        from rtlm_cli.errors import RtlmError
-
-        try:
-            vllm_python()
-        except RtlmError as e:
-            return str(e)
+    if "vllm" in item.keywords and (reason := missing_requirement_vllm()):
+        return reason
     if "ray" in item.keywords:
         import importlib.util
 

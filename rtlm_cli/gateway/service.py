@@ -28,6 +28,7 @@ from rtlm_cli.engines.upstream import (
     Exchange,
     Outcome,
     Upstream,
+    openai_error,
     served_row,
     upstream_body,
     wants_usage,
@@ -46,8 +47,7 @@ PATHS = ("/v1/chat/completions", "/v1/completions")
 
 def error(status: int, message: str, kind: str = "invalid_request_error", headers=None) -> web.Response:
     """An OpenAI-style error body."""
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status,
-                             headers=headers)
+    return web.json_response(openai_error(status, message, kind), status=status, headers=headers)
 
 
 class GatewayService:

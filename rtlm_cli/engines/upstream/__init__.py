@@ -38,6 +38,7 @@ from rtlm_cli.engines.upstream.outcome import (
     TIMEOUT,
     Outcome,
     error_event,
+    openai_error,
     scrub,
     served_row,
     upstream_body,
@@ -45,4 +46,4 @@ from rtlm_cli.engines.upstream.outcome import (
 )
 
 __all__ = ["BACKEND_DOWN", "BACKEND_ERROR", "CLIENT_GONE", "FAILURES", "MALFORMED", "RETRYABLE_STATUS", "TIMEOUT",
-           "Exchange", "Outcome", "Upstream", "error_event", "scrub", "served_row", "upstream_body", "wants_usage"]
+           "Exchange", "Outcome", "Upstream", "error_event", "openai_error", "scrub", "served_row", "upstream_body", "wants_usage"]

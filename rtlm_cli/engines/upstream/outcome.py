@@ -56,10 +56,15 @@ class Outcome:
         return self
 
 
+def openai_error(status: int, message: str, kind: str = "invalid_request_error") -> dict:
+    """The OpenAI-style error body every front door answers with (the gateway service, Ray Serve's
+    ingress and forwarder, and a relayed stream's error event): ``{"error": {"message", "type", "code"}}``."""
+    return {"error": {"message": message, "type": kind, "code": status}}
+
+
 def error_event(message: str, status: int = 502) -> bytes:
     """The end of a relayed stream that failed: an OpenAI-style error event, then ``[DONE]``."""
-    body = {"error": {"message": message, "type": "upstream_error", "code": status}}
-    return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n".encode()
+    return f"data: {json.dumps(openai_error(status, message, 'upstream_error'))}\n\ndata: [DONE]\n\n".encode()
 
 
 def scrub(message: str, body: dict | None = None) -> str:

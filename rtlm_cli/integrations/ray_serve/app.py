@@ -13,7 +13,7 @@ from ray import serve
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 
-from rtlm_cli.engines.upstream import Upstream, upstream_body, wants_usage
+from rtlm_cli.engines.upstream import Upstream, openai_error, upstream_body, wants_usage
 from rtlm_cli.serve.admit import UNAUTHORIZED, BadRequest, authorized, queue_full, too_large
 from rtlm_cli.integrations.ray_serve.deployment import rtlm_routed
 from rtlm_cli.integrations.ray_serve.ingress import Predicting
@@ -24,8 +24,7 @@ PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", headers=None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
-                        headers=headers)
+    return JSONResponse(openai_error(status, message, kind), status_code=status, headers=headers)
 
 
 @serve.deployment
@@ -51,8 +50,7 @@ class Forwarder:
             if ex.failed:
                 o = ex.outcome
                 payload = ex.payload.decode("utf-8", "replace") if o.http_status else json.dumps(
-                    {"error": {"message": f"the backend failed: {o.failure} ({o.error})", "type": "upstream_error",
-                               "code": 502}})
+                    openai_error(502, f"the backend failed: {o.failure} ({o.error})", "upstream_error"))
                 yield {"status": o.http_status or 502, "body": payload}
                 return
             yield {"status": 200}

@@ -26,7 +26,6 @@ class SlotDriver:
         self.queue, self.clock, self.on_withdrawn = queue, clock, on_withdrawn
         self.waiting: dict[int, asyncio.Future] = {}
         self.chores: set[asyncio.Task] = set()
-        self.shed = 0  # requests shed, ever
 
     @property
     def core(self):
@@ -71,7 +70,6 @@ class SlotDriver:
             else:  # its caller left between the decision and now: the slot goes to the next one
                 self.release(b, r)
         for r in out.shed:
-            self.shed += 1
             fut = self.waiting.pop(r.rid, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
