@@ -434,11 +434,11 @@ def main() -> None:
     ap.add_argument("--json", help="the record: read back (arms already there are skipped) and written as arms finish")
     ap.add_argument("--markdown", metavar="RECORD", help="only print docs/benchmarks.md's burst, Poisson and overload tables from a --json record")
     args = ap.parse_args()
-    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if args.markdown:
         record = json.loads(Path(args.markdown).read_text())
-        print(markdown(record) + poisson_markdown(record) + overload_markdown(record), end="")
+        print("\n".join(t for t in (markdown(record), poisson_markdown(record), overload_markdown(record)) if t), end="")
         return
+    exit_on_sigterm()  # what it started (servers, gateways, the load generator) stops with it
     if not args.json:
         raise SystemExit("error: --json OUT is required (where the arms' results are kept)")
     console = Console(stderr=True, width=150)
