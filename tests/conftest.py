@@ -1,7 +1,10 @@
 import os
+import shutil
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -84,6 +87,14 @@ def pytest_collection_finish(session):
     global _early
     names = [n for n in VLLM_SERVERS if any(n in getattr(item, "fixturenames", ()) for item in session.items)]
     if names and not session.config.option.collectonly and missing_requirement_vllm() is None:
+        from rtlm_cli.engines.vllm import model_source
+
+        # The embedded model is converted here, in the main thread, if it is not yet: a conversion
+        # redirects the process's stderr while it runs, which must not happen beside a running test.
+        try:
+            model_source("smollm2")
+        except Exception:  # the tests that need it say why
+            return
         _early = EarlyVLLM(names)
 
 
@@ -159,18 +170,26 @@ def pytest_runtest_setup(item):
     pytest.skip(reason)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_home(tmp_path_factory):
-    """One RTLM_HOME per test session (the embedded model converts once), and no hub access."""
-    home = tmp_path_factory.mktemp("rtlm-home")
-    saved = {k: os.environ.get(k) for k in ("RTLM_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    os.environ.update(RTLM_HOME=str(home), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    yield home
-    for k, v in saved.items():
+_saved_env: dict[str, str | None] = {}
+
+
+def pytest_configure(config):
+    """One RTLM_HOME per test session (the embedded model converts once), and no hub access: set before
+    collection, so that the vLLM servers launched early (``EarlyVLLM``) use it too."""
+    home = tempfile.mkdtemp(prefix="rtlm-home-")
+    _saved_env.update({k: os.environ.get(k) for k in ("RTLM_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")})
+    os.environ.update(RTLM_HOME=home, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+
+def pytest_unconfigure(config):
+    home = os.environ.get("RTLM_HOME")
+    for k, v in _saved_env.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+    if home and Path(home).name.startswith("rtlm-home-"):
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

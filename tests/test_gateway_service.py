@@ -433,3 +433,46 @@ def test_backends_priced_by_their_own_tables(start, run_cli, tmp_path):
     meta, df = load_run(tmp_path / "run")
     assert meta["offload"] and [w["spec"] for w in meta["workers"]] == [f"{a.url}=h200", f"{b.url}=vllm-cpu"]
     assert set(df["backend"]) == {a.url}  # one at a time: the fast backend (h200's table) is free for each
+
+
+def test_the_predictor_in_use_and_how_well_it_ranks_the_served_requests_are_on_metrics(start, tmp_path):
+    """The shipped predictor's version, and its rolling Kendall tau and absolute error, as the run's own
+    records give them (predicted against realised tokens of every finished request)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from scipy.stats import kendalltau
+
+    from rtlm_cli.predict.model import Predictor
+
+    gateway, fake = start
+    server = fake()
+    g = gateway("--url", server.url, "--out", tmp_path / "run")
+    for i in range(24):  # answers of 3-40 tokens by the prompt's hash (rtlm_cli.testing.tokens_for)
+        assert post(g.url + "/v1/completions", {"prompt": f"question {i}: " + "why " * i, "max_tokens": 256})[0] == 200
+    text = urllib.request.urlopen(g.url + "/metrics").read().decode()
+    g.stop()
+    samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+    version = Predictor.load("reference").version
+    assert samples["rtlm:predictor_info"].labels == {"version": version} and samples["rtlm:predictor_info"].value == 1
+    meta, df = load_run(tmp_path / "run")
+    assert meta["predictor_version"] == version and len(df) == 24
+    assert samples["rtlm:predictor_window_requests"].value == 24
+    tau = kendalltau(df["predicted_tokens"], df["output_tokens"]).statistic
+    assert samples["rtlm:predictor_kendall_tau"].value == pytest.approx(tau, abs=1e-9)
+    error = (df["predicted_tokens"] - df["output_tokens"]).abs().mean()
+    assert samples["rtlm:predictor_abs_error_tokens"].value == pytest.approx(error, rel=1e-9)
+
+
+def test_every_metric_the_grafana_dashboard_queries_is_served():
+    """docs/grafana/rtlm-gateway.json queries only what a gateway's /metrics serves (with a predictor)."""
+    import re
+
+    from rtlm_cli.gateway.metrics import ServiceMetrics
+
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "rtlm-gateway.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"rtlm:[a-z0-9_]+", target["expr"])}
+    metrics = ServiceMetrics(["http://b:8000"], "reference-0123456789")
+    metrics.observe_state(0.0, 0, {"http://b:8000": (0, False)})  # what a scrape does first
+    served = {line.split("{")[0].split(" ")[0] for line in metrics.exposition().decode().splitlines()
+              if line and not line.startswith("#")}
+    assert len(queried) >= 12 and queried <= served, sorted(queried - served)

@@ -257,3 +257,24 @@ def test_the_prefill_cache_runs_each_prompt_once_however_often_it_repeats(tmp_pa
     assert hidden.shape == (5, 4) and (hidden[:, 0] == [len(t) for t in texts]).all()  # every row gets its prompt's
     _prefill_signals(texts + ["a third"], ctx)
     assert seen[2:] == ["a third"]  # cached prompts are not run again
+
+
+def test_the_rolling_quality_ranks_a_window_of_finished_requests():
+    """Kendall tau-b and the mean absolute error over the latest window; NaN under 20 pairs; pairs with
+    no prediction or no length are not counted."""
+    import math
+
+    from rtlm_cli.predict.quality import MIN_PAIRS, RollingQuality
+
+    q = RollingQuality(window=50)
+    for i in range(MIN_PAIRS - 1):
+        q.add(float(i), float(i))
+    assert math.isnan(q.figures()["kendall_tau"]) and q.figures()["requests"] == MIN_PAIRS - 1
+    q.add(float("nan"), 3.0)
+    q.add(19.0, 19.0)
+    assert q.figures() == pytest.approx({"kendall_tau": 1.0, "abs_error_tokens": 0.0, "requests": 20.0})
+    for i in range(50):  # the window keeps the latest 50: now exactly inverted
+        q.add(float(i), float(49 - i))
+    f = q.figures()
+    assert f["requests"] == 50 and f["kendall_tau"] == pytest.approx(-1.0)
+    assert f["abs_error_tokens"] == pytest.approx(sum(abs(i - (49 - i)) for i in range(50)) / 50)

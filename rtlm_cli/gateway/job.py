@@ -77,7 +77,8 @@ def _meta(cfg: ServiceConfig, engine, k: int, predictor, console) -> dict:
                 console.print(f"[yellow]warning:[/yellow] {mismatch}")
     return {"mode": "real", "batching": "continuous", "dispatch": "gateway", "executes": "serving-engine",
             "service": True, "engine": engine.name, "engine_settings": engine.server, **cfg.queue().meta("gateway", k),
-            "predictor": cfg.predictor, "profile": cfg.profile, "predictor_warning": mismatch, "cap": None,
+            "predictor": cfg.predictor, "predictor_version": predictor.version if predictor is not None else None,
+            "profile": cfg.profile, "predictor_warning": mismatch, "cap": None,
             "workload": {"arrivals": "service", "rate_rps": None, "offered_load": None, "num_requests": None},
             "model": {"model_id": engine.info.model_id, "model_hash": engine.info.model_hash},
             "created_at": now_iso(), "listen": f"{cfg.host}:{cfg.port}", **provenance()}
@@ -148,4 +149,4 @@ async def _watch(service: GatewayService, cfg: ServiceConfig, console) -> None:
             span = now - recent[0]["arrival_s"] if len(recent) == recent.maxlen else now
             board.update(now, service.arrived, len(service.queue.core.queue),
                          {u: n for u, (n, _) in states.items()}, list(recent), span_s=span,
-                         speeds=service.metrics.speeds(now))
+                         speeds=service.metrics.speeds(now), predictor=service.metrics.predictor_figures())

@@ -1,13 +1,16 @@
 """The gateway's Prometheus metrics (prometheus_client, its own registry), named in the style of
 vLLM's ``vllm:`` metrics with the prefix ``rtlm:``: queue depth, in flight and liveness per backend,
-outcome counts, predicted against realised tokens, and histograms of queue wait, TTFT,
-end-to-end latency and prediction time."""
+outcome counts, predicted against realised tokens, how well the predictor in use ranks the latest
+finished requests (``rtlm_cli.predict.quality``), and histograms of queue wait, TTFT, end-to-end
+latency and prediction time. A Grafana dashboard of them: ``docs/grafana/rtlm-gateway.json``."""
 
 from __future__ import annotations
 
 from collections import deque
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from rtlm_cli.predict.quality import WINDOW, RollingQuality
 
 SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 SPEED_WINDOW_S = 30.0  # a backend's speed: tokens of the answers that ended in this last window, per second
@@ -17,7 +20,9 @@ OUTCOMES = ("finished", "failed", "shed", "rejected", "cancelled", "retried")
 class ServiceMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, backends):
+    def __init__(self, backends, predictor_version: str | None = None):
+        """``predictor_version``: the predictor in use (``Predictor.version``), or None when requests
+        carry no prediction (then no predictor figures are kept)."""
         r = self.registry = CollectorRegistry()
         self.waiting = Gauge("rtlm:num_requests_waiting", "Requests waiting in rtlm's queue.", registry=r)
         self.in_flight = Gauge("rtlm:num_requests_in_flight", "Requests sent to a backend and not yet answered.",
@@ -44,6 +49,17 @@ class ServiceMetrics:
                                registry=r)
         self.prediction_s = Histogram("rtlm:prediction_time_seconds", "Time to predict a request at its arrival.",
                                       buckets=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1), registry=r)
+        self.quality = RollingQuality() if predictor_version else None
+        if self.quality is not None:
+            Gauge("rtlm:predictor_info", "The predictor in use (1), by version: its name and a hash of its meta.json.",
+                  ["version"], registry=r).labels(predictor_version).set(1)
+            self.tau = Gauge("rtlm:predictor_kendall_tau", f"Kendall tau-b of predicted against realised output tokens "
+                             f"over the last {WINDOW} finished requests (NaN under 20; a capped answer counts at its cap).",
+                             registry=r)
+            self.abs_error = Gauge("rtlm:predictor_abs_error_tokens", f"Mean absolute error of the predicted output "
+                                   f"tokens over the last {WINDOW} finished requests (NaN under 20).", registry=r)
+            self.judged = Gauge("rtlm:predictor_window_requests", "Finished requests the predictor's figures are over.",
+                                registry=r)
         self.counts = dict.fromkeys(OUTCOMES, 0)  # the same counts, for the log line
         for outcome in OUTCOMES:
             self.outcomes.labels(outcome)
@@ -72,6 +88,8 @@ class ServiceMetrics:
         self.ends[backend].append((end, tokens))
         self.predicted_tokens.inc(predicted)
         self.realised_tokens.inc(tokens)
+        if self.quality is not None:
+            self.quality.add(predicted, tokens)
         if first is not None:
             self.ttft_s.observe(first - arrived)
         self.e2e_s.observe(end - arrived)
@@ -96,5 +114,13 @@ class ServiceMetrics:
             self.live.labels(name).set(0 if down else 1)
             self.speed.labels(name).set(speeds[name])
 
+    def predictor_figures(self) -> dict[str, float] | None:
+        """The predictor's rolling figures (``RollingQuality.figures``), or None without a predictor."""
+        return None if self.quality is None else self.quality.figures()
+
     def exposition(self) -> bytes:
+        if (figures := self.predictor_figures()) is not None:  # a scrape computes them (not every request)
+            self.tau.set(figures["kendall_tau"])
+            self.abs_error.set(figures["abs_error_tokens"])
+            self.judged.set(figures["requests"])
         return generate_latest(self.registry)

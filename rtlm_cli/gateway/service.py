@@ -58,7 +58,8 @@ class GatewayService:
         client's); ``records``: where each request's record goes (or None)."""
         self.cfg, self.queue, self.urls, self.models = cfg, queue, urls, models
         self.admit, self.upstream, self.records = admit, upstream, records
-        self.metrics = ServiceMetrics(urls.values())
+        predictor = getattr(admit, "predictor", None)
+        self.metrics = ServiceMetrics(urls.values(), predictor.version if predictor is not None else None)
         self.t0 = upstream.clock()
         self.slots = SlotDriver(queue, self.now, on_withdrawn=lambda r: self.metrics.count("cancelled"))
         self.rids = itertools.count()

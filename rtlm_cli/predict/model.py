@@ -134,6 +134,15 @@ class Predictor:
         return tuple(self.meta["families"])
 
     @property
+    def version(self) -> str:
+        """Which predictor this is: its directory's name and the first 10 hex digits of the sha256 of its
+        ``meta.json`` (which names every file it was trained from and on), e.g. ``reference-3f2a9c01d4``."""
+        import hashlib
+
+        digest = hashlib.sha256((self.path / "meta.json").read_bytes()).hexdigest()[:10]
+        return f"{self.path.name}-{digest}"
+
+    @property
     def levels(self) -> tuple[float, ...]:
         """The quantile levels it predicts (empty for a point predictor)."""
         return self.model.levels

@@ -46,9 +46,11 @@ class Dashboard:
             self.console.print(self._line(), highlight=False)
 
     def update(self, now: float, arrived: int, queued: int, running: dict[str, int], records, server: dict | None = None,
-               span_s: float | None = None, speeds: dict[str, float] | None = None) -> None:
+               span_s: float | None = None, speeds: dict[str, float] | None = None,
+               predictor: dict[str, float] | None = None) -> None:
         """``records``: every record so far, or the latest ones over the last ``span_s`` seconds (a
-        service); ``speeds``: each worker's tokens per second, if known better than from ``records``."""
+        service); ``speeds``: each worker's tokens per second, if known better than from ``records``;
+        ``predictor``: the predictor's rolling figures (``RollingQuality.figures``), shown when given."""
         span = now if span_s is None else span_s
         done = [r for r in records if r["status"] == "finished"]
         e2e = [r["finish_s"] - r["arrival_s"] for r in done]
@@ -62,6 +64,7 @@ class Dashboard:
             "mean": float(np.mean(e2e)) if e2e else float("nan"), "p95": _pct(e2e, 95),
             "ttft50": _pct(ttft, 50), "ttft95": _pct(ttft, 95), "itl50": _pct(itl, 50), "itl95": _pct(itl, 95),
             "missed": sum(1 for r in done if r["finish_s"] > r["deadline_s"]),  # NaN (no deadline) is never missed
+            "predictor": predictor,
             "per_worker": {w: ((speeds or {}).get(w, sum(r["output_tokens"] for r in done if r["backend"] == w) / span if span > 0 else 0.0),
                                sum(1 for r in records if r["backend"] == w and r["status"] == "failed"))
                            for w in self.workers},
@@ -79,7 +82,13 @@ class Dashboard:
         return (f"[{s['elapsed']:6.1f}s] {self.policy}: arrived {s['arrived']}{self._of_total()} queued {s['queued']}{server} "
                 f"running {run} done {s['completed']} failed {s['failed']} | {s['rps']:.2f} req/s {s['tps']:.1f} tok/s | "
                 f"response mean {s['mean']:.2f}s p95 {s['p95']:.2f}s | ttft p50 {s['ttft50']:.2f}s p95 {s['ttft95']:.2f}s "
-                f"| itl p50 {s['itl50'] * 1e3:.0f}ms p95 {s['itl95'] * 1e3:.0f}ms | deadline misses {s['missed']}")
+                f"| itl p50 {s['itl50'] * 1e3:.0f}ms p95 {s['itl95'] * 1e3:.0f}ms | deadline misses {s['missed']}"
+                + (f" | predictor {self._predictor()}" if s.get("predictor") else ""))
+
+    def _predictor(self) -> str:
+        p = self.state["predictor"]
+        return (f"tau {p['kendall_tau']:.2f}, |error| {p['abs_error_tokens']:.0f} tok over the last {p['requests']:.0f}"
+                if p["kendall_tau"] == p["kendall_tau"] else f"{p['requests']:.0f} finished: too few to judge")
 
     def _of_total(self) -> str:
         return "" if self.total is None else f"/{self.total}"
@@ -107,4 +116,6 @@ class Dashboard:
         t.add_row("TTFT", f"p50 {s['ttft50']:.2f} s, p95 {s['ttft95']:.2f} s")
         t.add_row("inter-token", f"p50 {s['itl50'] * 1e3:.0f} ms, p95 {s['itl95'] * 1e3:.0f} ms")
         t.add_row("deadline misses", str(s["missed"]))
+        if s.get("predictor"):
+            t.add_row("predictor", self._predictor())
         return t
