@@ -324,7 +324,8 @@ def test_real_gateway_offloads_to_the_slow_server_only_under_congestion_and_shed
     assert len(on_slow) >= 3 and 24 not in on_slow
     # shedding: deadlines the queue cannot meet are dropped at the gateway, recorded, never served late.
     # Predictions are exact here, so a request sent is one the gateway expects to end in time: it ends
-    # within the 50 ms that HTTP and the event loops add to 24 answers of 10 ms a token.
+    # within what HTTP and the event loops add (0.25 s allowed: a loaded 2-core machine once took more
+    # than 50 ms). Served in order without shedding, the last of the 24 would end about 4 s late.
     tight = [Request(**{**r.__dict__, "predicted_tokens": float(r.true_tokens), "deadline_s": 0.5}) for r in reqs]
     gateway, _ = setup([flat(0.01)], slots=1, policy="fcfs", shed=True)
     before = len(fast.started)
@@ -332,7 +333,7 @@ def test_real_gateway_offloads_to_the_slow_server_only_under_congestion_and_shed
     shed = [r for r in recs if r["status"] == "shed"]
     done = [r for r in recs if r["status"] == "finished"]
     assert shed and done and all("deadline could no longer be met" in r["error"] for r in shed)
-    assert all(r["finish_s"] <= r["deadline_s"] + 0.05 for r in done)
+    assert all(r["finish_s"] <= r["deadline_s"] + 0.25 for r in done)
     assert len(fast.started) - before == len(done)  # the shed ones never reached the server
 
 
