@@ -2,8 +2,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -56,13 +54,11 @@ class EarlyVLLM:
                     except Exception:  # the fixture launches it again and says why
                         server.proc = None
             self.launched[name].set()
-            deadline = time.monotonic() + 300
-            while server.proc is not None and server.proc.poll() is None and time.monotonic() < deadline:
-                try:  # one start at a time: the next waits until this one answers
-                    with urllib.request.urlopen(server.url + "/health", timeout=2):
-                        break
-                except OSError:
-                    time.sleep(0.5)
+            if server.proc is not None:
+                try:  # one start at a time: the next waits until this one answers (VLLMServer's own wait)
+                    server._wait_healthy()
+                except Exception:  # died or too slow: the fixture's wait_healthy says why and stops it
+                    pass
 
     def take(self, name: str):
         """The server launched for fixture ``name`` (None when it was not launched early)."""
